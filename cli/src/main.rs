@@ -1,1 +1,5 @@
-fn main() {}
+//! The `lkb` binary: everything lives in the library so tests can drive it.
+
+fn main() -> std::process::ExitCode {
+    lkb::main()
+}

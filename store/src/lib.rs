@@ -1,1 +1,67 @@
-//! placeholder
+//! The local content-addressed store of lkb.
+//!
+//! # Overview
+//!
+//! - [`digest`]: [`Digest<K>`] (sha256, typed by kind: [`BlobDigest`], [`TreeDigest`]),
+//!   [`ActionKey`] (BLAKE3, computed by `lkb-engine`), and the records that name blobs:
+//!   [`BlobRef`], [`Artifact`], [`ActionResult`].
+//! - [`Store`]: opens a store directory (taking the process lock), reads blobs, and writes them
+//!   through a [`BlobWriter`] (temp file → hash while writing → rename into `cas/`).
+//! - The redb index holds the action cache ([`Store::get_action_checked`],
+//!   [`Store::put_action`]) and small metadata tables ([`MetaTable`]).
+//! - [`StoreError`] and the [`ErrorCategory`] shared by every lkb crate.
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! <root>/                        $LKB_STORE, chosen by the CLI
+//!   store-v1/                    the layout version is in the path; a new layout is store-v2/
+//!     lock                       advisory lock (flock) held by the one process using the store;
+//!                                contains that process's pid, for the "waiting for" message
+//!     cas/sha256/ab/abcdef…      blobs, one read-only file each, named by the lowercase hex
+//!                                sha256 of the content; fanned out by its first two hex chars
+//!     tmp/blob-XXXXXX            blobs being written (same filesystem as cas/, so the final
+//!                                rename is atomic); emptied when the store is opened
+//!     index.redb                 redb database, tables below
+//! ```
+//!
+//! | table     | key                       | value                                           |
+//! |-----------|---------------------------|-------------------------------------------------|
+//! | `actions` | action key, 64 hex chars  | JSON [`ActionResult`]: `{"outputs":[{"name", "blob":{"digest":"sha256:…","size"}}]}` |
+//! | `history` | action identity           | bytes owned by the engine (last key, inputs, params) |
+//! | `pins`    | image reference           | bytes owned by the resolver                     |
+//! | `roots`   | target label              | bytes owned by the CLI (GC roots)               |
+//!
+//! # Consistency
+//!
+//! - A blob is written to `tmp/`, hashed while written, and renamed into `cas/` only when
+//!   complete (and, with [`BlobWriter::finish_expect`], only if it has the expected digest).
+//!   Blob files are never modified after the rename.
+//! - Blobs are not fsynced one by one. [`Store::put_action`] calls `syncfs(2)` once and then
+//!   commits the record, so a crash can leak an orphan blob but never leaves a record that
+//!   names a missing blob. A cache hit is still only accepted if every blob it names is present
+//!   with the right size ([`Lookup::Damaged`] otherwise).
+//! - redb admits one process per database file. [`Store::open`] therefore takes an exclusive
+//!   lock on `store-v1/lock` for the store's lifetime; a second lkb process is told who holds it
+//!   ([`Store::open_with`]) and waits. Within one process, opening the same root again shares
+//!   the open store.
+
+pub mod digest;
+
+mod blob;
+mod error;
+mod index;
+mod lock;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use blob::{BlobIter, BlobWriter};
+pub use digest::{
+    ActionKey, ActionResult, Artifact, Blob, BlobDigest, BlobRef, Digest, DigestParseError, Tree,
+    TreeDigest,
+};
+pub use error::{ErrorCategory, StoreError};
+pub use index::{Lookup, MetaTable};
+pub use store::Store;

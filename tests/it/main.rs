@@ -1,1 +1,2 @@
-
+mod oci;
+mod support_smoke;

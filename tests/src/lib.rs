@@ -1,1 +1,26 @@
-//! Test support.
+//! Test support for lkb: fixture builders and launchers for the real programs the tests use.
+//!
+//! - [`oci`]: OCI images built in code from synthetic trees: layers, configs, manifests,
+//!   multi-platform indexes, and OCI layout directories. Deterministic bytes.
+//! - [`registry`]: a real registry (Debian's `docker-registry`) on 127.0.0.1 with its own
+//!   storage dir, optional htpasswd auth, a minimal HTTP/1.1 client to push images, and a hook
+//!   to corrupt stored blobs.
+//! - [`debs`]: Debian packages fetched with `apt-get download` into a cache and unpacked with
+//!   `dpkg -x`.
+//! - [`examples`]: the bootable example images (kernel, init, getty, dhcpcd, sshd, rngd) made
+//!   from those packages, mirroring LinuxKit's `examples/`.
+//! - [`initrd`]: gzip'd newc initrds made with Debian's `cpio`, for hand-made boots.
+//! - [`synthetic`]: canned synthetic images (long names, whiteouts, hostile paths, multi-arch,
+//!   a fake kernel) and the expected flattened tree of the layered one.
+//! - [`qemu`]: boots a kernel and initrd under `qemu-system-x86_64 -accel tcg` and waits for a
+//!   marker on the serial console.
+//!
+//! Everything runs here without Docker or the internet, except `apt-get download` in [`debs`].
+
+pub mod debs;
+pub mod examples;
+pub mod initrd;
+pub mod oci;
+pub mod qemu;
+pub mod registry;
+pub mod synthetic;

@@ -1,0 +1,87 @@
+//! Command-line arguments (clap derive). Commands are thin wrappers over `ops`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lkb",
+    version,
+    about = "Build LinuxKit images from a content-addressed build graph",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Store directory [default: $XDG_CACHE_HOME/lkb, else ~/.cache/lkb]
+    #[arg(long, global = true, env = "LKB_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// How to show progress on stderr
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// Print only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise
+    Auto,
+    /// One line per finished action
+    Plain,
+    /// Versioned JSON lines (see docs/cli.md)
+    Json,
+    /// Nothing but the summary
+    None,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build targets (labels like //examples:sshd, patterns like //examples/..., or yml files)
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Labels, patterns or yml files (several files merge in order, as LinuxKit does)
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Output formats (repeat or comma-separate)
+    #[arg(short, long = "format", value_delimiter = ',', value_name = "FORMAT")]
+    pub formats: Vec<String>,
+    /// Output directory [default: lkb-out/<package path>]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Output base name [default: the (last) yml file's stem]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// CPU-bound actions run at once [default: number of CPUs]
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Target architecture (amd64, arm64, ...) [default: the host's]
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Refuse to change lkb.lock
+    #[arg(long)]
+    pub locked: bool,
+    /// Use only the store and OCI layouts; never the network
+    #[arg(long)]
+    pub offline: bool,
+    /// Re-resolve every image tag instead of reusing lkb.lock pins
+    #[arg(long)]
+    pub pull: bool,
+    /// Ignore the action cache and run every action
+    #[arg(long)]
+    pub rebuild: bool,
+}

@@ -1,0 +1,53 @@
+//! lkb's command-line front end, as a library.
+//!
+//! - [`args`]: the clap definitions.
+//! - `commands/`: one file per command; each is a thin wrapper over an operation in [`ops`].
+//! - [`ops`]: the operations (`build`), which run lkb's phases over the library crates.
+//! - `reporter`: renders the engine's build events (bars, plain lines, JSON lines).
+//! - `printer`: the only place that writes to stdout/stderr.
+//! - `settings`: the only place that reads the environment.
+
+pub mod args;
+pub mod ops;
+pub mod settings;
+
+mod commands;
+mod errors;
+mod printer;
+mod reporter;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Runs the `lkb` command line and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    init_logging(&cli.global);
+    let settings = settings::Settings::from_env(cli.global.store.clone());
+    let result = commands::run(&cli, &settings);
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => errors::report(&error),
+    };
+    printer::flush();
+    code
+}
+
+fn init_logging(global: &args::GlobalArgs) {
+    let default = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,3 @@
+//! Library operations behind the commands.
+
+pub mod build;

@@ -1,0 +1,42 @@
+//! Everything lkb reads from the environment, in one place (the libraries never read env vars).
+
+use std::path::PathBuf;
+
+/// Environment-derived defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub store: PathBuf,
+    pub docker_config: Option<PathBuf>,
+    pub home: Option<PathBuf>,
+    pub source_date_epoch: Option<i64>,
+    pub no_color: bool,
+}
+
+#[expect(clippy::disallowed_methods, reason = "the CLI is the one place that reads env")]
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Settings {
+    pub fn from_env(store_flag: Option<PathBuf>) -> Settings {
+        let home = var("HOME").map(PathBuf::from);
+        let store = store_flag.unwrap_or_else(|| {
+            let cache = var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".cache"));
+            cache.join("lkb")
+        });
+        let docker_config = var("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".docker")))
+            .map(|d| d.join("config.json"));
+        Settings {
+            store,
+            docker_config,
+            home,
+            source_date_epoch: var("SOURCE_DATE_EPOCH").and_then(|v| v.parse().ok()),
+            no_color: var("NO_COLOR").is_some(),
+        }
+    }
+}

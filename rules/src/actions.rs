@@ -1,0 +1,72 @@
+//! The concrete actions of a LinuxKit build.
+//!
+//! Every action is pure data plus `execute`; the engine derives its key from `kind`, `version`,
+//! `params` and the results of its inputs. This table lists what each kind puts into `params`
+//! (the inputs' artifact digests are always part of the key):
+//!
+//! | kind                | inputs                         | params                                             | outputs |
+//! |---------------------|--------------------------------|----------------------------------------------------|---------|
+//! | `fetch`             | —                              | blob digest and size                               | `blob` |
+//! | `unpack`            | fetch                          | media type, limits                                 | `tree` |
+//! | `merge`             | unpack × layers, in order      | —                                                  | `tree` |
+//! | `init-root`         | merge                          | source ref, location, LinuxKit filters' version    | `tree` |
+//! | `bundle`            | merge (unless de-duplicated)   | bundle path, root dir, readonly, config.json, runtime.json, source ref, location | `tree` |
+//! | `kernel`            | merge                          | binary, tar, ucode names, cmdline, source ref      | `kernel`, `cmdline`, `ucode`?, `rootfs`, `initrd` (trees) |
+//! | `files`             | —                              | every entry: path, kind, bytes or blob digest, mode, uid, gid | `tree` |
+//! | `segment`           | one tree-producing action      | which artifact, codec, level                       | `segment` |
+//! | `initrd`            | kernel?, segments              | whether ucode is prepended                         | `initrd` |
+//! | `rootfs-tar`        | kernel?, trees                 | artifact per input                                 | `tar` |
+//! | `kernel-initrd-tar` | kernel, initrd                 | —                                                  | `tar` |
+//!
+//! Labels, identities and image sources (where to fetch from) are *not* in keys: they do not
+//! change the bytes.
+
+mod archive;
+mod image;
+mod sections;
+
+pub use archive::{InitrdAction, KernelInitrdTarAction, RootfsTarAction, SegmentAction};
+pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
+pub use sections::{
+    BundleAction, FileData, FileItem, FilesAction, InitRootAction, KernelAction, RootFilter,
+};
+
+use lkb_engine::ActionError;
+use lkb_store::{ActionResult, Artifact, BlobRef, Store};
+
+use crate::tree::Tree;
+
+/// LinuxKit's `defaultModTime` (2017-04-18T16:30:00Z): the mtime of generated entries.
+pub const DEFAULT_MTIME: i64 = 1_492_533_000;
+
+/// Reads and decodes a tree blob.
+pub(crate) fn load_tree(store: &Store, blob: &BlobRef) -> Result<Tree, ActionError> {
+    let bytes = store.read_blob(&blob.digest)?;
+    Tree::decode(&bytes).map_err(|e| ActionError::new(e.category(), e))
+}
+
+/// Encodes a tree and stores it.
+pub(crate) fn save_tree(store: &Store, tree: &Tree) -> Result<BlobRef, ActionError> {
+    Ok(store.put_bytes(&tree.encode())?)
+}
+
+/// The artifact `name` of an input result, or an internal error.
+pub(crate) fn artifact<'a>(result: &'a ActionResult, name: &str) -> Result<&'a BlobRef, ActionError> {
+    result.get(name).ok_or_else(|| {
+        ActionError::internal(format!("input has no `{name}` artifact (has {:?})", names(result)))
+    })
+}
+
+fn names(result: &ActionResult) -> Vec<&str> {
+    result.outputs.iter().map(|a| a.name.as_str()).collect()
+}
+
+/// A result with one artifact.
+pub(crate) fn single(name: &str, blob: BlobRef) -> ActionResult {
+    ActionResult {
+        outputs: vec![Artifact {
+            name: name.to_string(),
+            blob,
+        }],
+    }
+}

@@ -1,0 +1,148 @@
+//! Getting images into trees: fetch a layer blob, unpack it, merge an image's layers.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lkb_engine::{Action, ActionClass, ActionError, ExecCtx, KeyHasher};
+use lkb_store::{ActionResult, BlobRef};
+
+use super::{artifact, load_tree, save_tree, single};
+use crate::layer::{Limits, unpack_layer};
+use crate::oci::{ImageRef, ImageSource, LayerDesc};
+use crate::tree::Tree;
+
+/// Fetches one blob (a layer) from wherever the image lives into the store.
+///
+/// The key is the blob's digest and size only: where it comes from does not change the bytes.
+#[derive(Debug)]
+pub struct FetchBlobAction {
+    pub reference: ImageRef,
+    pub layer: LayerDesc,
+    pub source: Arc<dyn ImageSource>,
+}
+
+#[async_trait]
+impl Action for FetchBlobAction {
+    fn kind(&self) -> &'static str {
+        "fetch"
+    }
+    fn label(&self) -> String {
+        format!("fetch {} of {}", short(&self.layer.digest.to_string()), self.reference)
+    }
+    fn identity(&self) -> String {
+        format!("fetch {}", self.layer.digest)
+    }
+    fn params(&self, key: &mut KeyHasher) {
+        key.digest(&self.layer.digest).u64(self.layer.size);
+    }
+    fn class(&self) -> ActionClass {
+        ActionClass::Io
+    }
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let wanted = BlobRef {
+            digest: self.layer.digest,
+            size: self.layer.size,
+        };
+        if ctx.store().has_blob(&wanted) {
+            return Ok(single("blob", wanted));
+        }
+        let progress = |n: u64| ctx.progress(n);
+        let blob = self
+            .source
+            .fetch_blob(&self.reference, &self.layer, ctx.store(), &progress)
+            .await
+            .map_err(|e| ActionError::new(e.category(), e))?;
+        ctx.add_counter("bytes_fetched", blob.size);
+        Ok(single("blob", blob))
+    }
+}
+
+/// Unpacks one layer blob into a per-layer tree (whiteouts kept as markers).
+#[derive(Debug)]
+pub struct UnpackLayerAction {
+    pub reference: String,
+    pub layer: LayerDesc,
+    pub limits: Limits,
+}
+
+#[async_trait]
+impl Action for UnpackLayerAction {
+    fn kind(&self) -> &'static str {
+        "unpack"
+    }
+    fn label(&self) -> String {
+        format!("unpack {} of {}", short(&self.layer.digest.to_string()), self.reference)
+    }
+    fn identity(&self) -> String {
+        format!("unpack {}", self.layer.digest)
+    }
+    fn params(&self, key: &mut KeyHasher) {
+        key.str(&self.layer.media_type);
+        limits_key(&self.limits, key);
+    }
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let blob = *artifact(ctx.input(0)?, "blob")?;
+        let store = ctx.store().clone();
+        let media_type = self.layer.media_type.clone();
+        let limits = self.limits.clone();
+        let digest = self.layer.digest;
+        ctx.blocking(move || {
+            let file = store.open_blob(&blob.digest)?;
+            let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+            let tree = unpack_layer(&store, reader, &media_type, &limits)
+                .map_err(|e| ActionError::new(e.category(), e.in_layer(digest)))?;
+            Ok(single("tree", save_tree(&store, &tree)?))
+        })
+        .await
+    }
+}
+
+/// Merges an image's layer trees (in order) into its filesystem, applying whiteouts.
+#[derive(Debug)]
+pub struct MergeImageAction {
+    pub reference: String,
+}
+
+#[async_trait]
+impl Action for MergeImageAction {
+    fn kind(&self) -> &'static str {
+        "merge"
+    }
+    fn label(&self) -> String {
+        format!("merge {}", self.reference)
+    }
+    fn identity(&self) -> String {
+        format!("merge {}", self.reference)
+    }
+    fn params(&self, _key: &mut KeyHasher) {}
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let blobs: Vec<BlobRef> = ctx
+            .inputs()
+            .iter()
+            .map(|r| artifact(r, "tree").copied())
+            .collect::<Result<_, _>>()?;
+        let store = ctx.store().clone();
+        ctx.blocking(move || {
+            let layers = blobs
+                .iter()
+                .map(|b| load_tree(&store, b))
+                .collect::<Result<Vec<_>, _>>()?;
+            let merged = Tree::merge_layers(&layers).map_err(|e| ActionError::new(e.category(), e))?;
+            Ok(single("tree", save_tree(&store, &merged)?))
+        })
+        .await
+    }
+}
+
+/// `sha256:abcdef012345` (the first 12 hex digits) for labels.
+pub(crate) fn short(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("sha256:{}", &hex[..hex.len().min(12)])
+}
+
+/// Layer limits go into keys: a build with other limits may fail where this one did not.
+pub(crate) fn limits_key(limits: &Limits, key: &mut KeyHasher) {
+    key.u64(limits.max_entries)
+        .u64(limits.max_path_len as u64)
+        .u64(limits.max_total_bytes);
+}

@@ -1,0 +1,66 @@
+//! The linuxkit.yml front end: pure parsing, checking and merging.
+//!
+//! [`parse_config`] reads one file's text into a typed [`Config`] in which every value keeps
+//! its location ([`Spanned`]); [`merge`] folds several files together as
+//! `linuxkit build a.yml b.yml` does; [`IdMap`] gives container names their uid/gid numbers;
+//! [`parse_label`] reads an image's `org.mobyproject.config` label with the same schema.
+//!
+//! The accepted schema is LinuxKit's (`schema.go`): unknown keys anywhere are errors (with a
+//! "did you mean" hint), types are strict (`mode` must be a quoted string), and the semantic
+//! checks LinuxKit makes at build time (capability names, bind and tmpfs syntax, mount type
+//! inference, rlimits, device modes, the file content rules) are made here, at parse time,
+//! with a file:line:column. Differences from LinuxKit:
+//! - camelCase OCI keys (`resources.memory.kernelTCP`, `uidMappings[].hostID`, …) take
+//!   effect instead of being silently dropped; `blockIO` and `mounts[].uidMappings` are
+//!   accepted as other spellings of `blockio` and `uidmappings`;
+//! - container names may not contain `/` or be `.`/`..`; file paths may not contain `..`;
+//!   a file may not combine `directory`/`symlink` with other content; volume names must not
+//!   be empty, and stay unique across merged files;
+//! - `oomScoreAdj` must be within -1000..=1000.
+//!
+//! No I/O happens here; the caller reads the file.
+
+mod error;
+mod fields;
+mod ids;
+mod image;
+mod parse;
+mod resources;
+mod types;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_image;
+
+pub use error::{ConfigError, ConfigWarning, Span, Spanned};
+pub use fields::{ALL_CAPABILITIES, RLIMIT_NAMES};
+pub use ids::IdMap;
+pub use image::parse_label;
+pub use parse::{merge, parse_config};
+pub use types::{
+    Bind, BindNamespaces, Config, Device, FileContent, FileSpec, IdMapping, IdValue, ImageConfig,
+    ImageSpec, Interface, Kernel, MetadataFormat, Mount, ResolvedMount, Rlimit, Runtime,
+    StringList, Tmpfs, Volume, VolumeFormat,
+};
+
+pub(crate) use error::did_you_mean;
+pub(crate) use fields::{capability_keyword, check_capability};
+
+/// Expands a short image reference the way LinuxKit does (`ReferenceExpand`):
+/// `alpine` → `docker.io/library/alpine`, `linuxkit/init:v1` → `docker.io/linuxkit/init:v1`.
+/// A first segment with a `.` or `:`, or `localhost`, is a registry and is left alone; so is
+/// any reference with three or more segments. No tag is added.
+pub fn expand_ref(reference: &str) -> String {
+    let segments: Vec<&str> = reference.split('/').collect();
+    match segments.as_slice() {
+        [_] => format!("docker.io/library/{reference}"),
+        [first, _]
+            if !first.contains('.') && !first.contains(':') && *first != "localhost" =>
+        {
+            format!("docker.io/{reference}")
+        }
+        _ => reference.to_owned(),
+    }
+}

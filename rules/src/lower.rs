@@ -1,0 +1,276 @@
+//! Lowering: a loaded config plus its resolved images → actions in the engine's graph.
+//!
+//! Pure: no I/O, no network. The same inputs always give the same graph, which `lkb query`
+//! prints. The engine de-duplicates identical actions, so an image (or a layer) shared by
+//! several containers or several targets is fetched, unpacked and merged once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use lkb_engine::{GraphBuilder, NodeId};
+use lkb_store::ErrorCategory;
+
+use crate::actions::{
+    BundleAction, FetchBlobAction, FileItem, FilesAction, InitRootAction, InitrdAction,
+    KernelAction, MergeImageAction, SegmentAction, UnpackLayerAction,
+};
+use crate::bundle_spec::{BundleInput, bundle_spec};
+use crate::compress::Codec;
+use crate::config::{Config, ConfigError, IdMap, ImageSpec};
+use crate::formats::{Format, OutputSpec, Parts};
+use crate::layer::Limits;
+use crate::oci::ImageSource;
+use crate::resolve::ImageInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("image {0} was not resolved")]
+    Unresolved(String),
+    #[error("{file}: `volumes` are not supported by lkb yet (volume `{name}`)")]
+    Volumes { file: String, name: String },
+    #[error("no output: the config has neither a kernel nor any contents for the initrd")]
+    Empty,
+}
+
+impl LowerError {
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            LowerError::Config(e) => e.category(),
+            LowerError::Unresolved(_) => ErrorCategory::Internal,
+            LowerError::Volumes { .. } | LowerError::Empty => ErrorCategory::User,
+        }
+    }
+}
+
+/// Everything lowering needs besides the graph.
+pub struct LowerInput<'a> {
+    pub config: &'a Config,
+    /// Resolved images by canonical ref.
+    pub images: &'a BTreeMap<String, Arc<ImageInfo>>,
+    /// `files:` entries with their content resolved (host sources read by the load phase).
+    pub files: Vec<FileItem>,
+    pub sources: Arc<dyn ImageSource>,
+    pub codec: Codec,
+    pub limits: Limits,
+}
+
+/// Lowers one target. Returns the output files of every requested format.
+pub fn lower(
+    g: &mut GraphBuilder,
+    name: &str,
+    formats: &[Format],
+    input: &LowerInput<'_>,
+) -> Result<Vec<OutputSpec>, LowerError> {
+    let mut lowering = Lowering {
+        g,
+        input,
+        images: HashMap::new(),
+    };
+    let parts = lowering.parts()?;
+    let mut outputs = Vec::new();
+    for format in formats {
+        outputs.extend(format.lower(lowering.g, name, &parts));
+    }
+    Ok(outputs)
+}
+
+struct Lowering<'g, 'a> {
+    g: &'g mut GraphBuilder,
+    input: &'a LowerInput<'a>,
+    images: HashMap<String, NodeId>,
+}
+
+impl Lowering<'_, '_> {
+    fn info(&self, reference: &str) -> Result<&Arc<ImageInfo>, LowerError> {
+        self.input
+            .images
+            .get(reference)
+            .ok_or_else(|| LowerError::Unresolved(reference.to_string()))
+    }
+
+    /// fetch → unpack per layer, then merge: the image's filesystem tree.
+    fn image(&mut self, reference: &str) -> Result<NodeId, LowerError> {
+        if let Some(node) = self.images.get(reference) {
+            return Ok(*node);
+        }
+        let info = Arc::clone(self.info(reference)?);
+        let r = &info.resolved.reference;
+        let mut layers = Vec::new();
+        for layer in &info.resolved.layers {
+            let fetch = self.g.add(
+                Arc::new(FetchBlobAction {
+                    reference: r.clone(),
+                    layer: layer.clone(),
+                    source: Arc::clone(&self.input.sources),
+                }),
+                &[],
+            );
+            let unpack = self.g.add(
+                Arc::new(UnpackLayerAction {
+                    reference: reference.to_string(),
+                    layer: layer.clone(),
+                    limits: self.input.limits.clone(),
+                }),
+                &[fetch],
+            );
+            layers.push(unpack);
+        }
+        let merge = self.g.add(
+            Arc::new(MergeImageAction {
+                reference: reference.to_string(),
+            }),
+            &layers,
+        );
+        self.images.insert(reference.to_string(), merge);
+        Ok(merge)
+    }
+
+    fn segment(&mut self, node: NodeId, artifact: &str, what: String) -> NodeId {
+        self.g.add(
+            Arc::new(SegmentAction {
+                artifact: artifact.to_string(),
+                codec: self.input.codec,
+                what,
+            }),
+            &[node],
+        )
+    }
+
+    fn parts(&mut self) -> Result<Parts, LowerError> {
+        let config = self.input.config;
+        if let Some(volume) = config.volumes.first() {
+            return Err(LowerError::Volumes {
+                file: volume.span.to_string(),
+                name: volume.name.value.clone(),
+            });
+        }
+        let mut segments = Vec::new();
+        let mut trees = Vec::new();
+
+        let mut kernel_node = None;
+        let mut has_ucode = false;
+        let mut cmdline_empty = true;
+        if let Some(kernel) = &config.kernel
+            && let Some(image) = kernel.image()
+        {
+            let reference = crate::config::expand_ref(image);
+            let merged = self.image(&reference)?;
+            let node = self.g.add(
+                Arc::new(KernelAction {
+                    source: reference.clone(),
+                    binary: kernel.binary().to_string(),
+                    tar: kernel.tar().map(str::to_string),
+                    ucode: kernel.ucode().map(str::to_string),
+                    cmdline: kernel.cmdline().to_string(),
+                    limits: self.input.limits.clone(),
+                }),
+                &[merged],
+            );
+            has_ucode = kernel.ucode().is_some();
+            cmdline_empty = kernel.cmdline().is_empty();
+            segments.push(self.segment(node, "initrd", "kernel".into()));
+            kernel_node = Some(node);
+        }
+
+        for (i, image) in config.init.iter().enumerate() {
+            let reference = crate::config::expand_ref(&image.value);
+            let merged = self.image(&reference)?;
+            let location = format!("init[{i}]");
+            let node = self.g.add(
+                Arc::new(InitRootAction {
+                    source: reference.clone(),
+                    location: location.clone(),
+                }),
+                &[merged],
+            );
+            segments.push(self.segment(node, "tree", format!("{location} {reference}")));
+            trees.push((node, "tree".to_string()));
+        }
+
+        let ids = IdMap::from_config(config);
+        // LinuxKit extracts an image once per build; later containers reuse that directory.
+        let mut extracted: HashMap<String, String> = HashMap::new();
+        let sections: [(&str, &[ImageSpec]); 3] = [
+            ("onboot", &config.onboot),
+            ("onshutdown", &config.onshutdown),
+            ("services", &config.services),
+        ];
+        for (section, specs) in sections {
+            for (i, spec) in specs.iter().enumerate() {
+                let reference = spec.reference();
+                let info = Arc::clone(self.info(&reference)?);
+                let bundle = match section {
+                    "services" => format!("containers/services/{}", spec.name.value),
+                    _ => format!("containers/{section}/{i:03}-{}", spec.name.value),
+                };
+                let shared = extracted.get(&reference).cloned();
+                let built = bundle_spec(&BundleInput {
+                    spec,
+                    image_config: &info.config,
+                    ids: &ids,
+                    volumes: &config.volumes,
+                    bundle_path: &bundle,
+                    shared_root: shared.as_deref(),
+                })?;
+                let location = format!("{section}[{i}]");
+                let own_root = match &shared {
+                    Some(_) => None,
+                    None => Some(
+                        built
+                            .root
+                            .strip_prefix(&format!("{bundle}/"))
+                            .unwrap_or(&built.root)
+                            .to_string(),
+                    ),
+                };
+                let action = BundleAction {
+                    bundle: bundle.clone(),
+                    root: own_root,
+                    readonly: built.readonly,
+                    config_json: built.config_json,
+                    runtime_json: built.runtime_json,
+                    source: reference.clone(),
+                    location: location.clone(),
+                };
+                let node = if shared.is_none() {
+                    let merged = self.image(&reference)?;
+                    extracted.insert(reference.clone(), built.root.clone());
+                    self.g.add(Arc::new(action), &[merged])
+                } else {
+                    self.g.add(Arc::new(action), &[])
+                };
+                segments.push(self.segment(node, "tree", format!("{location} {}", spec.name.value)));
+                trees.push((node, "tree".to_string()));
+            }
+        }
+
+        if !self.input.files.is_empty() {
+            let node = self.g.add(
+                Arc::new(FilesAction {
+                    items: self.input.files.clone(),
+                }),
+                &[],
+            );
+            segments.push(self.segment(node, "tree", "files".into()));
+            trees.push((node, "tree".to_string()));
+        }
+
+        if segments.is_empty() && kernel_node.is_none() {
+            return Err(LowerError::Empty);
+        }
+        let mut initrd_inputs = Vec::new();
+        if has_ucode {
+            initrd_inputs.extend(kernel_node);
+        }
+        initrd_inputs.extend(segments);
+        let initrd = self.g.add(Arc::new(InitrdAction { ucode: has_ucode }), &initrd_inputs);
+        Ok(Parts {
+            kernel: kernel_node,
+            cmdline_empty,
+            initrd,
+            trees,
+        })
+    }
+}

@@ -1,0 +1,198 @@
+//! The resolve phase: image references → pinned, stored manifests and configs.
+//!
+//! Policy (see docs/architecture.md):
+//! - A ref found in an OCI layout listed in `lkb.toml` is resolved from the layout every time
+//!   (local, cheap; that is where locally built images change).
+//! - A registry ref with a pin in `lkb.lock` reuses the pin; if the pinned manifest and config
+//!   are in the store no network is used at all. `--pull` re-resolves every tag.
+//! - `--offline` never uses a registry; a ref that is neither in a layout nor pinned and stored
+//!   is an error.
+//! - `--locked` turns any change to the lock file into an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use lkb_store::{BlobDigest, BlobRef, ErrorCategory, Store, StoreError};
+
+use crate::lock::{LockError, LockFile, Pin, PinKey};
+use crate::oci::{
+    ImageRef, ImageSource, ImageSources, LayerDesc, Manifest, OciError, Platform, ResolvedImage,
+    parse_manifest,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "image {reference} is not in the store or any OCI layout, and --offline forbids asking a registry"
+    )]
+    Offline { reference: String },
+    #[error("stored manifest {digest} of {reference} is not an image manifest: {reason}")]
+    BadStoredManifest {
+        reference: String,
+        digest: BlobDigest,
+        reason: String,
+    },
+}
+
+impl ResolveError {
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            ResolveError::Oci(e) => e.category(),
+            ResolveError::Lock(e) => e.category(),
+            ResolveError::Store(e) => e.category(),
+            ResolveError::Offline { .. } => ErrorCategory::User,
+            ResolveError::BadStoredManifest { .. } => ErrorCategory::Environment,
+        }
+    }
+}
+
+/// A resolved image and its parsed OCI image config.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub resolved: ResolvedImage,
+    /// The image config document (`config.Labels`, `config.Env`, …).
+    pub config: serde_json::Value,
+}
+
+/// Inputs of the resolve phase.
+pub struct Resolver {
+    pub sources: Arc<ImageSources>,
+    pub store: Store,
+    pub platform: Platform,
+    pub lock: LockFile,
+    pub pull: bool,
+    pub offline: bool,
+}
+
+impl Resolver {
+    /// Resolves every ref (canonical strings) and returns the images and the new lock.
+    pub async fn resolve_all(
+        &self,
+        refs: &BTreeSet<String>,
+    ) -> Result<(BTreeMap<String, Arc<ImageInfo>>, LockFile), ResolveError> {
+        let jobs = refs.iter().map(|r| async move {
+            let info = self.resolve_one(r).await?;
+            Ok::<_, ResolveError>((r.clone(), info))
+        });
+        let results = futures::future::join_all(jobs).await;
+        let mut images = BTreeMap::new();
+        let mut lock = self.lock.clone();
+        for result in results {
+            let (name, info) = result?;
+            lock.pins.insert(
+                self.key(&name),
+                Pin {
+                    manifest: info.resolved.manifest.digest,
+                    index: info.resolved.index_digest,
+                },
+            );
+            images.insert(name, Arc::new(info));
+        }
+        Ok((images, lock))
+    }
+
+    fn key(&self, reference: &str) -> PinKey {
+        PinKey {
+            reference: reference.to_string(),
+            platform: self.platform.to_string(),
+        }
+    }
+
+    async fn resolve_one(&self, name: &str) -> Result<ImageInfo, ResolveError> {
+        let r = ImageRef::parse(name)?;
+        let in_layout = self.sources.layouts().iter().any(|l| l.find(&r).is_some());
+        let resolved = if in_layout {
+            self.sources.resolve(&r, &self.platform, &self.store).await?
+        } else {
+            let pin = self.lock.pins.get(&self.key(name)).filter(|_| !self.pull);
+            let stored = match pin {
+                Some(pin) => self.from_store(&r, pin)?,
+                None => None,
+            };
+            match (stored, pin) {
+                (Some(resolved), _) => resolved,
+                (None, _) if self.offline => {
+                    return Err(ResolveError::Offline {
+                        reference: name.to_string(),
+                    });
+                }
+                (None, Some(pin)) => {
+                    let mut resolved = self
+                        .sources
+                        .resolve(&r.with_digest(pin.manifest), &self.platform, &self.store)
+                        .await?;
+                    resolved.reference = r.clone();
+                    resolved.index_digest = pin.index;
+                    resolved
+                }
+                (None, None) => self.sources.resolve(&r, &self.platform, &self.store).await?,
+            }
+        };
+        let config = self.store.read_blob(&resolved.config.digest)?;
+        let config = serde_json::from_slice(&config).map_err(|e| OciError::InvalidManifest {
+            reference: name.to_string(),
+            source_name: "the store".into(),
+            reason: format!("image config {} is not JSON: {e}", resolved.config.digest),
+        })?;
+        Ok(ImageInfo { resolved, config })
+    }
+
+    /// Rebuilds a pinned image from the store alone, if its manifest and config are there.
+    fn from_store(&self, r: &ImageRef, pin: &Pin) -> Result<Option<ResolvedImage>, ResolveError> {
+        let path = self.store.blob_path(&pin.manifest);
+        let Ok(bytes) = fs_err::read(&path) else {
+            return Ok(None);
+        };
+        let bad = |reason: String| ResolveError::BadStoredManifest {
+            reference: r.canonical(),
+            digest: pin.manifest,
+            reason,
+        };
+        let manifest = match parse_manifest(&bytes, None) {
+            Ok(Manifest::Image(m)) => m,
+            Ok(Manifest::Index(_)) => return Err(bad("it is an index".into())),
+            Err(p) => return Err(bad(format!("{p:?}"))),
+        };
+        let config_digest = manifest
+            .config
+            .sha256()
+            .ok_or_else(|| bad(format!("config digest {:?}", manifest.config.digest)))?;
+        let config = BlobRef {
+            digest: config_digest,
+            size: manifest.config.size,
+        };
+        if !self.store.has_blob(&config) {
+            return Ok(None);
+        }
+        let layers = manifest
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerDesc {
+                    digest: l
+                        .sha256()
+                        .ok_or_else(|| bad(format!("layer digest {:?}", l.digest)))?,
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, ResolveError>>()?;
+        Ok(Some(ResolvedImage {
+            reference: r.clone(),
+            platform: self.platform.clone(),
+            index_digest: pin.index,
+            manifest: BlobRef {
+                digest: pin.manifest,
+                size: bytes.len() as u64,
+            },
+            config,
+            layers,
+        }))
+    }
+}

@@ -1,0 +1,212 @@
+//! Writing blobs (temp file, hash while writing, rename into `cas/`) and listing/removing them.
+
+use std::fs::Permissions;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use crate::store::HashingSink;
+use crate::{BlobDigest, BlobRef, Store, StoreError};
+
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// A blob being written. Bytes go to a temporary file under `store-v1/tmp/` and are hashed as
+/// they pass; [`BlobWriter::finish`] renames the file into `cas/`. Dropping the writer without
+/// finishing deletes the temporary file.
+pub struct BlobWriter {
+    store: Store,
+    file: BufWriter<tempfile::NamedTempFile>,
+    hashing: HashingSink,
+}
+
+impl std::fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("temp", &self.file.get_ref().path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobWriter {
+    pub(crate) fn new(store: Store) -> Result<Self, StoreError> {
+        let tmp = store.tmp_dir();
+        let temp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&tmp)
+            .map_err(|source| StoreError::WriteBlob { path: tmp, source })?;
+        Ok(BlobWriter {
+            store,
+            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, temp),
+            hashing: HashingSink::default(),
+        })
+    }
+
+    /// The number of bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.hashing.size_so_far()
+    }
+
+    /// Wraps an error from writing into this blob with the temporary file's path.
+    pub fn write_error(&self, source: io::Error) -> StoreError {
+        StoreError::WriteBlob {
+            path: self.file.get_ref().path().to_owned(),
+            source,
+        }
+    }
+
+    /// Publishes the blob under its digest. If the store already has it, the new copy is dropped.
+    pub fn finish(self) -> Result<BlobRef, StoreError> {
+        let (store, temp, blob) = self.complete()?;
+        publish(&store, temp, blob)
+    }
+
+    /// Like [`BlobWriter::finish`], but the content must hash to `expected`; otherwise the
+    /// temporary file is deleted, nothing is published, and the result is
+    /// [`StoreError::DigestMismatch`].
+    pub fn finish_expect(self, expected: &BlobDigest) -> Result<BlobRef, StoreError> {
+        let (store, temp, blob) = self.complete()?;
+        if blob.digest != *expected {
+            drop(temp);
+            return Err(StoreError::DigestMismatch {
+                expected: *expected,
+                actual: blob.digest,
+            });
+        }
+        publish(&store, temp, blob)
+    }
+
+    fn complete(self) -> Result<(Store, tempfile::NamedTempFile, BlobRef), StoreError> {
+        let path = self.file.get_ref().path().to_owned();
+        let temp = self.file.into_inner().map_err(|e| StoreError::WriteBlob {
+            path,
+            source: e.into_error(),
+        })?;
+        Ok((self.store, temp, self.hashing.finish()))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hashing.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+fn publish(
+    store: &Store,
+    temp: tempfile::NamedTempFile,
+    blob: BlobRef,
+) -> Result<BlobRef, StoreError> {
+    if store.has_blob(&blob) {
+        return Ok(blob);
+    }
+    let path = store.blob_path(&blob.digest);
+    let publish_error = |source| StoreError::Publish {
+        digest: blob.digest,
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        fs_err::create_dir_all(parent).map_err(publish_error)?;
+    }
+    temp.as_file()
+        .set_permissions(Permissions::from_mode(0o444))
+        .map_err(publish_error)?;
+    temp.persist(&path).map_err(|e| publish_error(e.error))?;
+    Ok(blob)
+}
+
+impl Store {
+    /// Every blob file in `cas/`, in no particular order. Files whose names are not digests
+    /// are skipped.
+    pub fn list_blobs(&self) -> Result<BlobIter, StoreError> {
+        let cas = self.cas_dir();
+        let fanout = fs_err::read_dir(&cas).map_err(|source| StoreError::Scan {
+            path: cas.clone(),
+            source,
+        })?;
+        Ok(BlobIter {
+            cas,
+            fanout,
+            current: None,
+        })
+    }
+
+    /// Deletes a blob file; returns whether it existed. The caller (garbage collection) must
+    /// make sure no action record still names it.
+    pub fn remove_blob(&self, d: &BlobDigest) -> Result<bool, StoreError> {
+        let path = self.blob_path(d);
+        match fs_err::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Scan { path, source }),
+        }
+    }
+}
+
+/// Iterator over the blobs in a store, from [`Store::list_blobs`].
+#[derive(Debug)]
+pub struct BlobIter {
+    cas: PathBuf,
+    fanout: fs_err::ReadDir,
+    current: Option<(PathBuf, fs_err::ReadDir)>,
+}
+
+impl Iterator for BlobIter {
+    type Item = Result<BlobRef, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((dir, entries)) = &mut self.current {
+                let scan_error = |source| StoreError::Scan {
+                    path: dir.clone(),
+                    source,
+                };
+                match entries.next() {
+                    Some(Ok(entry)) => {
+                        let Some(digest) = entry
+                            .file_name()
+                            .to_str()
+                            .and_then(|hex| format!("sha256:{hex}").parse::<BlobDigest>().ok())
+                        else {
+                            continue;
+                        };
+                        return Some(
+                            entry
+                                .metadata()
+                                .map(|meta| BlobRef {
+                                    digest,
+                                    size: meta.len(),
+                                })
+                                .map_err(scan_error),
+                        );
+                    }
+                    Some(Err(source)) => return Some(Err(scan_error(source))),
+                    None => self.current = None,
+                }
+            }
+            let entry = match self.fanout.next()? {
+                Ok(entry) => entry,
+                Err(source) => {
+                    return Some(Err(StoreError::Scan {
+                        path: self.cas.clone(),
+                        source,
+                    }));
+                }
+            };
+            let dir = entry.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            match fs_err::read_dir(&dir) {
+                Ok(entries) => self.current = Some((dir, entries)),
+                Err(source) => return Some(Err(StoreError::Scan { path: dir, source })),
+            }
+        }
+    }
+}

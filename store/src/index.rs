@@ -1,0 +1,241 @@
+//! The redb index: the action cache and the small metadata tables.
+
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+use crate::{ActionKey, ActionResult, BlobRef, Store, StoreError};
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// Action key (64 hex) → JSON [`ActionResult`].
+const ACTIONS: Table = TableDefinition::new("actions");
+const ACTIONS_NAME: &str = "actions";
+
+/// A metadata table of the index: string keys, opaque byte values owned by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetaTable {
+    /// Per action identity: what the last execution was keyed on (for `--explain`).
+    History,
+    /// Image references resolved to digests.
+    Pins,
+    /// GC roots: the outputs of the last build of each target.
+    Roots,
+}
+
+impl MetaTable {
+    /// Every metadata table.
+    pub const ALL: [MetaTable; 3] = [MetaTable::History, MetaTable::Pins, MetaTable::Roots];
+
+    /// The table's name in the index file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MetaTable::History => "history",
+            MetaTable::Pins => "pins",
+            MetaTable::Roots => "roots",
+        }
+    }
+
+    const fn definition(self) -> Table {
+        TableDefinition::new(self.name())
+    }
+}
+
+/// The outcome of an action-cache lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A record exists and every blob it names is present with the right size.
+    Hit(ActionResult),
+    /// No record for this key.
+    Miss,
+    /// A record exists but names a blob that is missing or has the wrong size.
+    Damaged { missing: BlobRef },
+}
+
+/// Creates every table, so read transactions never see a missing one.
+pub(crate) fn create_tables(db: &redb::Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(ACTIONS)?;
+    for table in MetaTable::ALL {
+        txn.open_table(table.definition())?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl Store {
+    fn index_error(&self, source: impl Into<redb::Error>) -> StoreError {
+        StoreError::Index {
+            path: self.inner.index_path.clone(),
+            source: Box::new(source.into()),
+        }
+    }
+
+    fn read_value(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| self.index_error(e))?;
+        let table = txn.open_table(table).map_err(|e| self.index_error(e))?;
+        let value = table.get(key).map_err(|e| self.index_error(e))?;
+        Ok(value.map(|guard| guard.value().to_vec()))
+    }
+
+    fn list_values(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| self.index_error(e))?;
+        let table = txn.open_table(table).map_err(|e| self.index_error(e))?;
+        let mut rows = Vec::new();
+        for row in table.iter().map_err(|e| self.index_error(e))? {
+            let (key, value) = row.map_err(|e| self.index_error(e))?;
+            rows.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(rows)
+    }
+
+    fn remove_value(&self, table: Table, key: &str) -> Result<bool, StoreError> {
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| self.index_error(e))?;
+        let existed = {
+            let mut table = txn.open_table(table).map_err(|e| self.index_error(e))?;
+            table
+                .remove(key)
+                .map_err(|e| self.index_error(e))?
+                .is_some()
+        };
+        txn.commit().map_err(|e| self.index_error(e))?;
+        Ok(existed)
+    }
+
+    /// Looks up an action record and checks that every blob it names is present.
+    pub fn get_action_checked(&self, key: &ActionKey) -> Result<Lookup, StoreError> {
+        let hex = key.to_string();
+        let Some(bytes) = self.read_value(ACTIONS, &hex)? else {
+            return Ok(Lookup::Miss);
+        };
+        let result: ActionResult =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::CorruptRecord {
+                table: ACTIONS_NAME,
+                key: hex,
+                source: Box::new(source),
+            })?;
+        if let Some(missing) = result.blobs().find(|blob| !self.has_blob(blob)) {
+            return Ok(Lookup::Damaged { missing: *missing });
+        }
+        Ok(Lookup::Hit(result))
+    }
+
+    /// The cached result of an action, only if every blob it names is present.
+    pub fn get_action(&self, key: &ActionKey) -> Result<Option<ActionResult>, StoreError> {
+        Ok(match self.get_action_checked(key)? {
+            Lookup::Hit(result) => Some(result),
+            Lookup::Miss | Lookup::Damaged { .. } => None,
+        })
+    }
+
+    /// Records an action result. Its blobs must be in the store; they are synced to disk
+    /// before the record is committed, so a crash never leaves a record without its blobs.
+    pub fn put_action(&self, key: &ActionKey, r: &ActionResult) -> Result<(), StoreError> {
+        self.put_action_with_meta(key, r, &[])
+    }
+
+    /// [`Store::put_action`] plus metadata rows, committed in the same transaction.
+    pub fn put_action_with_meta(
+        &self,
+        key: &ActionKey,
+        r: &ActionResult,
+        meta: &[(MetaTable, &str, &[u8])],
+    ) -> Result<(), StoreError> {
+        if let Some(missing) = r.blobs().find(|blob| !self.has_blob(blob)) {
+            return Err(StoreError::BlobMissing {
+                digest: missing.digest,
+                path: self.blob_path(&missing.digest),
+            });
+        }
+        let json = serde_json::to_vec(r).map_err(|source| StoreError::CorruptRecord {
+            table: ACTIONS_NAME,
+            key: key.to_string(),
+            source: Box::new(source),
+        })?;
+        self.sync_blobs()?;
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| self.index_error(e))?;
+        {
+            let mut actions = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
+            actions
+                .insert(key.to_string().as_str(), json.as_slice())
+                .map_err(|e| self.index_error(e))?;
+            for (table, row_key, value) in meta {
+                let mut table = txn
+                    .open_table(table.definition())
+                    .map_err(|e| self.index_error(e))?;
+                table
+                    .insert(*row_key, *value)
+                    .map_err(|e| self.index_error(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.index_error(e))
+    }
+
+    /// Deletes an action record; returns whether it existed.
+    pub fn remove_action(&self, key: &ActionKey) -> Result<bool, StoreError> {
+        self.remove_value(ACTIONS, &key.to_string())
+    }
+
+    /// Every action record (for `cache ls` and garbage collection).
+    pub fn list_actions(&self) -> Result<Vec<(ActionKey, ActionResult)>, StoreError> {
+        let mut actions = Vec::new();
+        for (hex, bytes) in self.list_values(ACTIONS)? {
+            let corrupt =
+                |source: Box<dyn std::error::Error + Send + Sync>| StoreError::CorruptRecord {
+                    table: ACTIONS_NAME,
+                    key: hex.clone(),
+                    source,
+                };
+            let key: ActionKey = hex.parse().map_err(|e| corrupt(Box::new(e)))?;
+            let result = serde_json::from_slice(&bytes).map_err(|e| corrupt(Box::new(e)))?;
+            actions.push((key, result));
+        }
+        Ok(actions)
+    }
+
+    /// A metadata value.
+    pub fn get_meta(&self, table: MetaTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_value(table.definition(), key)
+    }
+
+    /// Sets a metadata value. Blobs are not synced first: if the value names blobs that must
+    /// survive a crash, call [`Store::sync_blobs`] before.
+    pub fn put_meta(&self, table: MetaTable, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| self.index_error(e))?;
+        {
+            let mut rows = txn
+                .open_table(table.definition())
+                .map_err(|e| self.index_error(e))?;
+            rows.insert(key, value).map_err(|e| self.index_error(e))?;
+        }
+        txn.commit().map_err(|e| self.index_error(e))
+    }
+
+    /// Deletes a metadata value; returns whether it existed.
+    pub fn remove_meta(&self, table: MetaTable, key: &str) -> Result<bool, StoreError> {
+        self.remove_value(table.definition(), key)
+    }
+
+    /// Every row of a metadata table, in key order.
+    pub fn list_meta(&self, table: MetaTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.list_values(table.definition())
+    }
+}

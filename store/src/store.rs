@@ -1,0 +1,294 @@
+//! [`Store`]: opening a store directory and reading/writing its blobs.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::blob::BlobWriter;
+use crate::index;
+use crate::lock::StoreLock;
+use crate::{BlobDigest, BlobRef, StoreError};
+
+/// The versioned directory under the store root.
+pub(crate) const STORE_DIR: &str = "store-v1";
+/// Index cache size: the index is small, and several stores may be open in one test process.
+const INDEX_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The local content-addressed store. Cheap to clone; `Send + Sync`.
+///
+/// Opening takes an exclusive lock for the store's lifetime, so a second lkb process waits
+/// until the first is done. Within one process, opening the same root again returns a handle
+/// to the already-open store.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    root: PathBuf,
+    dir: PathBuf,
+    pub(crate) index_path: PathBuf,
+    /// Declared before the lock so the database is closed before the lock is released.
+    pub(crate) db: redb::Database,
+    _lock: StoreLock,
+}
+
+/// Stores open in this process, by canonical `store-v1` path.
+static OPEN_STORES: Mutex<Vec<(PathBuf, Weak<Inner>)>> = Mutex::new(Vec::new());
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.root)
+            .finish()
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), StoreError> {
+    fs_err::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`. If another process holds the store,
+    /// logs a warning and waits; use [`Store::open_with`] to show the wait to the user.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Self::open_with(root, &|message| tracing::warn!("{message}"))
+    }
+
+    /// Opens the store under `root`, calling `notify` once with a human message if another
+    /// process holds the store lock, and then blocking until it is released.
+    pub fn open_with(root: &Path, notify: &dyn Fn(&str)) -> Result<Store, StoreError> {
+        let dir = root.join(STORE_DIR);
+        for sub in ["cas/sha256", "tmp"] {
+            create_dir(&dir.join(sub))?;
+        }
+        let canonical = fs_err::canonicalize(&dir).map_err(|source| StoreError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+
+        // Held while opening, so two threads of this process cannot both lock the store.
+        let mut open = OPEN_STORES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(inner) = open
+            .iter()
+            .find(|(path, _)| *path == canonical)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Ok(Store { inner });
+        }
+
+        let lock = StoreLock::acquire(&dir.join("lock"), notify)?;
+        clean_tmp(&dir.join("tmp"))?;
+        let index_path = dir.join("index.redb");
+        let index_error = |source: redb::Error| StoreError::Index {
+            path: index_path.clone(),
+            source: Box::new(source),
+        };
+        let db = redb::Builder::new()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(&index_path)
+            .map_err(|e| index_error(e.into()))?;
+        index::create_tables(&db).map_err(index_error)?;
+
+        let inner = Arc::new(Inner {
+            root: root.to_owned(),
+            dir,
+            index_path,
+            db,
+            _lock: lock,
+        });
+        open.push((canonical, Arc::downgrade(&inner)));
+        Ok(Store { inner })
+    }
+
+    /// The root this store was opened with (the parent of `store-v1/`).
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The versioned store directory, `<root>/store-v1`.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.inner.dir.join("tmp")
+    }
+
+    pub(crate) fn cas_dir(&self) -> PathBuf {
+        self.inner.dir.join("cas").join("sha256")
+    }
+
+    /// Where the blob with digest `d` lives (whether or not it is present).
+    pub fn blob_path(&self, d: &BlobDigest) -> PathBuf {
+        let hex = d.hex();
+        self.cas_dir().join(&hex[..2]).join(hex)
+    }
+
+    /// Whether the blob is present with the right size.
+    pub fn has_blob(&self, b: &BlobRef) -> bool {
+        fs_err::metadata(self.blob_path(&b.digest))
+            .map(|meta| meta.is_file() && meta.len() == b.size)
+            .unwrap_or(false)
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, d: &BlobDigest) -> Result<fs_err::File, StoreError> {
+        let path = self.blob_path(d);
+        fs_err::File::open(&path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                StoreError::BlobMissing { digest: *d, path }
+            } else {
+                StoreError::ReadBlob { digest: *d, source }
+            }
+        })
+    }
+
+    /// Reads a whole blob into memory. Debug builds re-hash it and report corruption.
+    pub fn read_blob(&self, d: &BlobDigest) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = Vec::new();
+        self.open_blob(d)?
+            .read_to_end(&mut bytes)
+            .map_err(|source| StoreError::ReadBlob { digest: *d, source })?;
+        if cfg!(debug_assertions) {
+            let actual = BlobDigest::of_bytes(&bytes);
+            if actual != *d {
+                return Err(StoreError::CorruptBlob {
+                    digest: *d,
+                    actual,
+                    path: self.blob_path(d),
+                });
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Re-hashes a blob file and checks it matches its name; returns its size.
+    pub fn verify_blob(&self, d: &BlobDigest) -> Result<BlobRef, StoreError> {
+        let mut file = self.open_blob(d)?;
+        let mut hashing = HashingSink::default();
+        io::copy(&mut file, &mut hashing)
+            .map_err(|source| StoreError::ReadBlob { digest: *d, source })?;
+        let actual = hashing.finish();
+        if actual.digest != *d {
+            return Err(StoreError::CorruptBlob {
+                digest: *d,
+                actual: actual.digest,
+                path: self.blob_path(d),
+            });
+        }
+        Ok(actual)
+    }
+
+    /// Starts writing a new blob; see [`BlobWriter`].
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        BlobWriter::new(self.clone())
+    }
+
+    /// Stores `bytes` as a blob.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<BlobRef, StoreError> {
+        let mut writer = self.writer()?;
+        writer
+            .write_all(bytes)
+            .map_err(|source| writer.write_error(source))?;
+        writer.finish()
+    }
+
+    /// Streams `r` into a blob. With `expected`, the content must hash to it or nothing is
+    /// published ([`StoreError::DigestMismatch`]).
+    pub fn put_reader(
+        &self,
+        r: &mut dyn Read,
+        expected: Option<&BlobDigest>,
+    ) -> Result<BlobRef, StoreError> {
+        let mut writer = self.writer()?;
+        let mut buffer = vec![0u8; 128 * 1024];
+        loop {
+            let n = match r.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(StoreError::ReadInput { source }),
+            };
+            writer
+                .write_all(&buffer[..n])
+                .map_err(|source| writer.write_error(source))?;
+        }
+        match expected {
+            Some(expected) => writer.finish_expect(expected),
+            None => writer.finish(),
+        }
+    }
+
+    /// Flushes every written blob to disk (one `syncfs` on the store's filesystem).
+    pub fn sync_blobs(&self) -> Result<(), StoreError> {
+        let sync_error = |source| StoreError::Sync {
+            path: self.inner.dir.clone(),
+            source,
+        };
+        let dir = fs_err::File::open(&self.inner.dir).map_err(sync_error)?;
+        rustix::fs::syncfs(dir.file()).map_err(|errno| sync_error(errno.into()))
+    }
+}
+
+/// Removes temporary files left by a process that died while writing. Only called while
+/// holding the store lock, so no live writer owns them.
+fn clean_tmp(tmp: &Path) -> Result<(), StoreError> {
+    let scan_error = |source| StoreError::Scan {
+        path: tmp.to_owned(),
+        source,
+    };
+    for entry in fs_err::read_dir(tmp).map_err(scan_error)? {
+        let path = entry.map_err(scan_error)?.path();
+        match fs_err::remove_file(&path) {
+            Ok(()) => tracing::debug!(path = %path.display(), "removed stale temporary file"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(scan_error(source)),
+        }
+    }
+    Ok(())
+}
+
+/// A `Write` sink that only hashes and counts.
+#[derive(Default)]
+pub(crate) struct HashingSink {
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl HashingSink {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.hasher, bytes);
+        self.size += bytes.len() as u64;
+    }
+
+    pub(crate) fn size_so_far(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn finish(self) -> BlobRef {
+        let digest = BlobDigest::from_bytes(sha2::Digest::finalize(self.hasher).into());
+        BlobRef {
+            digest,
+            size: self.size,
+        }
+    }
+}
+
+impl Write for HashingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
