@@ -350,7 +350,7 @@ pub fn write_cpio<W: Write>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;

@@ -426,8 +426,8 @@ fn add_entry(
 
     let kind = if base == OPAQUE_MARKER {
         EntryKind::Opaque
-    } else if base.starts_with(WHITEOUT_PREFIX) {
-        if matches!(&base[WHITEOUT_PREFIX.len()..], "" | "." | "..") {
+    } else if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
+        if matches!(hidden, "" | "." | "..") {
             return Err(bad(&path, "whiteout of an unnameable path"));
         }
         EntryKind::Whiteout
@@ -477,10 +477,10 @@ fn add_entry(
     for (k, v) in ext.pax.iter().flatten() {
         if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
             entry.xattrs.insert(name.to_string(), v.clone());
-        } else if !is_basic_pax_key(k) {
-            if let Ok(v) = String::from_utf8(v.clone()) {
-                entry.pax.insert(k.clone(), v);
-            }
+        } else if !is_basic_pax_key(k)
+            && let Ok(v) = String::from_utf8(v.clone())
+        {
+            entry.pax.insert(k.clone(), v);
         }
     }
     insert_layer_entry(tree, entry)
@@ -507,21 +507,22 @@ fn store_file(store: &Store, data: &mut dyn Read, size: u64, path: &str) -> Resu
 /// Adds an entry to a per-layer tree with tar-extraction semantics (later entries win).
 fn insert_layer_entry(tree: &mut Tree, entry: Entry) -> Result<(), LayerErrorKind> {
     for a in ancestors(&entry.path) {
-        if let Some(p) = tree.get(a) {
-            if !p.is_dir() {
-                return Err(TreeError::NotADirectory {
-                    path: a.to_string(),
-                    kind: p.kind.name(),
-                    child: entry.path.clone(),
-                }
-                .into());
+        if let Some(p) = tree.get(a)
+            && !p.is_dir()
+        {
+            return Err(TreeError::NotADirectory {
+                path: a.to_string(),
+                kind: p.kind.name(),
+                child: entry.path.clone(),
             }
+            .into());
         }
     }
-    if let Some(old) = tree.get(&entry.path) {
-        if old.is_dir() && !entry.is_dir() {
-            tree.remove_children(&entry.path);
-        }
+    if let Some(old) = tree.get(&entry.path)
+        && old.is_dir()
+        && !entry.is_dir()
+    {
+        tree.remove_children(&entry.path);
     }
     tree.insert(entry)?;
     Ok(())
@@ -614,7 +615,9 @@ mod tests {
         let tree = unpack(&store, &t.finish()).unwrap();
         let e = tree.get(&long).expect("PAX path");
         assert_eq!((e.uid, e.gid, e.mtime), (70000, 5_000_000, 1_700_000_000));
-        assert_eq!(e.xattrs.get("security.capability").map(Vec::as_slice), Some(cap));
+        // "hl" links to it and comes first, so it holds the inode's xattrs.
+        let hl = tree.get("hl").unwrap();
+        assert_eq!(hl.xattrs.get("security.capability").map(Vec::as_slice), Some(cap));
         assert_eq!(e.pax.keys().collect::<Vec<_>>(), ["LINUXKIT.source"]);
         assert_eq!(tree.read_file(&store, &gnu).unwrap(), b"G");
         assert_eq!(tree.read_file(&store, "prefix/name").unwrap(), b"U");

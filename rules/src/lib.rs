@@ -10,3 +10,6 @@ pub mod tree;
 pub mod lock;
 pub mod resolve;
 pub mod workspace;
+pub mod actions;
+pub mod formats;
+pub mod lower;

@@ -346,7 +346,7 @@ impl Drop for Registry {
     }
 }
 
-/// Ok(true) when `GET /v2/` answers 200 or 401, Ok(false) when the process exited first,
+/// Ok(true) when the log says it listens on `addr` and `GET /v2/` answers 200 or 401, Ok(false) when the process exited first,
 /// Err after [`READY_TIMEOUT`].
 fn wait_ready(child: &mut Child, addr: &str, log_path: &Path) -> anyhow::Result<bool> {
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -354,7 +354,10 @@ fn wait_ready(child: &mut Child, addr: &str, log_path: &Path) -> anyhow::Result<
         if child.try_wait()?.is_some() {
             return Ok(false);
         }
-        if let Ok(response) = request(addr, "GET", "/v2/", &[], &[])
+        // The log line proves that *our* process bound the port (another registry that won
+        // a race for the same port would answer /v2/ too).
+        if read_log(log_path).contains(&format!("listening on {addr}"))
+            && let Ok(response) = request(addr, "GET", "/v2/", &[], &[])
             && matches!(response.status, 200 | 401)
         {
             return Ok(true);

@@ -139,7 +139,7 @@ impl Action for RootfsTarAction {
         for a in &self.artifacts {
             key.str(a);
         }
-        key.str(tarball::FORMAT_VERSION);
+        key.u64(tarball::TAR_FORMAT_VERSION.into());
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let blobs: Vec<BlobRef> = ctx
@@ -152,7 +152,7 @@ impl Action for RootfsTarAction {
         ctx.blocking(move || {
             let trees = blobs.iter().map(|b| load_tree(&store, b)).collect::<Result<Vec<_>, _>>()?;
             let blob = to_blob(&store, |out| {
-                tarball::write_archive(out, trees.iter(), &store).map_err(|e| ActionError::new(e.category(), e))
+                write_tar(out, &trees, &store)
             })?;
             Ok(single("tar", blob))
         })
@@ -177,7 +177,7 @@ impl Action for KernelInitrdTarAction {
         "kernel-initrd-tar".into()
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.str(tarball::FORMAT_VERSION);
+        key.u64(tarball::TAR_FORMAT_VERSION.into());
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let kernel = ctx.input(0)?;
@@ -198,10 +198,21 @@ impl Action for KernelInitrdTarAction {
                     .map_err(|e| ActionError::new(e.category(), e))?;
             }
             let blob = to_blob(&store, |out| {
-                tarball::write_archive(out, [&tree].into_iter(), &store).map_err(|e| ActionError::new(e.category(), e))
+                write_tar(out, std::slice::from_ref(&tree), &store)
             })?;
             Ok(single("tar", blob))
         })
         .await
     }
+}
+
+/// Writes the trees, in order, as one PAX tar archive.
+fn write_tar(out: &mut dyn Write, trees: &[Tree], store: &Store) -> Result<(), ActionError> {
+    let fail = |e: tarball::TarError| ActionError::new(e.category(), e);
+    let mut w = tarball::TarWriter::new(out, store, &tarball::TarOptions::default());
+    for tree in trees {
+        w.append_entries(tree.iter()).map_err(fail)?;
+    }
+    w.finish().map_err(fail)?;
+    Ok(())
 }

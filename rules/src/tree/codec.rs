@@ -122,13 +122,13 @@ impl Tree {
         let mut prev: Option<String> = None;
         for _ in 0..count {
             let entry = r.entry()?;
-            if let Some(p) = &prev {
-                if !cmp_paths(p, &entry.path).is_lt() {
-                    return Err(TreeError::Decode(format!(
-                        "entries out of order: {p:?} before {:?}",
-                        entry.path
-                    )));
-                }
+            if let Some(p) = &prev
+                && !cmp_paths(p, &entry.path).is_lt()
+            {
+                return Err(TreeError::Decode(format!(
+                    "entries out of order: {p:?} before {:?}",
+                    entry.path
+                )));
             }
             validate(&entry).map_err(|e| TreeError::Decode(e.to_string()))?;
             prev = Some(entry.path.clone());
