@@ -18,6 +18,8 @@ mod runtime;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_layers;
 
 use serde_json::Value;
 
@@ -150,16 +152,23 @@ fn image_defaults(value: &Value, span: &Span) -> Result<ImageDefaults, ConfigErr
     })
 }
 
-fn find_volume<'v>(volumes: &'v [Volume], name: &str, span: &Span) -> Result<&'v Volume, ConfigError> {
-    volumes.iter().find(|v| v.name.value == name).ok_or_else(|| {
-        let err = ConfigError::new(span.clone(), format!("volume `{name}` not found"));
-        match did_you_mean(name, volumes.iter().map(|v| v.name.value.as_str())) {
-            Some(hint) => err.with_hint(hint),
-            None => err.with_hint(
-                "a bind source without a leading `/` names a volume from the `volumes` section",
-            ),
-        }
-    })
+fn find_volume<'v>(
+    volumes: &'v [Volume],
+    name: &str,
+    span: &Span,
+) -> Result<&'v Volume, ConfigError> {
+    volumes
+        .iter()
+        .find(|v| v.name.value == name)
+        .ok_or_else(|| {
+            let err = ConfigError::new(span.clone(), format!("volume `{name}` not found"));
+            match did_you_mean(name, volumes.iter().map(|v| v.name.value.as_str())) {
+                Some(hint) => err.with_hint(hint),
+                None => err.with_hint(
+                    "a bind source without a leading `/` names a volume from the `volumes` section",
+                ),
+            }
+        })
 }
 
 fn read_only_error(name: &str, span: &Span) -> ConfigError {
@@ -184,7 +193,10 @@ fn rewrite_binds(binds: &mut [Bind], volumes: &[Volume]) -> Result<(), ConfigErr
 /// Points yml binds and bind mounts whose source is a volume name at the volume.
 fn rewrite_volumes(config: &ImageConfig, volumes: &[Volume]) -> Result<ImageConfig, ConfigError> {
     let mut config = config.clone();
-    for binds in [&mut config.binds, &mut config.binds_add].into_iter().flatten() {
+    for binds in [&mut config.binds, &mut config.binds_add]
+        .into_iter()
+        .flatten()
+    {
         rewrite_binds(&mut binds.value, volumes)?;
     }
     if let Some(mounts) = &mut config.mounts {

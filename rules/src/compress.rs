@@ -18,9 +18,13 @@ pub const COMPRESS_VERSION: u32 = 1;
 pub enum Codec {
     /// gzip, one member, header `1f 8b 08 00 00000000 XFL ff` (mtime 0, no name, OS 255).
     /// XFL is 0 for levels 2..=8, 2 for 9, 4 for 0 and 1 (as gzip(1) does).
-    Gzip { level: u32 },
+    Gzip {
+        level: u32,
+    },
     /// zstd frame with a content checksum, single-threaded (nbWorkers = 0).
-    Zstd { level: i32 },
+    Zstd {
+        level: i32,
+    },
     None,
 }
 
@@ -68,7 +72,10 @@ impl Codec {
                     ));
                 }
                 Encoder::Gzip(
-                    GzBuilder::new().mtime(0).operating_system(255).write(out, Compression::new(level)),
+                    GzBuilder::new()
+                        .mtime(0)
+                        .operating_system(255)
+                        .write(out, Compression::new(level)),
                 )
             }
             Codec::Zstd { level } => {
@@ -177,7 +184,7 @@ pub fn decompress_reader<'a, R: Read + 'a>(
     let reader: Box<dyn Read + 'a> = match detected {
         Detected::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
         Detected::Zstd => Box::new(zstd::stream::read::Decoder::new(stream)?),
-        Detected::None => Box::new(stream),
+        Detected::None => Box::new(io::BufReader::with_capacity(1 << 16, stream)),
     };
     Ok((detected, reader))
 }
@@ -197,17 +204,31 @@ mod tests {
     #[test]
     fn gzip_header_is_deterministic_like_linuxkit() {
         let out = Codec::Gzip { level: 6 }.compress(b"hello").unwrap();
-        assert_eq!(&out[..10], &[0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff]);
+        assert_eq!(
+            &out[..10],
+            &[0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff]
+        );
         let best = Codec::Gzip { level: 9 }.compress(b"hello").unwrap();
         assert_eq!(best[8], 2);
     }
 
     #[test]
     fn codecs_round_trip_and_are_deterministic() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for codec in [Codec::Gzip { level: 1 }, Codec::Gzip { level: 9 }, Codec::Zstd { level: 3 }, Codec::None] {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for codec in [
+            Codec::Gzip { level: 1 },
+            Codec::Gzip { level: 9 },
+            Codec::Zstd { level: 3 },
+            Codec::None,
+        ] {
             assert_eq!(roundtrip(codec, &data), data, "{codec:?}");
-            assert_eq!(codec.compress(&data).unwrap(), codec.compress(&data).unwrap(), "{codec:?}");
+            assert_eq!(
+                codec.compress(&data).unwrap(),
+                codec.compress(&data).unwrap(),
+                "{codec:?}"
+            );
         }
         assert_eq!(roundtrip(Codec::Gzip { level: 6 }, b""), b"");
     }
@@ -240,7 +261,10 @@ mod tests {
     #[test]
     fn params_name_every_byte_affecting_choice() {
         assert!(Codec::Gzip { level: 6 }.params().contains("level=6"));
-        assert_ne!(Codec::Gzip { level: 6 }.params(), Codec::Gzip { level: 9 }.params());
+        assert_ne!(
+            Codec::Gzip { level: 6 }.params(),
+            Codec::Gzip { level: 9 }.params()
+        );
         assert!(Codec::Zstd { level: 19 }.params().contains("threads=0"));
         assert!(Codec::Gzip { level: 10 }.writer(Vec::new()).is_err());
     }

@@ -56,9 +56,7 @@ pub fn expand_ref(reference: &str) -> String {
     let segments: Vec<&str> = reference.split('/').collect();
     match segments.as_slice() {
         [_] => format!("docker.io/library/{reference}"),
-        [first, _]
-            if !first.contains('.') && !first.contains(':') && *first != "localhost" =>
-        {
+        [first, _] if !first.contains('.') && !first.contains(':') && *first != "localhost" => {
             format!("docker.io/{reference}")
         }
         _ => reference.to_owned(),

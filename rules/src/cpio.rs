@@ -45,7 +45,9 @@ pub struct CpioOptions {
 
 impl Default for CpioOptions {
     fn default() -> CpioOptions {
-        CpioOptions { ino_base: LINUXKIT_INO_BASE }
+        CpioOptions {
+            ino_base: LINUXKIT_INO_BASE,
+        }
     }
 }
 
@@ -69,11 +71,19 @@ pub enum CpioError {
     #[error("hard link {path:?} points to {target:?}, which is not in this archive")]
     DanglingHardlink { path: String, target: String },
     #[error("hard link {path:?} points to {target:?}, which is a {kind}")]
-    BadHardlink { path: String, target: String, kind: &'static str },
+    BadHardlink {
+        path: String,
+        target: String,
+        kind: &'static str,
+    },
     #[error("inode numbers exhausted (ino_base {base} + entries passes 2^32)")]
     InodeOverflow { base: u32 },
     #[error("content of {path:?} ended after {actual} of {expected} bytes")]
-    ShortBlob { path: String, expected: u64, actual: u64 },
+    ShortBlob {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("writing cpio: {0}")]
@@ -170,15 +180,28 @@ impl<W: Write> CpioWriter<W> {
 
     fn alloc_ino(&mut self) -> Result<u32, CpioError> {
         let ino = self.next_ino;
-        self.next_ino = ino.checked_add(1).ok_or(CpioError::InodeOverflow { base: self.base })?;
+        self.next_ino = ino
+            .checked_add(1)
+            .ok_or(CpioError::InodeOverflow { base: self.base })?;
         Ok(ino)
     }
 
     fn header(&mut self, h: &Header, name: &str) -> io::Result<()> {
         let namesize = name.len() as u64 + 1;
         let fields = [
-            h.ino, h.mode, h.uid, h.gid, h.nlink, h.mtime, h.filesize, 3, 1, h.rdev.0, h.rdev.1,
-            namesize as u32, 0,
+            h.ino,
+            h.mode,
+            h.uid,
+            h.gid,
+            h.nlink,
+            h.mtime,
+            h.filesize,
+            3,
+            1,
+            h.rdev.0,
+            h.rdev.1,
+            namesize as u32,
+            0,
         ];
         let mut buf = Vec::with_capacity(110 + name.len() + 4);
         buf.extend_from_slice(b"070701");
@@ -234,16 +257,23 @@ impl<W: Write> CpioWriter<W> {
         ino: u32,
         link: Option<(u32, bool)>,
     ) -> Result<(), CpioError> {
-        let kind_bits = type_bits(&src.kind)
-            .ok_or_else(|| CpioError::Marker { path: path.to_string(), kind: src.kind.name() })?;
+        let kind_bits = type_bits(&src.kind).ok_or_else(|| CpioError::Marker {
+            path: path.to_string(),
+            kind: src.kind.name(),
+        })?;
         let (size, rdev) = match &src.kind {
             EntryKind::File { blob } => (blob.size, (0, 0)),
             EntryKind::Symlink { target } => (target.len() as u64, (0, 0)),
-            EntryKind::Char { major, minor } | EntryKind::Block { major, minor } => (0, (*major, *minor)),
+            EntryKind::Char { major, minor } | EntryKind::Block { major, minor } => {
+                (0, (*major, *minor))
+            }
             _ => (0, (0, 0)),
         };
         if size > u64::from(u32::MAX) {
-            return Err(CpioError::TooLarge { path: path.to_string(), size });
+            return Err(CpioError::TooLarge {
+                path: path.to_string(),
+                size,
+            });
         }
         let (nlink, with_data) = match link {
             Some((n, last)) => (n, last),
@@ -284,42 +314,73 @@ impl<W: Write> CpioWriter<W> {
     /// Writes the trailer and the padding to 512 bytes; returns the inner writer.
     pub fn finish(mut self) -> Result<(W, CpioSummary), CpioError> {
         let ino = self.alloc_ino()?;
-        let h = Header { ino, mode: 0, uid: 0, gid: 0, nlink: 1, mtime: 0, filesize: 0, rdev: (0, 0) };
+        let h = Header {
+            ino,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            mtime: 0,
+            filesize: 0,
+            rdev: (0, 0),
+        };
         self.header(&h, TRAILER)?;
         self.pad(512)?;
         self.out.flush()?;
-        let summary = CpioSummary { entries: self.entries, bytes: self.offset, next_ino: self.next_ino };
+        let summary = CpioSummary {
+            entries: self.entries,
+            bytes: self.offset,
+            next_ino: self.next_ino,
+        };
         Ok((self.out, summary))
     }
 }
 
 /// Finds the hard-link groups among `list`.
 fn plan(list: &[&Entry]) -> Result<(Vec<Role>, Vec<Group>), CpioError> {
-    let index: HashMap<&str, usize> = list.iter().enumerate().map(|(i, e)| (e.path.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = list
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.as_str(), i))
+        .collect();
     let mut roles = vec![Role::Plain; list.len()];
     let mut groups: Vec<Group> = Vec::new();
     let mut group_of: HashMap<usize, usize> = HashMap::new();
     for (i, e) in list.iter().enumerate() {
-        let EntryKind::Hardlink { target } = &e.kind else { continue };
-        let dangling = || CpioError::DanglingHardlink { path: e.path.clone(), target: target.clone() };
+        let EntryKind::Hardlink { target } = &e.kind else {
+            continue;
+        };
+        let dangling = || CpioError::DanglingHardlink {
+            path: e.path.clone(),
+            target: target.clone(),
+        };
         let mut p = *index.get(target.as_str()).ok_or_else(dangling)?;
         for _ in 0..=list.len() {
             match &list[p].kind {
-                EntryKind::Hardlink { target: next } => p = *index.get(next.as_str()).ok_or_else(dangling)?,
+                EntryKind::Hardlink { target: next } => {
+                    p = *index.get(next.as_str()).ok_or_else(dangling)?
+                }
                 _ => break,
             }
         }
         match &list[p].kind {
             EntryKind::File { .. } => {
                 let g = *group_of.entry(p).or_insert_with(|| {
-                    groups.push(Group { primary: p, members: vec![p], ino: None });
+                    groups.push(Group {
+                        primary: p,
+                        members: vec![p],
+                        ino: None,
+                    });
                     groups.len() - 1
                 });
                 groups[g].members.push(i);
                 roles[p] = Role::Member(g);
                 roles[i] = Role::Member(g);
             }
-            EntryKind::Symlink { .. } | EntryKind::Char { .. } | EntryKind::Block { .. } | EntryKind::Fifo => {
+            EntryKind::Symlink { .. }
+            | EntryKind::Char { .. }
+            | EntryKind::Block { .. }
+            | EntryKind::Fifo => {
                 roles[i] = Role::CopyOf(p);
             }
             k => {
@@ -387,7 +448,9 @@ pub(crate) mod tests {
     }
 
     fn cpio_bytes(t: &Tree, store: &Store) -> Vec<u8> {
-        write_cpio(Vec::new(), t, store, &CpioOptions::default()).unwrap().0
+        write_cpio(Vec::new(), t, store, &CpioOptions::default())
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -410,11 +473,18 @@ pub(crate) mod tests {
         assert_eq!((bin.1[1], bin.1[4]), (0o040755, 2));
         // Hard-link group: one inode, nlink 3, data only on the last member.
         let group = ["bin/busybox", "bin/ls", "bin/sh"].map(get);
-        assert!(group.iter().all(|g| g.1[0] == group[0].1[0] && g.1[4] == 3 && g.1[1] == 0o104755));
+        assert!(
+            group
+                .iter()
+                .all(|g| g.1[0] == group[0].1[0] && g.1[4] == 3 && g.1[1] == 0o104755)
+        );
         assert_eq!(group.map(|g| g.1[6]), [0, 0, 5000]);
         assert_eq!(group[2].2, t.read_file(&store, "bin/busybox").unwrap());
         let sym = get("etc/mtab");
-        assert_eq!((sym.1[1], sym.2.as_slice()), (0o120777, &b"/proc/mounts"[..]));
+        assert_eq!(
+            (sym.1[1], sym.2.as_slice()),
+            (0o120777, &b"/proc/mounts"[..])
+        );
         let null = get("dev/null");
         assert_eq!((null.1[1], null.1[9], null.1[10]), (0o020666, 1, 3));
         assert_eq!(get("dev/sda").1[1], 0o060660);
@@ -428,9 +498,13 @@ pub(crate) mod tests {
         inos.sort_unstable();
         inos.dedup();
         assert_eq!(inos.len(), ents.len() - 2);
-        let (_, summary) = write_cpio(Vec::new(), &t, &store, &CpioOptions { ino_base: 5000 }).unwrap();
+        let (_, summary) =
+            write_cpio(Vec::new(), &t, &store, &CpioOptions { ino_base: 5000 }).unwrap();
         assert_eq!(summary.next_ino, 5000 + inos.len() as u32);
-        assert_eq!((summary.entries, summary.bytes), (t.len() as u64, bytes.len() as u64));
+        assert_eq!(
+            (summary.entries, summary.bytes),
+            (t.len() as u64, bytes.len() as u64)
+        );
     }
 
     #[test]
@@ -440,16 +514,26 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a.cpio");
         std::fs::write(&archive, cpio_bytes(&listed, &store)).unwrap();
-        let names = run(Command::new("cpio").args(["-t", "--quiet", "-F"]).arg(&archive));
+        let names = run(Command::new("cpio")
+            .args(["-t", "--quiet", "-F"])
+            .arg(&archive));
         let want: Vec<&str> = listed.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(names.lines().collect::<Vec<_>>(), want);
-        let long = run(Command::new("cpio").args(["-tv", "--quiet", "-n", "-F"]).arg(&archive));
+        let long = run(Command::new("cpio")
+            .args(["-tv", "--quiet", "-n", "-F"])
+            .arg(&archive));
         for (line, e) in long.lines().zip(listed.iter()) {
             let perms = line.split_whitespace().next().unwrap();
             let primary = listed.resolve(&e.path).unwrap();
-            assert_eq!(perms, perm_string(type_char(&listed, e), primary.mode), "{line}");
+            assert_eq!(
+                perms,
+                perm_string(type_char(&listed, e), primary.mode),
+                "{line}"
+            );
             match &e.kind {
-                EntryKind::Symlink { target } => assert!(line.ends_with(&format!("{} -> {target}", e.path)), "{line}"),
+                EntryKind::Symlink { target } => {
+                    assert!(line.ends_with(&format!("{} -> {target}", e.path)), "{line}")
+                }
                 _ => assert!(line.ends_with(&e.path), "{line}"),
             }
         }
@@ -472,23 +556,50 @@ pub(crate) mod tests {
     #[test]
     fn refusals() {
         let (_d, store) = store();
-        let marker = tree_of(vec![crate::tree::Entry::new(".wh.x", EntryKind::Whiteout, M644)]);
+        let marker = tree_of(vec![crate::tree::Entry::new(
+            ".wh.x",
+            EntryKind::Whiteout,
+            M644,
+        )]);
         let e = write_cpio(Vec::new(), &marker, &store, &CpioOptions::default()).unwrap_err();
         assert!(matches!(e, CpioError::Marker { .. }), "{e}");
         let mut w = CpioWriter::new(Vec::new(), &store, &CpioOptions::default());
         let link = crate::tree::Entry::hardlink("l", "elsewhere", M644);
-        assert!(matches!(w.write_entries([&link]), Err(CpioError::DanglingHardlink { .. })));
+        assert!(matches!(
+            w.write_entries([&link]),
+            Err(CpioError::DanglingHardlink { .. })
+        ));
         let mut big = blob(&store, b"");
         big.size = 1 << 32;
         let huge = tree_of(vec![crate::tree::Entry::file("huge", big, M644)]);
         let e = write_cpio(Vec::new(), &huge, &store, &CpioOptions::default()).unwrap_err();
-        assert!(matches!(e, CpioError::TooLarge { size: 4_294_967_296, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                CpioError::TooLarge {
+                    size: 4_294_967_296,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert_eq!(e.category(), ErrorCategory::User);
-        let e = write_cpio(Vec::new(), &tree_of(vec![]), &store, &CpioOptions { ino_base: u32::MAX }).unwrap_err();
+        let e = write_cpio(
+            Vec::new(),
+            &tree_of(vec![]),
+            &store,
+            &CpioOptions { ino_base: u32::MAX },
+        )
+        .unwrap_err();
         assert!(matches!(e, CpioError::InodeOverflow { .. }));
         // Clamped mtimes.
-        let neg = tree_of(vec![crate::tree::Entry::dir("d", Meta::new(0o755, 0, 0, -10))]);
-        let bytes = write_cpio(Vec::new(), &neg, &store, &CpioOptions::default()).unwrap().0;
+        let neg = tree_of(vec![crate::tree::Entry::dir(
+            "d",
+            Meta::new(0o755, 0, 0, -10),
+        )]);
+        let bytes = write_cpio(Vec::new(), &neg, &store, &CpioOptions::default())
+            .unwrap()
+            .0;
         assert_eq!(parse_newc(&bytes)[0].1[5], 0);
     }
 }

@@ -54,7 +54,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_entries: 1_000_000, max_path_len: 4096, max_total_bytes: 64 << 30 }
+        Limits {
+            max_entries: 1_000_000,
+            max_path_len: 4096,
+            max_total_bytes: 64 << 30,
+        }
     }
 }
 
@@ -81,7 +85,11 @@ pub enum LayerErrorKind {
     #[error("more than {limit} entries (limit max_entries)")]
     TooManyEntries { limit: u64 },
     #[error("path of {len} bytes exceeds the limit of {limit} (max_path_len): {path:?}")]
-    PathTooLong { path: String, len: usize, limit: usize },
+    PathTooLong {
+        path: String,
+        len: usize,
+        limit: usize,
+    },
     #[error("uncompressed layer exceeds {limit} bytes (limit max_total_bytes)")]
     TooLarge { limit: u64 },
     #[error(transparent)]
@@ -114,7 +122,10 @@ impl std::error::Error for LayerError {
 
 impl<E: Into<LayerErrorKind>> From<E> for LayerError {
     fn from(e: E) -> LayerError {
-        LayerError { layer: None, kind: e.into() }
+        LayerError {
+            layer: None,
+            kind: e.into(),
+        }
     }
 }
 
@@ -139,7 +150,10 @@ impl LayerError {
 }
 
 fn bad(path: &str, reason: impl Into<String>) -> LayerErrorKind {
-    LayerErrorKind::BadEntry { path: path.to_string(), reason: reason.into() }
+    LayerErrorKind::BadEntry {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// What a layer media type says about compression: `Some(codec)` for known layer types,
@@ -194,7 +208,12 @@ impl Pending {
         self.pax.is_none() && self.long_name.is_none() && self.long_link.is_none()
     }
     fn pax(&self, key: &str) -> Option<&[u8]> {
-        self.pax.as_ref()?.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+        self.pax
+            .as_ref()?
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -203,7 +222,10 @@ fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, LayerErrorKind> 
     let corrupt = |why: &str| LayerErrorKind::Corrupt(format!("malformed PAX record: {why}"));
     let mut out = Vec::new();
     while !data.is_empty() {
-        let sp = data.iter().position(|b| *b == b' ').ok_or_else(|| corrupt("no length"))?;
+        let sp = data
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or_else(|| corrupt("no length"))?;
         let len: usize = std::str::from_utf8(&data[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -212,7 +234,10 @@ fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, LayerErrorKind> 
             return Err(corrupt("length does not fit"));
         }
         let rec = &data[sp + 1..len - 1];
-        let eq = rec.iter().position(|b| *b == b'=').ok_or_else(|| corrupt("no '='"))?;
+        let eq = rec
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or_else(|| corrupt("no '='"))?;
         let key = String::from_utf8(rec[..eq].to_vec()).map_err(|_| corrupt("key not UTF-8"))?;
         out.push((key, rec[eq + 1..].to_vec()));
         data = &data[len..];
@@ -224,13 +249,29 @@ fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, LayerErrorKind> 
 fn is_basic_pax_key(k: &str) -> bool {
     matches!(
         k,
-        "path" | "linkpath" | "size" | "uid" | "gid" | "uname" | "gname" | "mtime" | "atime" | "ctime"
+        "path"
+            | "linkpath"
+            | "size"
+            | "uid"
+            | "gid"
+            | "uname"
+            | "gname"
+            | "mtime"
+            | "atime"
+            | "ctime"
     ) || k.starts_with("GNU.sparse.")
 }
 
-fn read_limited(r: &mut dyn Read, size: u64, max: u64, what: &str) -> Result<Vec<u8>, LayerErrorKind> {
+fn read_limited(
+    r: &mut dyn Read,
+    size: u64,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, LayerErrorKind> {
     if size > max {
-        return Err(LayerErrorKind::Corrupt(format!("{what} of {size} bytes exceeds {max}")));
+        return Err(LayerErrorKind::Corrupt(format!(
+            "{what} of {size} bytes exceeds {max}"
+        )));
     }
     let mut buf = Vec::with_capacity(size as usize);
     r.take(size).read_to_end(&mut buf)?;
@@ -252,7 +293,11 @@ fn parse_pax_time(v: &[u8]) -> Option<i64> {
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     let secs: i64 = int.parse().ok()?;
     let has_frac = frac.bytes().any(|b| b != b'0');
-    Some(if s.starts_with('-') && has_frac { secs - 1 } else { secs })
+    Some(if s.starts_with('-') && has_frac {
+        secs - 1
+    } else {
+        secs
+    })
 }
 
 /// Unpacks one layer (see the module docs). `media_type` may be empty; the compression is
@@ -275,7 +320,10 @@ pub fn unpack_layer(
     };
     let result = unpack_tar(store, counting, limits);
     if exceeded.get() {
-        return Err(LayerErrorKind::TooLarge { limit: limits.max_total_bytes }.into());
+        return Err(LayerErrorKind::TooLarge {
+            limit: limits.max_total_bytes,
+        }
+        .into());
     }
     result.map_err(LayerError::from)
 }
@@ -289,11 +337,15 @@ fn unpack_tar(store: &Store, stream: impl Read, limits: &Limits) -> Result<Tree,
     for item in archive.entries()?.raw(true) {
         let mut entry = item.map_err(|e| LayerErrorKind::Corrupt(e.to_string()))?;
         let header = entry.header().clone();
-        let size = header.entry_size().map_err(|e| LayerErrorKind::Corrupt(e.to_string()))?;
+        let size = header
+            .entry_size()
+            .map_err(|e| LayerErrorKind::Corrupt(e.to_string()))?;
         match header.entry_type().as_byte() {
             b'x' | b'X' => {
                 if pending.pax.is_some() {
-                    return Err(LayerErrorKind::Corrupt("two PAX headers for one entry".into()));
+                    return Err(LayerErrorKind::Corrupt(
+                        "two PAX headers for one entry".into(),
+                    ));
                 }
                 let data = read_limited(&mut entry, size, MAX_PAX_HEADER, "PAX header")?;
                 pending.pax = Some(parse_pax(&data)?);
@@ -312,7 +364,9 @@ fn unpack_tar(store: &Store, stream: impl Read, limits: &Limits) -> Result<Tree,
             _ => {
                 count += 1;
                 if count > limits.max_entries {
-                    return Err(LayerErrorKind::TooManyEntries { limit: limits.max_entries });
+                    return Err(LayerErrorKind::TooManyEntries {
+                        limit: limits.max_entries,
+                    });
                 }
                 let ext = std::mem::take(&mut pending);
                 add_entry(store, &mut tree, &mut entry, &header, size, &ext, limits)?;
@@ -320,7 +374,9 @@ fn unpack_tar(store: &Store, stream: impl Read, limits: &Limits) -> Result<Tree,
         }
     }
     if !pending.is_empty() {
-        return Err(LayerErrorKind::Corrupt("extension header at the end of the layer".into()));
+        return Err(LayerErrorKind::Corrupt(
+            "extension header at the end of the layer".into(),
+        ));
     }
     tree.normalize_layer_hardlinks()?;
     Ok(tree)
@@ -328,7 +384,10 @@ fn unpack_tar(store: &Store, stream: impl Read, limits: &Limits) -> Result<Tree,
 
 fn utf8(raw: &[u8], what: &str) -> Result<String, LayerErrorKind> {
     String::from_utf8(raw.to_vec()).map_err(|_| {
-        bad(&String::from_utf8_lossy(raw), format!("{what} is not valid UTF-8"))
+        bad(
+            &String::from_utf8_lossy(raw),
+            format!("{what} is not valid UTF-8"),
+        )
     })
 }
 
@@ -376,38 +435,62 @@ fn add_entry(
     };
     let raw_type = header.entry_type().as_byte();
     let base = split_parent(&path).1;
-    if path.split('/').any(|c| c.starts_with(".wh..wh.") && c != OPAQUE_MARKER)
+    if path
+        .split('/')
+        .any(|c| c.starts_with(".wh..wh.") && c != OPAQUE_MARKER)
         || (base == OPAQUE_MARKER && path.split('/').filter(|c| c.starts_with(".wh.")).count() > 1)
     {
         return Ok(()); // aufs metadata (e.g. .wh..wh.plnk/…)
     }
     if let Some(v) = ext.pax("size") {
-        let pax_size = std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
+        let pax_size = std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
         if pax_size != Some(size) {
-            return Err(bad(&path, "PAX size record disagrees with the header (unsupported)"));
+            return Err(bad(
+                &path,
+                "PAX size record disagrees with the header (unsupported)",
+            ));
         }
     }
 
     let uid = match ext.pax("uid") {
-        Some(v) => std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad(&path, "bad PAX uid"))?,
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(&path, "bad PAX uid"))?,
         None => num(header.uid(), &path, "uid")?,
     };
     let gid = match ext.pax("gid") {
-        Some(v) => std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad(&path, "bad PAX gid"))?,
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(&path, "bad PAX gid"))?,
         None => num(header.gid(), &path, "gid")?,
     };
     let mtime = match ext.pax("mtime") {
         Some(v) => parse_pax_time(v).ok_or_else(|| bad(&path, "bad PAX mtime"))?,
         None => i64::try_from(num(header.mtime(), &path, "mtime")?).unwrap_or(i64::MAX),
     };
-    let mode = header.mode().map_err(|e| bad(&path, format!("bad mode: {e}")))? & 0o7777;
-    let meta = Meta { mode, uid: id32(uid, &path, "uid")?, gid: id32(gid, &path, "gid")?, mtime };
+    let mode = header
+        .mode()
+        .map_err(|e| bad(&path, format!("bad mode: {e}")))?
+        & 0o7777;
+    let meta = Meta {
+        mode,
+        uid: id32(uid, &path, "uid")?,
+        gid: id32(gid, &path, "gid")?,
+        mtime,
+    };
 
     let link_target = || -> Result<String, LayerErrorKind> {
         let raw = match (ext.pax("linkpath"), &ext.long_link) {
             (Some(p), _) => p.to_vec(),
             (None, Some(l)) => l.clone(),
-            (None, None) => header.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default(),
+            (None, None) => header
+                .link_name_bytes()
+                .map(|c| c.into_owned())
+                .unwrap_or_default(),
         };
         if raw.len() > limits.max_path_len {
             return Err(LayerErrorKind::PathTooLong {
@@ -419,8 +502,12 @@ fn add_entry(
         utf8(&raw, "link target")
     };
     let device = |path: &str| -> Result<(u32, u32), LayerErrorKind> {
-        let major = header.device_major().map_err(|e| bad(path, format!("bad device major: {e}")))?;
-        let minor = header.device_minor().map_err(|e| bad(path, format!("bad device minor: {e}")))?;
+        let major = header
+            .device_major()
+            .map_err(|e| bad(path, format!("bad device major: {e}")))?;
+        let minor = header
+            .device_minor()
+            .map_err(|e| bad(path, format!("bad device minor: {e}")))?;
         Ok((major.unwrap_or(0), minor.unwrap_or(0)))
     };
 
@@ -434,7 +521,9 @@ fn add_entry(
     } else {
         match raw_type {
             b'0' | b'\0' | b'7' if raw_type != b'7' && raw_name.ends_with(b"/") => EntryKind::Dir,
-            b'0' | b'\0' | b'7' => EntryKind::File { blob: store_file(store, data, size, &path)? },
+            b'0' | b'\0' | b'7' => EntryKind::File {
+                blob: store_file(store, data, size, &path)?,
+            },
             b'1' => {
                 let target = link_target()?;
                 let target = normalize(&target, limits)?
@@ -486,7 +575,12 @@ fn add_entry(
     insert_layer_entry(tree, entry)
 }
 
-fn store_file(store: &Store, data: &mut dyn Read, size: u64, path: &str) -> Result<lkb_store::BlobRef, LayerErrorKind> {
+fn store_file(
+    store: &Store,
+    data: &mut dyn Read,
+    size: u64,
+    path: &str,
+) -> Result<lkb_store::BlobRef, LayerErrorKind> {
     let truncated = || LayerErrorKind::Corrupt(format!("content of {path:?} is truncated"));
     if size <= SMALL_FILE {
         let mut buf = Vec::with_capacity(size as usize);
@@ -526,162 +620,4 @@ fn insert_layer_entry(tree: &mut Tree, entry: Entry) -> Result<(), LayerErrorKin
     }
     tree.insert(entry)?;
     Ok(())
-}
-
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::compress::Codec;
-    use crate::tree::testutil::{TarBuf, kinds, store};
-
-    fn unpack(store: &Store, bytes: &[u8]) -> Result<Tree, LayerError> {
-        unpack_layer(store, bytes, "", &Limits::default())
-    }
-
-    #[test]
-    fn entries_paths_metadata_and_links() {
-        let (_d, store) = store();
-        let mut t = TarBuf::default();
-        t.dir("./").dir("./etc/");
-        t.raw(b"./etc//passwd", b'0', b"root", |h| {
-            h.set_uid(1000);
-            h.set_gid(1001);
-            h.set_mode(0o100640);
-        });
-        t.link(b'2', "bin/sh", "/bin/busybox").link(b'2', "lib/x", "../y");
-        t.file("bin/a", b"A").link(b'1', "usr/bin/b", "./bin//a");
-        t.raw(b"dev/null", b'3', b"", |h| {
-            h.set_device_major(1).unwrap();
-            h.set_device_minor(3).unwrap();
-        });
-        t.raw(b"run/fifo", b'6', b"", |_| {});
-        t.raw(b"old-v7-dir/", b'\0', b"", |_| {});
-        let tree = unpack(&store, &t.finish()).unwrap();
-        let got: Vec<(String, String)> = kinds(&tree);
-        let want = [
-            ("bin/a", "file"), ("bin/sh", "sym>/bin/busybox"), ("dev/null", "char device"),
-            ("etc", "directory"), ("etc/passwd", "file"), ("lib/x", "sym>../y"),
-            ("old-v7-dir", "directory"), ("run/fifo", "fifo"), ("usr/bin/b", "link>bin/a"),
-        ];
-        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
-        let passwd = tree.get("etc/passwd").unwrap();
-        assert_eq!(passwd.meta(), Meta::new(0o640, 1000, 1001, 1_492_533_000));
-        assert_eq!(tree.read_file(&store, "etc/passwd").unwrap(), b"root");
-        assert_eq!(tree.read_file(&store, "usr/bin/b").unwrap(), b"A");
-        assert_eq!(tree.get("dev/null").unwrap().kind, EntryKind::Char { major: 1, minor: 3 });
-    }
-
-    #[test]
-    fn escaping_paths_are_refused_by_name() {
-        let (_d, store) = store();
-        for (typ, name, link) in [(b'0', "../evil", ""), (b'0', "a/../../evil", ""), (b'1', "ok", "../../etc/shadow")] {
-            let mut t = TarBuf::default();
-            t.link(typ, name, link);
-            let err = unpack(&store, &t.finish()).unwrap_err().in_layer("sha256:abc");
-            assert!(matches!(err.kind, LayerErrorKind::Escapes(_)), "{err}");
-            let msg = err.to_string();
-            assert!(msg.starts_with("layer sha256:abc:") && msg.contains("climbs out"), "{msg}");
-            assert_eq!(err.category(), ErrorCategory::Environment);
-        }
-    }
-
-    #[test]
-    fn whiteouts_opaque_and_aufs_metadata() {
-        let (_d, store) = store();
-        let mut t = TarBuf::default();
-        t.file(".wh.foo", b"").dir("d").file("d/.wh..wh..opq", b"").file("d/.wh.bar", b"");
-        t.dir(".wh..wh.plnk").file(".wh..wh.plnk/123.456", b"x");
-        let tree = unpack(&store, &t.finish()).unwrap();
-        let got = kinds(&tree);
-        let want = [(".wh.foo", "whiteout"), ("d", "directory"), ("d/.wh..wh..opq", "opaque marker"), ("d/.wh.bar", "whiteout")];
-        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
-        assert_eq!(tree.get("d/.wh.bar").unwrap().whiteout_target().as_deref(), Some("d/bar"));
-    }
-
-    #[test]
-    fn long_names_pax_records_and_xattrs() {
-        let (_d, store) = store();
-        let long = format!("{}/{}", "p".repeat(200), "q".repeat(120));
-        let gnu = format!("g/{}", "n".repeat(150));
-        let mut t = TarBuf::default();
-        let cap: &[u8] = &[1, 0, 0, 2, b'\n', 0, 0x20];
-        t.pax(&[("path", long.as_bytes()), ("uid", b"70000"), ("gid", b"5000000"), ("mtime", b"1700000000.5"),
-            ("atime", b"1"), ("SCHILY.xattr.security.capability", cap), ("LINUXKIT.source", b"img")]);
-        t.file("short-ignored", b"L");
-        t.gnu_long_name(&gnu).file("ignored", b"G");
-        t.pax(&[("linkpath", long.as_bytes())]).link(b'1', "hl", "x");
-        t.raw(b"name", b'0', b"U", |h| h.as_ustar_mut().unwrap().prefix[..6].copy_from_slice(b"prefix"));
-        let tree = unpack(&store, &t.finish()).unwrap();
-        let e = tree.get(&long).expect("PAX path");
-        assert_eq!((e.uid, e.gid, e.mtime), (70000, 5_000_000, 1_700_000_000));
-        // "hl" links to it and comes first, so it holds the inode's xattrs.
-        let hl = tree.get("hl").unwrap();
-        assert_eq!(hl.xattrs.get("security.capability").map(Vec::as_slice), Some(cap));
-        assert_eq!(e.pax.keys().collect::<Vec<_>>(), ["LINUXKIT.source"]);
-        assert_eq!(tree.read_file(&store, &gnu).unwrap(), b"G");
-        assert_eq!(tree.read_file(&store, "prefix/name").unwrap(), b"U");
-        // "hl" comes first in archive order, so it became the group's primary.
-        assert_eq!(tree.get(&long).unwrap().kind, EntryKind::Hardlink { target: "hl".into() });
-        assert_eq!(tree.read_file(&store, "hl").unwrap(), b"L");
-        assert!(long.len() > 255 && gnu.len() > 100);
-    }
-
-    #[test]
-    fn compressions_and_media_types() {
-        let (_d, store) = store();
-        let mut t = TarBuf::default();
-        t.dir("a").file("a/f", &[7u8; 5000]);
-        let raw = t.finish();
-        let plain = unpack(&store, &raw).unwrap();
-        for (codec, mt) in [
-            (Codec::Gzip { level: 6 }, "application/vnd.docker.image.rootfs.diff.tar.gzip"),
-            (Codec::Zstd { level: 3 }, "application/vnd.oci.image.layer.v1.tar+zstd"),
-            (Codec::Zstd { level: 3 }, "application/vnd.oci.image.layer.v1.tar+gzip"), // mislabelled
-            (Codec::None, "application/vnd.oci.image.layer.v1.tar"),
-        ] {
-            let bytes = codec.compress(&raw).unwrap();
-            assert_eq!(unpack_layer(&store, &bytes[..], mt, &Limits::default()).unwrap(), plain, "{mt}");
-        }
-        let err = unpack_layer(&store, &raw[..], "application/vnd.oci.image.config.v1+json", &Limits::default());
-        assert!(matches!(err.unwrap_err().kind, LayerErrorKind::MediaType(_)));
-    }
-
-    #[test]
-    fn limits_have_clear_errors() {
-        let (_d, store) = store();
-        let mut t = TarBuf::default();
-        t.file("a", &[0u8; 3000]).file("b", b"").file(&"c".repeat(90), b"");
-        let raw = t.finish();
-        let run = |l: Limits| unpack_layer(&store, &raw[..], "", &l).unwrap_err();
-        let e = run(Limits { max_entries: 2, ..Limits::default() });
-        assert!(matches!(e.kind, LayerErrorKind::TooManyEntries { limit: 2 }), "{e}");
-        assert_eq!(e.category(), ErrorCategory::User);
-        let e = run(Limits { max_path_len: 80, ..Limits::default() });
-        assert!(matches!(e.kind, LayerErrorKind::PathTooLong { len: 90, .. }), "{e}");
-        let e = run(Limits { max_total_bytes: 2048, ..Limits::default() });
-        assert!(matches!(e.kind, LayerErrorKind::TooLarge { limit: 2048 }), "{e}");
-    }
-
-    #[test]
-    fn corrupt_and_inconsistent_layers() {
-        let (_d, store) = store();
-        let mut t = TarBuf::default();
-        t.file("f", &[1u8; 2000]);
-        let raw = t.finish();
-        let e = unpack(&store, &raw[..1200]).unwrap_err();
-        assert_eq!(e.category(), ErrorCategory::Environment, "{e}");
-        let mut t = TarBuf::default();
-        t.file("f", b"").file("f/g", b"");
-        assert!(matches!(unpack(&store, &t.finish()).unwrap_err().kind, LayerErrorKind::Tree(TreeError::NotADirectory { .. })));
-        let mut t = TarBuf::default();
-        t.raw(b"sparse", b'S', b"", |_| {});
-        assert!(matches!(unpack(&store, &t.finish()).unwrap_err().kind, LayerErrorKind::Unsupported { .. }));
-        // Later entries win; a file over a directory drops the directory's subtree.
-        let mut t = TarBuf::default();
-        t.dir("d").file("d/x", b"").file("d", b"now a file").file("e", b"1").file("e", b"2");
-        let tree = unpack(&store, &t.finish()).unwrap();
-        assert_eq!(tree.len(), 2);
-        assert_eq!(tree.read_file(&store, "e").unwrap(), b"2");
-    }
 }

@@ -51,7 +51,11 @@ pub enum TarError {
     #[error("entry {path:?}: PAX header of {size} bytes is too large")]
     PaxTooLarge { path: String, size: usize },
     #[error("content of {path:?} ended after {actual} of {expected} bytes")]
-    ShortBlob { path: String, expected: u64, actual: u64 },
+    ShortBlob {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("writing tar: {0}")]
@@ -89,7 +93,10 @@ fn string_field(field: &mut [u8], s: &str) {
     let n = ascii.len().min(field.len());
     field[..n].copy_from_slice(&ascii[..n]);
     if ascii.len() > field.len() && field[field.len() - 1] == b'/' {
-        let kept = ascii[..field.len() - 1].iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+        let kept = ascii[..field.len() - 1]
+            .iter()
+            .rposition(|b| *b != b'/')
+            .map_or(0, |i| i + 1);
         field[kept] = 0;
     }
 }
@@ -110,10 +117,19 @@ fn seal(b: &mut [u8; BLOCK]) {
 
 /// A main header block. `numbers` = mode, uid, gid, size, mtime (0 where a PAX record holds
 /// the value).
-fn header_block(name: &str, typeflag: u8, numbers: [u64; 5], linkname: &str, dev: (u32, u32)) -> [u8; BLOCK] {
+fn header_block(
+    name: &str,
+    typeflag: u8,
+    numbers: [u64; 5],
+    linkname: &str,
+    dev: (u32, u32),
+) -> [u8; BLOCK] {
     let mut b = [0u8; BLOCK];
     string_field(&mut b[0..100], name);
-    for (v, r) in numbers.iter().zip([100..108, 108..116, 116..124, 124..136, 136..148]) {
+    for (v, r) in numbers
+        .iter()
+        .zip([100..108, 108..116, 116..124, 124..136, 136..148])
+    {
         octal(&mut b[r], *v);
     }
     b[156] = typeflag;
@@ -139,7 +155,16 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 fn is_basic_key(k: &str) -> bool {
     matches!(
         k,
-        "path" | "linkpath" | "size" | "uid" | "gid" | "uname" | "gname" | "mtime" | "atime" | "ctime"
+        "path"
+            | "linkpath"
+            | "size"
+            | "uid"
+            | "gid"
+            | "uname"
+            | "gname"
+            | "mtime"
+            | "atime"
+            | "ctime"
     ) || k.starts_with("GNU.sparse.")
 }
 
@@ -182,7 +207,10 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// Appends all entries in order.
-    pub fn append_entries<'a>(&mut self, entries: impl IntoIterator<Item = &'a Entry>) -> Result<(), TarError> {
+    pub fn append_entries<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Result<(), TarError> {
         for e in entries {
             self.append(e)?;
         }
@@ -197,7 +225,10 @@ impl<W: Write> TarWriter<W> {
             EntryKind::Symlink { target } => (b'2', 0, target.as_str(), (0, 0)),
             EntryKind::Hardlink { target } => {
                 if !self.written.contains(target) {
-                    return Err(TarError::LinkBeforeTarget { path: e.path.clone(), target: target.clone() });
+                    return Err(TarError::LinkBeforeTarget {
+                        path: e.path.clone(),
+                        target: target.clone(),
+                    });
                 }
                 (b'1', 0, target.as_str(), (0, 0))
             }
@@ -214,7 +245,9 @@ impl<W: Write> TarWriter<W> {
         if needs_pax_string(link, 100) {
             records.insert("linkpath".into(), link.as_bytes().to_vec());
         }
-        let mtime_octal = u64::try_from(e.mtime).ok().filter(|m| *m <= 0o777_7777_7777);
+        let mtime_octal = u64::try_from(e.mtime)
+            .ok()
+            .filter(|m| *m <= 0o777_7777_7777);
         let numbers = [
             (u64::from(e.mode), true),
             (u64::from(e.uid), u64::from(e.uid) <= 0o777_7777),
@@ -222,7 +255,11 @@ impl<W: Write> TarWriter<W> {
             (size, size <= 0o777_7777_7777),
             (mtime_octal.unwrap_or(0), true),
         ];
-        for (key, (v, fits)) in [("uid", numbers[1]), ("gid", numbers[2]), ("size", numbers[3])] {
+        for (key, (v, fits)) in [
+            ("uid", numbers[1]),
+            ("gid", numbers[2]),
+            ("size", numbers[3]),
+        ] {
             if !fits {
                 records.insert(key.into(), v.to_string().into_bytes());
             }
@@ -242,18 +279,28 @@ impl<W: Write> TarWriter<W> {
             let mut data = Vec::new();
             for (k, v) in &records {
                 if k.is_empty() || k.contains(['=', '\0']) {
-                    return Err(TarError::InvalidPaxRecord { path: e.path.clone(), key: k.clone() });
+                    return Err(TarError::InvalidPaxRecord {
+                        path: e.path.clone(),
+                        key: k.clone(),
+                    });
                 }
                 pax_record(&mut data, k, v);
             }
             if data.len() > 1 << 20 {
-                return Err(TarError::PaxTooLarge { path: e.path.clone(), size: data.len() });
+                return Err(TarError::PaxTooLarge {
+                    path: e.path.clone(),
+                    size: data.len(),
+                });
             }
             let (dir, file) = match e.path.rfind('/') {
                 Some(i) => (&e.path[..i], &e.path[i + 1..]),
                 None => ("", e.path.as_str()),
             };
-            let name = if dir.is_empty() { format!("PaxHeaders.0/{file}") } else { format!("{dir}/PaxHeaders.0/{file}") };
+            let name = if dir.is_empty() {
+                format!("PaxHeaders.0/{file}")
+            } else {
+                format!("{dir}/PaxHeaders.0/{file}")
+            };
             let mut block = [0u8; BLOCK];
             string_field(&mut block[0..100], name.trim_end_matches('/'));
             for r in [100..108, 108..116, 116..124, 136..148] {
@@ -277,7 +324,11 @@ impl<W: Write> TarWriter<W> {
             let copied = io::copy(&mut (&mut file).take(blob.size), &mut self.out)?;
             self.offset += copied;
             if copied != blob.size {
-                return Err(TarError::ShortBlob { path: e.path.clone(), expected: blob.size, actual: copied });
+                return Err(TarError::ShortBlob {
+                    path: e.path.clone(),
+                    expected: blob.size,
+                    actual: copied,
+                });
             }
             self.pad()?;
         }
@@ -290,12 +341,23 @@ impl<W: Write> TarWriter<W> {
     pub fn finish(mut self) -> Result<(W, TarSummary), TarError> {
         self.put(&[0u8; 2 * BLOCK])?;
         self.out.flush()?;
-        Ok((self.out, TarSummary { entries: self.entries, bytes: self.offset }))
+        Ok((
+            self.out,
+            TarSummary {
+                entries: self.entries,
+                bytes: self.offset,
+            },
+        ))
     }
 }
 
 /// Writes a whole tree, in archive order, as one tar.
-pub fn write_tar<W: Write>(out: W, tree: &Tree, store: &Store, opts: &TarOptions) -> Result<(W, TarSummary), TarError> {
+pub fn write_tar<W: Write>(
+    out: W,
+    tree: &Tree,
+    store: &Store,
+    opts: &TarOptions,
+) -> Result<(W, TarSummary), TarError> {
     let mut w = TarWriter::new(out, store, opts);
     w.append_entries(tree.iter())?;
     w.finish()
@@ -313,7 +375,12 @@ mod tests {
     use crate::tree::{Entry, Meta};
 
     fn tar_bytes(t: &Tree, store: &Store, extra: &[(&str, &str)]) -> Vec<u8> {
-        let opts = TarOptions { extra_pax: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let opts = TarOptions {
+            extra_pax: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         write_tar(Vec::new(), t, store, &opts).unwrap().0
     }
 
@@ -321,12 +388,23 @@ mod tests {
     fn go_style_headers() {
         let (_d, store) = store();
         let t = tree_of(vec![file(&store, "a", b"hello")]);
-        let b = tar_bytes(&t, &store, &[("LINUXKIT.source", "img"), ("LINUXKIT.location", "init[0]")]);
+        let b = tar_bytes(
+            &t,
+            &store,
+            &[("LINUXKIT.source", "img"), ("LINUXKIT.location", "init[0]")],
+        );
         assert_eq!(b.len(), 512 * 6);
         let x = &b[..512];
         assert_eq!(&x[..15], b"PaxHeaders.0/a\0");
-        assert_eq!((&x[100..108], x[156], &x[257..265]), (&b"0000000\0"[..], b'x', &b"ustar\x0000"[..]));
-        assert_eq!(&x[329..345], &[0u8; 16], "Go leaves the x header's device fields empty");
+        assert_eq!(
+            (&x[100..108], x[156], &x[257..265]),
+            (&b"0000000\0"[..], b'x', &b"ustar\x0000"[..])
+        );
+        assert_eq!(
+            &x[329..345],
+            &[0u8; 16],
+            "Go leaves the x header's device fields empty"
+        );
         let records = b"29 LINUXKIT.location=init[0]\n23 LINUXKIT.source=img\n";
         assert_eq!(&b[512..512 + records.len()], records);
         assert_eq!(&x[124..136], format!("{:011o}\0", records.len()).as_bytes());
@@ -334,9 +412,22 @@ mod tests {
         assert_eq!(&h[..2], b"a\0");
         assert_eq!(&h[100..108], b"0000644\0");
         assert_eq!(&h[108..124], b"0000000\x000000000\0");
-        assert_eq!(&h[124..148], format!("00000000005\0{:011o}\0", M644.mtime).as_bytes());
+        assert_eq!(
+            &h[124..148],
+            format!("00000000005\0{:011o}\0", M644.mtime).as_bytes()
+        );
         assert_eq!((h[156], &h[329..345]), (b'0', &b"0000000\x000000000\0"[..]));
-        let sum: u32 = h.iter().enumerate().map(|(i, c)| if (148..156).contains(&i) { 32 } else { u32::from(*c) }).sum();
+        let sum: u32 = h
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(*c)
+                }
+            })
+            .sum();
         assert_eq!(&h[148..156], format!("{sum:06o}\0 ").as_bytes());
         assert_eq!(&b[1536..1541], b"hello");
         assert!(b[2048..].iter().all(|c| *c == 0));
@@ -352,15 +443,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a.tar");
         std::fs::write(&archive, tar_bytes(&t, &store, &[("LINUXKIT.source", "x")])).unwrap();
-        let listing = run(Command::new("tar").args(["-tvf"]).arg(&archive).arg("--numeric-owner"));
+        let listing = run(Command::new("tar")
+            .args(["-tvf"])
+            .arg(&archive)
+            .arg("--numeric-owner"));
         let lines: Vec<&str> = listing.lines().collect();
         assert_eq!(lines.len(), t.len());
         for (line, e) in lines.iter().zip(t.iter()) {
             let mut words = line.split_whitespace();
             let perms = words.next().unwrap();
-            let tc = if matches!(e.kind, EntryKind::Hardlink { .. }) { 'h' } else { type_char(&t, e) };
+            let tc = if matches!(e.kind, EntryKind::Hardlink { .. }) {
+                'h'
+            } else {
+                type_char(&t, e)
+            };
             assert_eq!(perms, perm_string(tc, e.mode), "{line}");
-            assert_eq!(words.next().unwrap(), format!("{}/{}", e.uid, e.gid), "{line}");
+            assert_eq!(
+                words.next().unwrap(),
+                format!("{}/{}", e.uid, e.gid),
+                "{line}"
+            );
             let tail = match &e.kind {
                 EntryKind::Symlink { target } => format!("{} -> {target}", e.path),
                 EntryKind::Hardlink { target } => format!("{} link to {target}", e.path),
@@ -372,7 +474,11 @@ mod tests {
         std::fs::write(&archive, tar_bytes(&t, &store, &[])).unwrap();
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
-        run(Command::new("tar").args(["-xpf"]).arg(&archive).arg("-C").arg(&out));
+        run(Command::new("tar")
+            .args(["-xpf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(&out));
         assert_extracted_matches(&out, &t, &store);
     }
 
@@ -380,20 +486,49 @@ mod tests {
     fn round_trips_through_layer_unpack() {
         let (_d, store) = store();
         let mut t = sample_tree(&store, true);
-        let mut f = Entry::file("x/caps", blob(&store, b"bin"), Meta::new(0o755, 5_000_000, 3_000_000, -5));
-        f.xattrs.insert("security.capability".into(), vec![1, 0, 0, 2, b'\n', 0, 0x20, 0xff]);
+        let mut f = Entry::file(
+            "x/caps",
+            blob(&store, b"bin"),
+            Meta::new(0o755, 5_000_000, 3_000_000, -5),
+        );
+        f.xattrs.insert(
+            "security.capability".into(),
+            vec![1, 0, 0, 2, b'\n', 0, 0x20, 0xff],
+        );
         f.xattrs.insert("user.ünïcode".into(), b"v=1".to_vec());
-        f.pax.insert("LINUXKIT.location".into(), "services[1]".into());
-        for e in [Entry::dir("x", M755), f, Entry::new("x/.wh.gone", EntryKind::Whiteout, M644)] {
+        f.pax
+            .insert("LINUXKIT.location".into(), "services[1]".into());
+        for e in [
+            Entry::dir("x", M755),
+            f,
+            Entry::new("x/.wh.gone", EntryKind::Whiteout, M644),
+        ] {
             t.insert(e).unwrap();
         }
-        t.insert(Entry::symlink(format!("x/{}", "s".repeat(150)), "t".repeat(300), M644)).unwrap();
-        t.insert(Entry::file("x/ünï", blob(&store, b"u"), M644)).unwrap();
+        t.insert(Entry::symlink(
+            format!("x/{}", "s".repeat(150)),
+            "t".repeat(300),
+            M644,
+        ))
+        .unwrap();
+        t.insert(Entry::file("x/ünï", blob(&store, b"u"), M644))
+            .unwrap();
         let bytes = tar_bytes(&t, &store, &[]);
-        let back = unpack_layer(&store, &bytes[..], "application/vnd.oci.image.layer.v1.tar", &Limits::default()).unwrap();
+        let back = unpack_layer(
+            &store,
+            &bytes[..],
+            "application/vnd.oci.image.layer.v1.tar",
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(back, t);
-        let gz = crate::compress::Codec::Gzip { level: 6 }.compress(&bytes).unwrap();
-        assert_eq!(unpack_layer(&store, &gz[..], "", &Limits::default()).unwrap(), t);
+        let gz = crate::compress::Codec::Gzip { level: 6 }
+            .compress(&bytes)
+            .unwrap();
+        assert_eq!(
+            unpack_layer(&store, &gz[..], "", &Limits::default()).unwrap(),
+            t
+        );
         assert_eq!(bytes, tar_bytes(&t, &store, &[]), "deterministic");
     }
 
@@ -405,7 +540,10 @@ mod tests {
         assert!(matches!(e, TarError::LinkBeforeTarget { .. }), "{e}");
         let mut bad = Entry::dir("d", M755);
         bad.pax.insert("a=b".into(), "c".into());
-        assert!(matches!(w.append(&bad), Err(TarError::InvalidPaxRecord { .. })));
+        assert!(matches!(
+            w.append(&bad),
+            Err(TarError::InvalidPaxRecord { .. })
+        ));
     }
 
     /// (name, type, mode, uid, gid, content, link) per entry.
@@ -418,7 +556,9 @@ mod tests {
             let mut ent = ent.unwrap();
             let h = ent.header().clone();
             let name = String::from_utf8(ent.path_bytes().into_owned()).unwrap();
-            let link = ent.link_name_bytes().map(|l| String::from_utf8(l.into_owned()).unwrap());
+            let link = ent
+                .link_name_bytes()
+                .map(|l| String::from_utf8(l.into_owned()).unwrap());
             let mut data = Vec::new();
             ent.read_to_end(&mut data).unwrap();
             let (tc, link) = match h.entry_type().as_byte() {
@@ -428,13 +568,35 @@ mod tests {
                     data = contents[link.as_ref().unwrap()].clone();
                     ('-', link.map(|l| format!("hard:{l}")))
                 }
-                b'3' => ('c', Some(format!("dev:{},{}", h.device_major().unwrap().unwrap(), h.device_minor().unwrap().unwrap()))),
-                b'4' => ('b', Some(format!("dev:{},{}", h.device_major().unwrap().unwrap(), h.device_minor().unwrap().unwrap()))),
+                b'3' => (
+                    'c',
+                    Some(format!(
+                        "dev:{},{}",
+                        h.device_major().unwrap().unwrap(),
+                        h.device_minor().unwrap().unwrap()
+                    )),
+                ),
+                b'4' => (
+                    'b',
+                    Some(format!(
+                        "dev:{},{}",
+                        h.device_major().unwrap().unwrap(),
+                        h.device_minor().unwrap().unwrap()
+                    )),
+                ),
                 b'6' => ('p', None),
                 _ => ('-', None),
             };
             contents.insert(name.clone(), data.clone());
-            out.push((name, tc, h.mode().unwrap() & 0o7777, h.uid().unwrap(), h.gid().unwrap(), data, link));
+            out.push((
+                name,
+                tc,
+                h.mode().unwrap() & 0o7777,
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                data,
+                link,
+            ));
         }
         out
     }
@@ -454,15 +616,34 @@ mod tests {
             .map(|(name, f, data)| {
                 let (tc, link) = match f[1] & 0o170000 {
                     0o040000 => ('d', None),
-                    0o120000 => ('l', Some(format!("sym:{}", String::from_utf8(data.clone()).unwrap()))),
+                    0o120000 => (
+                        'l',
+                        Some(format!("sym:{}", String::from_utf8(data.clone()).unwrap())),
+                    ),
                     0o020000 => ('c', Some(format!("dev:{},{}", f[9], f[10]))),
                     0o060000 => ('b', Some(format!("dev:{},{}", f[9], f[10]))),
                     0o010000 => ('p', None),
-                    _ if first_of[&f[0]] != *name => ('-', Some(format!("hard:{}", first_of[&f[0]]))),
+                    _ if first_of[&f[0]] != *name => {
+                        ('-', Some(format!("hard:{}", first_of[&f[0]])))
+                    }
                     _ => ('-', None),
                 };
-                let content = if tc == '-' { data_of.get(&f[0]).cloned().unwrap_or_default() } else if tc == 'l' { Vec::new() } else { data.clone() };
-                (name.clone(), tc, f[1] & 0o7777, u64::from(f[2]), u64::from(f[3]), content, link)
+                let content = if tc == '-' {
+                    data_of.get(&f[0]).cloned().unwrap_or_default()
+                } else if tc == 'l' {
+                    Vec::new()
+                } else {
+                    data.clone()
+                };
+                (
+                    name.clone(),
+                    tc,
+                    f[1] & 0o7777,
+                    u64::from(f[2]),
+                    u64::from(f[3]),
+                    content,
+                    link,
+                )
             })
             .collect()
     }
@@ -472,7 +653,11 @@ mod tests {
         let (_d, store) = store();
         let t = sample_tree(&store, true);
         let tar = tar_model(&tar_bytes(&t, &store, &[]));
-        let cpio = cpio_model(&write_cpio(Vec::new(), &t, &store, &CpioOptions::default()).unwrap().0);
+        let cpio = cpio_model(
+            &write_cpio(Vec::new(), &t, &store, &CpioOptions::default())
+                .unwrap()
+                .0,
+        );
         assert_eq!(tar.len(), t.len());
         for (a, b) in tar.iter().zip(&cpio) {
             assert_eq!(a, b);

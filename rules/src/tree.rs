@@ -21,8 +21,11 @@
 //! # Hard links
 //! A [`EntryKind::Hardlink`] names the *primary* entry of its link group: the group member that
 //! comes first in archive order, which holds the content (a non-directory, non-link kind) and
-//! the inode metadata. [`Tree::normalize_hardlinks`] establishes this; merged trees always
-//! satisfy it. Per-layer trees may hold links whose target lives in a lower layer.
+//! the inode metadata; the links carry a copy of the primary's mode, owner and mtime (one
+//! inode) and no xattrs. [`Tree::normalize_hardlinks`] establishes this; merged trees always
+//! satisfy it, so archive writers meet a link's target before the link. Per-layer trees may
+//! hold links whose target lives in a lower layer. [`Tree::merge_layers`] documents what
+//! happens to links whose target a later layer removes (they keep the old content).
 //!
 //! # Whiteouts
 //! Only per-layer trees hold [`EntryKind::Whiteout`] and [`EntryKind::Opaque`]. They keep the
@@ -30,13 +33,18 @@
 //! whites out a lower `name` and adds a new `name` is representable.
 
 mod codec;
+#[cfg(test)]
+mod layer_tests;
 mod merge;
+mod path;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use codec::TREE_FORMAT_VERSION;
+use path::PathKey;
+pub use path::{PathError, ancestors, check_path, cmp_paths, normalize_path, split_parent};
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -63,10 +71,20 @@ pub struct Meta {
 impl Meta {
     /// Metadata of directories that a merge has to create because a layer has entries below a
     /// path no layer declares: `0755`, root-owned, mtime 0.
-    pub const IMPLICIT_DIR: Meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime: 0 };
+    pub const IMPLICIT_DIR: Meta = Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+    };
 
     pub const fn new(mode: u32, uid: u32, gid: u32, mtime: i64) -> Meta {
-        Meta { mode, uid, gid, mtime }
+        Meta {
+            mode,
+            uid,
+            gid,
+            mtime,
+        }
     }
 }
 
@@ -74,13 +92,25 @@ impl Meta {
 #[derive(Debug, Clone)]
 pub enum EntryKind {
     Dir,
-    File { blob: BlobRef },
+    File {
+        blob: BlobRef,
+    },
     /// `target` is data: kept verbatim (absolute or relative), never followed.
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     /// `target` is the normalised path of the primary entry of the link group.
-    Hardlink { target: String },
-    Char { major: u32, minor: u32 },
-    Block { major: u32, minor: u32 },
+    Hardlink {
+        target: String,
+    },
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     /// Per-layer only: the entry's path is `dir/.wh.name`; it hides `dir/name` in lower layers.
     Whiteout,
@@ -160,14 +190,31 @@ impl Entry {
         Entry::new(path, EntryKind::File { blob }, meta)
     }
     pub fn symlink(path: impl Into<String>, target: impl Into<String>, meta: Meta) -> Entry {
-        Entry::new(path, EntryKind::Symlink { target: target.into() }, meta)
+        Entry::new(
+            path,
+            EntryKind::Symlink {
+                target: target.into(),
+            },
+            meta,
+        )
     }
     pub fn hardlink(path: impl Into<String>, target: impl Into<String>, meta: Meta) -> Entry {
-        Entry::new(path, EntryKind::Hardlink { target: target.into() }, meta)
+        Entry::new(
+            path,
+            EntryKind::Hardlink {
+                target: target.into(),
+            },
+            meta,
+        )
     }
 
     pub fn meta(&self) -> Meta {
-        Meta { mode: self.mode, uid: self.uid, gid: self.gid, mtime: self.mtime }
+        Meta {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+        }
     }
 
     pub fn set_meta(&mut self, meta: Meta) {
@@ -213,17 +260,29 @@ pub enum TreeError {
     #[error("invalid path {path:?}: {reason}")]
     InvalidPath { path: String, reason: &'static str },
     #[error("{path:?} is a {kind}, not a directory, but {child:?} is inside it")]
-    NotADirectory { path: String, kind: &'static str, child: String },
+    NotADirectory {
+        path: String,
+        kind: &'static str,
+        child: String,
+    },
     #[error("hard link {path:?} points to {target:?}, which does not exist")]
     DanglingHardlink { path: String, target: String },
     #[error("hard link {path:?} points to {target:?}, which is a {kind}")]
-    BadHardlinkTarget { path: String, target: String, kind: &'static str },
+    BadHardlinkTarget {
+        path: String,
+        target: String,
+        kind: &'static str,
+    },
     #[error("{path:?} does not exist")]
     NotFound { path: String },
     #[error("{path:?} is a {kind}, not a regular file")]
     NotAFile { path: String, kind: &'static str },
     #[error("blob of {path:?} has {actual} bytes, the tree says {expected}")]
-    BlobSize { path: String, expected: u64, actual: u64 },
+    BlobSize {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("corrupt tree encoding: {0}")]
     Decode(String),
     #[error(transparent)]
@@ -235,9 +294,9 @@ impl TreeError {
     /// data (environment); a tree blob that does not decode is our own bug (internal).
     pub fn category(&self) -> ErrorCategory {
         match self {
-            TreeError::InvalidPath { .. } | TreeError::NotFound { .. } | TreeError::NotAFile { .. } => {
-                ErrorCategory::User
-            }
+            TreeError::InvalidPath { .. }
+            | TreeError::NotFound { .. }
+            | TreeError::NotAFile { .. } => ErrorCategory::User,
             TreeError::NotADirectory { .. }
             | TreeError::DanglingHardlink { .. }
             | TreeError::BadHardlinkTarget { .. }
@@ -248,90 +307,11 @@ impl TreeError {
     }
 }
 
-/// Compares two paths in archive order (component-wise; see the module docs).
-pub fn cmp_paths(a: &str, b: &str) -> Ordering {
-    let key = |c: u8| if c == b'/' { 0 } else { c };
-    a.bytes().map(key).cmp(b.bytes().map(key))
-}
-
-/// A path as a map key, ordered by [`cmp_paths`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PathKey(String);
-impl Ord for PathKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        cmp_paths(&self.0, &other.0)
-    }
-}
-impl PartialOrd for PathKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// Why a raw archive name could not be normalised.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    #[error("path {0:?} climbs out of the root")]
-    Escapes(String),
-    #[error("path {0:?} contains a NUL byte")]
-    Nul(String),
-}
-
-/// Normalises an archive name lexically: a leading `/`, empty and `.` components are dropped,
-/// `..` removes the previous component. Returns `Ok(None)` for the root itself (`.`, `./`, `/`)
-/// and an error for a path whose `..` would climb above the root.
-pub fn normalize_path(raw: &str) -> Result<Option<String>, PathError> {
-    if raw.contains('\0') {
-        return Err(PathError::Nul(raw.to_string()));
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for comp in raw.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(PathError::Escapes(raw.to_string()));
-                }
-            }
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() { Ok(None) } else { Ok(Some(parts.join("/"))) }
-}
-
-/// Checks that `path` is already in normal form; returns the reason if not.
-pub fn check_path(path: &str) -> Result<(), &'static str> {
-    if path.is_empty() {
-        return Err("empty path");
-    }
-    if path.contains('\0') {
-        return Err("contains a NUL byte");
-    }
-    for comp in path.split('/') {
-        match comp {
-            "" => return Err("has a leading, trailing or doubled '/'"),
-            "." | ".." => return Err("has a '.' or '..' component"),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Splits `a/b/c` into (`Some("a/b")`, `"c"`) and `c` into (`None`, `"c"`).
-pub fn split_parent(path: &str) -> (Option<&str>, &str) {
-    match path.rfind('/') {
-        Some(i) => (Some(&path[..i]), &path[i + 1..]),
-        None => (None, path),
-    }
-}
-
-/// The proper ancestors of a path, outermost first: `a/b/c` → `a`, `a/b`.
-pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    path.match_indices('/').map(move |(i, _)| &path[..i])
-}
-
 fn invalid(path: &str, reason: &'static str) -> TreeError {
-    TreeError::InvalidPath { path: path.to_string(), reason }
+    TreeError::InvalidPath {
+        path: path.to_string(),
+        reason,
+    }
 }
 
 /// Validates an entry for insertion into a tree.
@@ -349,7 +329,10 @@ fn validate(entry: &Entry) -> Result<(), TreeError> {
             }
         }
         EntryKind::Symlink { target } if target.is_empty() || target.contains('\0') => {
-            return Err(invalid(&entry.path, "symlink target is empty or contains NUL"));
+            return Err(invalid(
+                &entry.path,
+                "symlink target is empty or contains NUL",
+            ));
         }
         EntryKind::Whiteout if !name.starts_with(WHITEOUT_PREFIX) || name == OPAQUE_MARKER => {
             return Err(invalid(&entry.path, "whiteout name must be .wh.<name>"));
@@ -358,7 +341,10 @@ fn validate(entry: &Entry) -> Result<(), TreeError> {
             return Err(invalid(&entry.path, "whiteout hides nothing nameable"));
         }
         EntryKind::Opaque if name != OPAQUE_MARKER => {
-            return Err(invalid(&entry.path, "opaque marker name must be .wh..wh..opq"));
+            return Err(invalid(
+                &entry.path,
+                "opaque marker name must be .wh..wh..opq",
+            ));
         }
         _ => {}
     }
@@ -409,7 +395,9 @@ impl Tree {
         if dir.is_empty() {
             return self.map.keys().cloned().collect();
         }
-        self.descendants(dir).map(|e| PathKey(e.path.clone())).collect()
+        self.descendants(dir)
+            .map(|e| PathKey(e.path.clone()))
+            .collect()
     }
 
     /// Entries strictly below `dir` (`""` = the root: all entries), in archive order.
@@ -475,11 +463,16 @@ impl Tree {
         let prefix = match normalize_path(prefix) {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(self.clone()),
-            Err(e) => return Err(invalid(prefix, if matches!(e, PathError::Nul(_)) {
-                "contains a NUL byte"
-            } else {
-                "climbs out of the root"
-            })),
+            Err(e) => {
+                return Err(invalid(
+                    prefix,
+                    if matches!(e, PathError::Nul(_)) {
+                        "contains a NUL byte"
+                    } else {
+                        "climbs out of the root"
+                    },
+                ));
+            }
         };
         let mut out = Tree::new();
         for e in self.iter() {
@@ -509,7 +502,8 @@ impl Tree {
                     });
                 }
                 None => {
-                    self.map.insert(PathKey(dir.to_string()), Entry::dir(dir, meta));
+                    self.map
+                        .insert(PathKey(dir.to_string()), Entry::dir(dir, meta));
                 }
             }
         }
@@ -523,7 +517,9 @@ impl Tree {
         for e in self.iter() {
             // An existing parent is an entry itself, so its own ancestors get checked when it
             // is visited; only a missing parent needs the walk over all ancestors.
-            let Some(parent) = split_parent(&e.path).0 else { continue };
+            let Some(parent) = split_parent(&e.path).0 else {
+                continue;
+            };
             match self.get(parent) {
                 Some(p) if p.is_dir() => {}
                 Some(p) => {
@@ -576,12 +572,17 @@ impl Tree {
 
     /// The content blob of a regular file (hard links are followed, symlinks are not).
     pub fn file_blob(&self, path: &str) -> Result<&BlobRef, TreeError> {
-        let entry = self.get(path).ok_or_else(|| TreeError::NotFound { path: path.to_string() })?;
+        let entry = self.get(path).ok_or_else(|| TreeError::NotFound {
+            path: path.to_string(),
+        })?;
         let target = self.resolve(path).ok_or_else(|| match &entry.kind {
-            EntryKind::Hardlink { target } => {
-                TreeError::DanglingHardlink { path: path.to_string(), target: target.clone() }
-            }
-            _ => TreeError::NotFound { path: path.to_string() },
+            EntryKind::Hardlink { target } => TreeError::DanglingHardlink {
+                path: path.to_string(),
+                target: target.clone(),
+            },
+            _ => TreeError::NotFound {
+                path: path.to_string(),
+            },
         })?;
         target.blob().ok_or_else(|| TreeError::NotAFile {
             path: path.to_string(),
@@ -615,13 +616,18 @@ impl Tree {
                 }
             }
             if let EntryKind::Hardlink { target } = &e.kind {
-                let t = self.get(target).ok_or_else(|| TreeError::DanglingHardlink {
-                    path: e.path.clone(),
-                    target: target.clone(),
-                })?;
+                let t = self
+                    .get(target)
+                    .ok_or_else(|| TreeError::DanglingHardlink {
+                        path: e.path.clone(),
+                        target: target.clone(),
+                    })?;
                 if matches!(
                     t.kind,
-                    EntryKind::Dir | EntryKind::Hardlink { .. } | EntryKind::Whiteout | EntryKind::Opaque
+                    EntryKind::Dir
+                        | EntryKind::Hardlink { .. }
+                        | EntryKind::Whiteout
+                        | EntryKind::Opaque
                 ) {
                     return Err(TreeError::BadHardlinkTarget {
                         path: e.path.clone(),
@@ -630,7 +636,10 @@ impl Tree {
                     });
                 }
                 if cmp_paths(target, &e.path) != Ordering::Less {
-                    return Err(invalid(&e.path, "hard link comes before its target in archive order"));
+                    return Err(invalid(
+                        &e.path,
+                        "hard link comes before its target in archive order",
+                    ));
                 }
             }
         }

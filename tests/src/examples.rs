@@ -3,7 +3,7 @@
 //!
 //! | ref | contents |
 //! |---|---|
-//! | `localhost/lkb-examples/kernel:<debian version>` | `/kernel` (bzImage), `/kernel.tar` (`./lib/modules/<release>/modules.*` and three drivers), `/System.map` |
+//! | `localhost/lkb-examples/kernel:1` (Debian version in its labels) | `/kernel` (bzImage), `/kernel.tar` (`./lib/modules/<release>/modules.*` and three drivers), `/System.map` |
 //! | `localhost/lkb-examples/init:1` | busybox-static, applet symlinks, `/init` ([`INIT_SCRIPT`]) |
 //! | `localhost/lkb-examples/{getty,dhcpcd,sshd,rngd}:1` | busybox base layer + a service layer with `/etc/lkb-example` |
 //!
@@ -520,7 +520,9 @@ pub fn build_examples(sources: &Sources) -> anyhow::Result<Vec<ExampleImage>> {
     let mut out = vec![
         ExampleImage {
             name: "kernel",
-            reference: format!("{REPO_PREFIX}/kernel:{}", sources.kernel_tag()),
+            // A stable tag, so examples/*.yml need no edit when Debian updates the kernel; the
+            // Debian version is in the image's labels.
+            reference: format!("{REPO_PREFIX}/kernel:1"),
             index: kernel_image(sources)?,
         },
         ExampleImage {

@@ -170,7 +170,11 @@ pub async fn build(
             .as_ref()
             .map(|ws| ws.manifest.images.insecure_registries.clone())
             .unwrap_or_default();
-        Some(RegistryClient::new(RegistryConfig::new(insecure, docker))?)
+        Some(RegistryClient::new(RegistryConfig {
+            insecure,
+            docker_config: docker,
+            ..RegistryConfig::default()
+        })?)
     };
     let sources = Arc::new(ImageSources::new(layouts, registry));
     let lock_path = workspace.as_ref().map(|ws| ws.root.join(LOCK_FILE));
@@ -292,7 +296,12 @@ fn resolve_files(
             FileContent::Directory => FileData::Directory,
             FileContent::Symlink(t) => FileData::Symlink(t.to_string()),
             FileContent::Contents(c) => FileData::Inline(c.as_bytes().to_vec()),
-            FileContent::Metadata(format) => FileData::Inline(config::render_metadata(config, format)?),
+            FileContent::Metadata(_) => {
+                bail!(UsageError(format!(
+                    "{}: files[{index}]: `metadata` files are not supported by lkb yet",
+                    spec.span
+                )))
+            }
             FileContent::Source(source) => {
                 let path = match (source.strip_prefix("~/"), &settings.home) {
                     (Some(rest), Some(home)) => home.join(rest),

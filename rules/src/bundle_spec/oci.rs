@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 
 use super::ImageDefaults;
 use crate::config::{
-    ALL_CAPABILITIES, Bind, ConfigError, IdMap, IdMapping, ImageConfig, Mount, Spanned,
-    StringList, capability_keyword, check_capability,
+    ALL_CAPABILITIES, Bind, ConfigError, IdMap, IdMapping, ImageConfig, Mount, Spanned, StringList,
+    capability_keyword, check_capability,
 };
 
 /// The runtime-spec version LinuxKit vendors.
@@ -95,7 +95,11 @@ fn simple_mount(destination: &str, mount_type: &str, source: &str, options: &[&s
 
 /// Default mounts, then tmpfs, then binds, then mounts; later ones replace earlier ones with
 /// the same destination; sorted by destination.
-fn mounts(yaml: &ImageConfig, label: &ImageConfig, readonly: bool) -> Result<Vec<Value>, ConfigError> {
+fn mounts(
+    yaml: &ImageConfig,
+    label: &ImageConfig,
+    readonly: bool,
+) -> Result<Vec<Value>, ConfigError> {
     let ro = |mut options: Vec<&'static str>| {
         if readonly {
             options.push("ro");
@@ -104,12 +108,26 @@ fn mounts(yaml: &ImageConfig, label: &ImageConfig, readonly: bool) -> Result<Vec
     };
     let mut by_destination: BTreeMap<String, Value> = BTreeMap::new();
     let defaults = [
-        ("/proc", "proc", vec!["nosuid", "nodev", "noexec", "relatime"]),
-        ("/dev", "tmpfs", ro(vec!["nosuid", "strictatime", "mode=755", "size=65536k"])),
+        (
+            "/proc",
+            "proc",
+            vec!["nosuid", "nodev", "noexec", "relatime"],
+        ),
+        (
+            "/dev",
+            "tmpfs",
+            ro(vec!["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        ),
         (
             "/dev/pts",
             "devpts",
-            vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            vec![
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
         ),
         ("/sys", "sysfs", ro(vec!["nosuid", "noexec", "nodev"])),
         (
@@ -212,9 +230,13 @@ fn capabilities(yaml: &ImageConfig, label: &ImageConfig) -> Result<Value, Config
         Some(list) => list.value.clone(),
         None => {
             let mut merged: Vec<Spanned<String>> = Vec::new();
-            for list in [&label.capabilities, &label.capabilities_add, &yaml.capabilities_add]
-                .into_iter()
-                .flatten()
+            for list in [
+                &label.capabilities,
+                &label.capabilities_add,
+                &yaml.capabilities_add,
+            ]
+            .into_iter()
+            .flatten()
             {
                 push_unique(&mut merged, &list.value, |a, b| a.value == b.value);
             }
@@ -308,18 +330,42 @@ fn process(
 /// `network`, `ipc`, `uts`, `pid`, `user`, `mount`, each only when not shared with the host.
 fn namespaces(yaml: &ImageConfig, label: &ImageConfig) -> Vec<Value> {
     let settings = [
-        ("network", pick_non_empty(&yaml.net, &label.net).unwrap_or("root"), &["none", "new"][..]),
-        ("ipc", pick_non_empty(&yaml.ipc, &label.ipc).unwrap_or("root"), &["new"][..]),
-        ("uts", pick_non_empty(&yaml.uts, &label.uts).unwrap_or("root"), &["new"][..]),
-        ("pid", pick_non_empty(&yaml.pid, &label.pid).unwrap_or(""), &["new"][..]),
-        ("user", pick_non_empty(&yaml.userns, &label.userns).unwrap_or("root"), &["new"][..]),
+        (
+            "network",
+            pick_non_empty(&yaml.net, &label.net).unwrap_or("root"),
+            &["none", "new"][..],
+        ),
+        (
+            "ipc",
+            pick_non_empty(&yaml.ipc, &label.ipc).unwrap_or("root"),
+            &["new"][..],
+        ),
+        (
+            "uts",
+            pick_non_empty(&yaml.uts, &label.uts).unwrap_or("root"),
+            &["new"][..],
+        ),
+        (
+            "pid",
+            pick_non_empty(&yaml.pid, &label.pid).unwrap_or(""),
+            &["new"][..],
+        ),
+        (
+            "user",
+            pick_non_empty(&yaml.userns, &label.userns).unwrap_or("root"),
+            &["new"][..],
+        ),
     ];
     let mut out = Vec::new();
     for (kind, setting, fresh) in settings {
         if setting == "host" || setting == "root" {
             continue;
         }
-        let path = if fresh.contains(&setting) { "" } else { setting };
+        let path = if fresh.contains(&setting) {
+            ""
+        } else {
+            setting
+        };
         out.push(if path.is_empty() {
             json!({"type": kind})
         } else {
@@ -417,7 +463,10 @@ fn linux(yaml: &ImageConfig, label: &ImageConfig) -> Value {
     if !cgroups_path.is_empty() {
         l.insert("cgroupsPath".to_owned(), json!(cgroups_path));
     }
-    l.insert("namespaces".to_owned(), Value::Array(namespaces(yaml, label)));
+    l.insert(
+        "namespaces".to_owned(),
+        Value::Array(namespaces(yaml, label)),
+    );
     if !devices.is_empty() {
         l.insert("devices".to_owned(), Value::Array(devices));
     }

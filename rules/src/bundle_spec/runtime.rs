@@ -30,7 +30,14 @@ fn rootfs_mounts(bundle: &str, root: &str, readonly: bool) -> Vec<Value> {
     let target = format!("/{bundle}/rootfs");
     if readonly {
         let options = ["bind".to_owned()];
-        return vec![mount_json(&target, "", &format!("/{root}"), &options, &[], &[])];
+        return vec![mount_json(
+            &target,
+            "",
+            &format!("/{root}"),
+            &options,
+            &[],
+            &[],
+        )];
     }
     let tmp = format!("/{bundle}/tmp");
     let overlay = [
@@ -40,7 +47,14 @@ fn rootfs_mounts(bundle: &str, root: &str, readonly: bool) -> Vec<Value> {
     ];
     vec![
         mount_json(&tmp, "tmpfs", "tmpfs", &[], &[], &[]),
-        mount_json(&tmp, "", "", &["remount".to_owned(), "private".to_owned()], &[], &[]),
+        mount_json(
+            &tmp,
+            "",
+            "",
+            &["remount".to_owned(), "private".to_owned()],
+            &[],
+            &[],
+        ),
         mount_json(&target, "overlay", "overlay", &overlay, &[], &[]),
     ]
 }
@@ -92,9 +106,15 @@ pub(super) fn runtime(
     bind_ns.insert("uts".to_owned(), text(|r| r.bind_ns.uts.as_ref()));
 
     let mut out = Map::new();
-    out.insert("cgroups".to_owned(), strings(pick(y, l, |r| r.cgroups.as_ref())));
+    out.insert(
+        "cgroups".to_owned(),
+        strings(pick(y, l, |r| r.cgroups.as_ref())),
+    );
     out.insert("mounts".to_owned(), Value::Array(mounts));
-    out.insert("mkdir".to_owned(), strings(pick(y, l, |r| r.mkdir.as_ref())));
+    out.insert(
+        "mkdir".to_owned(),
+        strings(pick(y, l, |r| r.mkdir.as_ref())),
+    );
     out.insert("interfaces".to_owned(), Value::Array(interfaces));
     out.insert("bindNS".to_owned(), Value::Object(bind_ns));
     out.insert("namespace".to_owned(), text(|r| r.namespace.as_ref()));

@@ -200,7 +200,10 @@ mod tests {
         let keys = ["binds", "binds.add", "capabilities", "readonly"];
         assert_eq!(closest("bindz", keys), Some("binds"));
         assert_eq!(closest("readOnly", keys), Some("readonly"));
-        assert_eq!(closest("capabilities_add", ["capabilities.add"]), Some("capabilities.add"));
+        assert_eq!(
+            closest("capabilities_add", ["capabilities.add"]),
+            Some("capabilities.add")
+        );
         assert_eq!(closest("zzzzzz", keys), None);
     }
 

@@ -87,10 +87,7 @@ pub(crate) fn check_capability(name: &str, span: &Span, path: &str) -> Result<()
     if ALL_CAPABILITIES.contains(&name) {
         return Ok(());
     }
-    let err = ConfigError::new(
-        span.clone(),
-        format!("{path}: unknown capability `{name}`"),
-    );
+    let err = ConfigError::new(span.clone(), format!("{path}: unknown capability `{name}`"));
     if capability_keyword(name).is_some() {
         return Err(ConfigError::new(
             span.clone(),
@@ -113,7 +110,11 @@ pub(crate) fn check_capability(name: &str, span: &Span, path: &str) -> Result<()
 }
 
 /// `capabilities`, `capabilities.add`, `ambient`.
-pub(super) fn capabilities(r: &Reader<'_>, node: &Node, path: &str) -> Result<StringList, ConfigError> {
+pub(super) fn capabilities(
+    r: &Reader<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<StringList, ConfigError> {
     let list = r.strings(node, path)?;
     if list.value.len() == 1 && capability_keyword(&list.value[0]).is_some() {
         return Ok(list);
@@ -165,7 +166,11 @@ fn parse_bind(text: &str, span: Span) -> Result<Bind, String> {
 }
 
 /// `binds`, `binds.add`.
-pub(super) fn binds(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<Vec<Bind>>, ConfigError> {
+pub(super) fn binds(
+    r: &Reader<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<Spanned<Vec<Bind>>, ConfigError> {
     let list = r.strings(node, path)?;
     let mut out = Vec::with_capacity(list.value.len());
     for (i, text) in list.value.into_iter().enumerate() {
@@ -177,11 +182,16 @@ pub(super) fn binds(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<V
 }
 
 /// `tmpfs`: `destination[:options]`.
-pub(super) fn tmpfs(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<Vec<Tmpfs>>, ConfigError> {
+pub(super) fn tmpfs(
+    r: &Reader<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<Spanned<Vec<Tmpfs>>, ConfigError> {
     let list = r.strings(node, path)?;
     let mut out = Vec::with_capacity(list.value.len());
     for (i, text) in list.value.into_iter().enumerate() {
-        let fail = |msg: String| ConfigError::new(text.span.clone(), format!("{}: {msg}", item(path, i)));
+        let fail =
+            |msg: String| ConfigError::new(text.span.clone(), format!("{}: {msg}", item(path, i)));
         let parts: Vec<&str> = text.value.split(':').collect();
         if parts.len() > 2 {
             return Err(fail(format!(
@@ -190,7 +200,10 @@ pub(super) fn tmpfs(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<V
             )));
         }
         if parts[0].is_empty() {
-            return Err(fail(format!("invalid tmpfs `{}`: empty destination", text.value)));
+            return Err(fail(format!(
+                "invalid tmpfs `{}`: empty destination",
+                text.value
+            )));
         }
         let options = match parts.get(1) {
             Some(opts) => Some(
@@ -218,7 +231,10 @@ pub(super) fn either<'n>(
     match (map.get(key), map.get(alias)) {
         (Some(_), Some(second)) => Err(r.error(
             second,
-            format!("{}: `{key}` and `{alias}` are the same setting; give only one", display_path(path)),
+            format!(
+                "{}: `{key}` and `{alias}` are the same setting; give only one",
+                display_path(path)
+            ),
         )),
         (Some(n), None) => Ok(Some((n, child(path, key)))),
         (None, Some(n)) => Ok(Some((n, child(path, alias)))),
@@ -227,7 +243,11 @@ pub(super) fn either<'n>(
 }
 
 /// `uidMappings`, `gidMappings`, `mounts[].uidmappings`.
-pub(super) fn id_mappings(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<Vec<IdMapping>>, ConfigError> {
+pub(super) fn id_mappings(
+    r: &Reader<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<Spanned<Vec<IdMapping>>, ConfigError> {
     let items = r.sequence(node, path)?;
     let mut out = Vec::with_capacity(items.len());
     for (i, n) in items.iter().enumerate() {
@@ -235,7 +255,9 @@ pub(super) fn id_mappings(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spa
         let map = r.map(n, &p, &["containerID", "hostID", "size"])?;
         let field = |key: &str| -> Result<u32, ConfigError> {
             match map.get(key) {
-                Some(v) => Ok(r.integer_in::<u32>(v, &child(&p, key), "0 to 4294967295")?.value),
+                Some(v) => Ok(r
+                    .integer_in::<u32>(v, &child(&p, key), "0 to 4294967295")?
+                    .value),
                 None => Ok(0),
             }
         };
@@ -321,7 +343,9 @@ fn parse_mode(text: &str) -> Option<u32> {
 
 /// A `mode` value: a quoted octal string.
 pub(super) fn mode(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<u32>, ConfigError> {
-    let text = r.string(node, path).map_err(|_| r.type_error(node, path, "a quoted octal string"))?;
+    let text = r
+        .string(node, path)
+        .map_err(|_| r.type_error(node, path, "a quoted octal string"))?;
     match parse_mode(&text.value) {
         Some(mode) => Ok(Spanned::new(mode, text.span)),
         None => Err(ConfigError::new(
@@ -335,18 +359,28 @@ pub(super) fn mode(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<u3
 }
 
 /// `devices`.
-pub(super) fn devices(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<Vec<Device>>, ConfigError> {
+pub(super) fn devices(
+    r: &Reader<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<Spanned<Vec<Device>>, ConfigError> {
     let items = r.sequence(node, path)?;
     let mut out = Vec::with_capacity(items.len());
     for (i, n) in items.iter().enumerate() {
         let p = item(path, i);
         let map = r.map(n, &p, &["path", "type", "major", "minor", "mode"])?;
         let Some(dev_path) = map.get("path") else {
-            return Err(ConfigError::new(map.span.clone(), format!("{p}: missing required key `path`")));
+            return Err(ConfigError::new(
+                map.span.clone(),
+                format!("{p}: missing required key `path`"),
+            ));
         };
         let dev_path = r.string(dev_path, &child(&p, "path"))?;
         if dev_path.value.is_empty() {
-            return Err(ConfigError::new(dev_path.span, format!("{p}.path: must not be empty")));
+            return Err(ConfigError::new(
+                dev_path.span,
+                format!("{p}.path: must not be empty"),
+            ));
         }
         let number = |key: &str| -> Result<i64, ConfigError> {
             match map.get(key) {
@@ -397,7 +431,10 @@ fn parse_rlimit(text: &str, span: Span) -> Result<Rlimit, ConfigError> {
     if !RLIMIT_NAMES.contains(&kind.as_str()) {
         let err = ConfigError::new(
             span.clone(),
-            format!("invalid rlimit `{text}`: unknown limit `{}`", parts[0].trim()),
+            format!(
+                "invalid rlimit `{text}`: unknown limit `{}`",
+                parts[0].trim()
+            ),
         );
         return Err(match did_you_mean(&kind, RLIMIT_NAMES) {
             Some(hint) => err.with_hint(hint),
@@ -429,7 +466,11 @@ fn parse_rlimit(text: &str, span: Span) -> Result<Rlimit, ConfigError> {
 }
 
 /// `rlimits`.
-pub(super) fn rlimits(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<Vec<Rlimit>>, ConfigError> {
+pub(super) fn rlimits(
+    r: &Reader<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<Spanned<Vec<Rlimit>>, ConfigError> {
     let list = r.strings(node, path)?;
     let mut out = Vec::with_capacity(list.value.len());
     for (i, text) in list.value.into_iter().enumerate() {
@@ -448,7 +489,11 @@ pub(super) fn rlimits(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned
 }
 
 /// `uid`, `gid`, an `additionalGids` entry, files' `uid`/`gid`.
-pub(super) fn id_value(r: &Reader<'_>, node: &Node, path: &str) -> Result<Spanned<IdValue>, ConfigError> {
+pub(super) fn id_value(
+    r: &Reader<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<Spanned<IdValue>, ConfigError> {
     if Reader::is_string(node) {
         Ok(r.string(node, path)?.map(IdValue::Name))
     } else if Reader::is_integer(node) {
@@ -478,17 +523,32 @@ pub(super) fn runtime(r: &Reader<'_>, node: &Node, path: &str) -> Result<Runtime
     let map = r.map(
         node,
         path,
-        &["cgroups", "mounts", "mkdir", "interfaces", "bindNS", "namespace"],
+        &[
+            "cgroups",
+            "mounts",
+            "mkdir",
+            "interfaces",
+            "bindNS",
+            "namespace",
+        ],
     )?;
     let strings = |key: &str| -> Result<Option<StringList>, ConfigError> {
-        map.get(key).map(|v| r.strings(v, &child(path, key))).transpose()
+        map.get(key)
+            .map(|v| r.strings(v, &child(path, key)))
+            .transpose()
     };
     let mut bind_ns = BindNamespaces::default();
     if let Some(v) = map.get("bindNS") {
         let p = child(path, "bindNS");
-        let ns = r.map(v, &p, &["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"])?;
+        let ns = r.map(
+            v,
+            &p,
+            &["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"],
+        )?;
         let get = |key: &str| -> Result<Option<Spanned<String>>, ConfigError> {
-            ns.get(key).map(|v| r.string(v, &child(&p, key))).transpose()
+            ns.get(key)
+                .map(|v| r.string(v, &child(&p, key)))
+                .transpose()
         };
         bind_ns = BindNamespaces {
             cgroup: get("cgroup")?,

@@ -93,7 +93,11 @@ pub(super) fn check_reference(reference: &Spanned<String>, path: &str) -> Result
 }
 
 /// One entry of `onboot`, `onshutdown` or `services`.
-pub(super) fn image_spec(r: &Reader<'_>, node: &Node, path: &str) -> Result<ImageSpec, ConfigError> {
+pub(super) fn image_spec(
+    r: &Reader<'_>,
+    node: &Node,
+    path: &str,
+) -> Result<ImageSpec, ConfigError> {
     let map = r.map(node, path, IMAGE_KEYS)?;
     let required = |key: &str| -> Result<Spanned<String>, ConfigError> {
         match map.get(key) {
@@ -163,8 +167,16 @@ pub(super) fn image_config(
             .map(|v| fields::capabilities(r, v, &p(key)))
             .transpose()
     };
-    let binds = |key: &str| map.get(key).map(|v| fields::binds(r, v, &p(key))).transpose();
-    let id = |key: &str| map.get(key).map(|v| fields::id_value(r, v, &p(key))).transpose();
+    let binds = |key: &str| {
+        map.get(key)
+            .map(|v| fields::binds(r, v, &p(key)))
+            .transpose()
+    };
+    let id = |key: &str| {
+        map.get(key)
+            .map(|v| fields::id_value(r, v, &p(key)))
+            .transpose()
+    };
     let mappings = |key: &str| {
         map.get(key)
             .map(|v| fields::id_mappings(r, v, &p(key)))

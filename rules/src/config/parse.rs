@@ -80,7 +80,11 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Config, ConfigError> {
 }
 
 fn kernel(r: &Reader<'_>, node: &Node) -> Result<Kernel, ConfigError> {
-    let map = r.map(node, "kernel", &["image", "cmdline", "binary", "tar", "ucode"])?;
+    let map = r.map(
+        node,
+        "kernel",
+        &["image", "cmdline", "binary", "tar", "ucode"],
+    )?;
     let get = |key: &str| {
         map.get(key)
             .map(|v| r.string(v, &child("kernel", key)))
@@ -115,7 +119,11 @@ const FILE_KEYS: &[&str] = &[
 
 fn file_spec(r: &Reader<'_>, node: &Node, path: &str) -> Result<FileSpec, ConfigError> {
     let map = r.map(node, path, FILE_KEYS)?;
-    let string = |key: &str| map.get(key).map(|v| r.string(v, &child(path, key))).transpose();
+    let string = |key: &str| {
+        map.get(key)
+            .map(|v| r.string(v, &child(path, key)))
+            .transpose()
+    };
     let flag = |key: &str| -> Result<bool, ConfigError> {
         Ok(map
             .get(key)
@@ -129,10 +137,16 @@ fn file_spec(r: &Reader<'_>, node: &Node, path: &str) -> Result<FileSpec, Config
     };
 
     let Some(file_path) = string("path")? else {
-        return Err(ConfigError::new(map.span.clone(), format!("{path}: missing required key `path`")));
+        return Err(ConfigError::new(
+            map.span.clone(),
+            format!("{path}: missing required key `path`"),
+        ));
     };
     if file_path.value.trim_start_matches('/').is_empty() {
-        return Err(ConfigError::new(file_path.span, format!("{path}.path: must name a file")));
+        return Err(ConfigError::new(
+            file_path.span,
+            format!("{path}.path: must name a file"),
+        ));
     }
     if file_path.value.split('/').any(|c| c == "..") {
         return Err(ConfigError::new(
@@ -172,8 +186,14 @@ fn file_spec(r: &Reader<'_>, node: &Node, path: &str) -> Result<FileSpec, Config
             .get("mode")
             .map(|v| fields::mode(r, v, &child(path, "mode")))
             .transpose()?,
-        uid: map.get("uid").map(|v| fields::id_value(r, v, &child(path, "uid"))).transpose()?,
-        gid: map.get("gid").map(|v| fields::id_value(r, v, &child(path, "gid"))).transpose()?,
+        uid: map
+            .get("uid")
+            .map(|v| fields::id_value(r, v, &child(path, "uid")))
+            .transpose()?,
+        gid: map
+            .get("gid")
+            .map(|v| fields::id_value(r, v, &child(path, "gid")))
+            .transpose()?,
         path: file_path,
     };
     check_file_content(&spec, path)?;
@@ -204,7 +224,10 @@ fn check_file_content(spec: &FileSpec, path: &str) -> Result<(), ConfigError> {
     match given.as_slice() {
         [] => Err(ConfigError::new(
             spec.span.clone(),
-            format!("{path}: contents of file `{}` not specified", spec.path.value),
+            format!(
+                "{path}: contents of file `{}` not specified",
+                spec.path.value
+            ),
         )
         .with_hint("give one of `contents`, `source`, `metadata`, `symlink` or `directory: true`")),
         [_] => Ok(()),
@@ -216,9 +239,16 @@ fn check_file_content(spec: &FileSpec, path: &str) -> Result<(), ConfigError> {
 }
 
 fn volume(r: &Reader<'_>, node: &Node, path: &str) -> Result<Volume, ConfigError> {
-    let map = r.map(node, path, &["name", "image", "readonly", "format", "platforms"])?;
+    let map = r.map(
+        node,
+        path,
+        &["name", "image", "readonly", "format", "platforms"],
+    )?;
     let Some(name) = map.get("name") else {
-        return Err(ConfigError::new(map.span.clone(), format!("{path}: missing required key `name`")));
+        return Err(ConfigError::new(
+            map.span.clone(),
+            format!("{path}: missing required key `name`"),
+        ));
     };
     let name = r.string(name, &child(path, "name"))?;
     let valid = !name.value.is_empty()
@@ -279,7 +309,10 @@ fn volume(r: &Reader<'_>, node: &Node, path: &str) -> Result<Volume, ConfigError
 
 fn unique_services(services: &[ImageSpec]) -> Result<(), ConfigError> {
     for (i, service) in services.iter().enumerate() {
-        if let Some(first) = services[..i].iter().find(|s| s.name.value == service.name.value) {
+        if let Some(first) = services[..i]
+            .iter()
+            .find(|s| s.name.value == service.name.value)
+        {
             return Err(ConfigError::new(
                 service.name.span.clone(),
                 format!("duplicate service name `{}`", service.name.value),
@@ -295,7 +328,10 @@ fn unique_services(services: &[ImageSpec]) -> Result<(), ConfigError> {
 
 fn unique_volumes(volumes: &[Volume]) -> Result<(), ConfigError> {
     for (i, volume) in volumes.iter().enumerate() {
-        if let Some(first) = volumes[..i].iter().find(|v| v.name.value == volume.name.value) {
+        if let Some(first) = volumes[..i]
+            .iter()
+            .find(|v| v.name.value == volume.name.value)
+        {
             return Err(ConfigError::new(
                 volume.name.span.clone(),
                 format!("duplicate volume name `{}`", volume.name.value),
@@ -319,7 +355,8 @@ pub fn merge(configs: Vec<Config>) -> Result<Config, ConfigError> {
             (None, next) => next,
             (Some(previous), None) => Some(previous),
             (Some(mut previous), Some(next)) => {
-                let non_empty = |s: &Option<Spanned<String>>| s.as_ref().is_some_and(|s| !s.value.is_empty());
+                let non_empty =
+                    |s: &Option<Spanned<String>>| s.as_ref().is_some_and(|s| !s.value.is_empty());
                 if non_empty(&next.image) {
                     previous.image = next.image;
                 }

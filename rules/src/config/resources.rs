@@ -116,10 +116,7 @@ const HUGEPAGE_LIMIT: &[Field] = &[
     field("limit", U64, Always),
 ];
 
-const INTERFACE_PRIORITY: &[Field] = &[
-    field("name", Str, Always),
-    field("priority", U32, Always),
-];
+const INTERFACE_PRIORITY: &[Field] = &[field("name", Str, Always), field("priority", U32, Always)];
 
 const NETWORK: &[Field] = &[
     field("classID", U32, IfSet),

@@ -55,7 +55,12 @@ fn display_format() {
 
 #[test]
 fn top_level_must_be_a_mapping() {
-    fails(&["- a", "- b"], 1, 1, "top level: expected a mapping, found a sequence");
+    fails(
+        &["- a", "- b"],
+        1,
+        1,
+        "top level: expected a mapping, found a sequence",
+    );
 }
 
 #[test]
@@ -96,11 +101,22 @@ fn kernel_fields() {
     assert_eq!(k.binary(), "kernel");
     assert_eq!(k.tar(), None);
     assert_eq!(k.ucode(), None);
-    assert_eq!((k.image.as_ref().expect("image").span.line, k.image.expect("image").span.column), (2, 10));
+    assert_eq!(
+        (
+            k.image.as_ref().expect("image").span.line,
+            k.image.expect("image").span.column
+        ),
+        (2, 10)
+    );
 
-    let k = ok(&["kernel:", "  image: k", "  binary: bzImage", "  ucode: intel-ucode.cpio"])
-        .kernel
-        .expect("kernel");
+    let k = ok(&[
+        "kernel:",
+        "  image: k",
+        "  binary: bzImage",
+        "  ucode: intel-ucode.cpio",
+    ])
+    .kernel
+    .expect("kernel");
     assert_eq!(k.tar(), Some("kernel.tar"));
     assert_eq!(k.binary(), "bzImage");
     assert_eq!(k.ucode(), Some("intel-ucode.cpio"));
@@ -108,10 +124,25 @@ fn kernel_fields() {
 
 #[test]
 fn kernel_errors() {
-    let e = fails(&["kernel:", "  image: k", "  cmdlin: x"], 3, 3, "kernel: unknown key `cmdlin`");
+    let e = fails(
+        &["kernel:", "  image: k", "  cmdlin: x"],
+        3,
+        3,
+        "kernel: unknown key `cmdlin`",
+    );
     assert_eq!(e.hint(), Some("did you mean `cmdline`?"));
-    fails(&["kernel:", "  cmdline: 42"], 2, 12, "kernel.cmdline: expected a string, found an integer");
-    fails(&["kernel: linuxkit/kernel"], 1, 9, "kernel: expected a mapping, found a string");
+    fails(
+        &["kernel:", "  cmdline: 42"],
+        2,
+        12,
+        "kernel.cmdline: expected a string, found an integer",
+    );
+    fails(
+        &["kernel: linuxkit/kernel"],
+        1,
+        9,
+        "kernel: expected a mapping, found a string",
+    );
 }
 
 #[test]
@@ -120,9 +151,24 @@ fn init_entries() {
     assert_eq!(c.init.len(), 2);
     assert_eq!(c.init[1].value, "linuxkit/runc:v1");
     assert_eq!((c.init[1].span.line, c.init[1].span.column), (3, 5));
-    fails(&["init:", "  - {a: b}"], 2, 5, "init[0]: expected a string, found a mapping");
-    fails(&["init:", "  - \"\""], 2, 5, "init[0]: image reference must not be empty");
-    fails(&["init: linuxkit/init"], 1, 7, "init: expected a sequence, found a string");
+    fails(
+        &["init:", "  - {a: b}"],
+        2,
+        5,
+        "init[0]: expected a string, found a mapping",
+    );
+    fails(
+        &["init:", "  - \"\""],
+        2,
+        5,
+        "init[0]: image reference must not be empty",
+    );
+    fails(
+        &["init: linuxkit/init"],
+        1,
+        7,
+        "init: expected a sequence, found a string",
+    );
 }
 
 #[test]
@@ -161,8 +207,14 @@ fn files_parse() {
     assert_eq!(f[0].archive_path(), "etc/motd");
     assert_eq!(f[0].effective_mode(), 0o644);
     assert_eq!(f[0].parent_dir_mode(), 0o755);
-    assert_eq!(f[0].uid.as_ref().map(|u| u.value.clone()), Some(IdValue::Name("sshd".into())));
-    assert_eq!(f[0].gid.as_ref().map(|u| u.value.clone()), Some(IdValue::Number(7)));
+    assert_eq!(
+        f[0].uid.as_ref().map(|u| u.value.clone()),
+        Some(IdValue::Name("sshd".into()))
+    );
+    assert_eq!(
+        f[0].gid.as_ref().map(|u| u.value.clone()),
+        Some(IdValue::Number(7))
+    );
     assert_eq!(f[0].content(), FileContent::Contents("hello"));
     assert_eq!(f[1].content(), FileContent::Directory);
     assert_eq!(f[1].effective_mode(), 0o700);
@@ -185,13 +237,23 @@ fn file_mode_must_be_a_quoted_octal_string() {
     );
     assert_eq!(e.hint(), Some("quote it: \"0644\""));
     fails(
-        &["files:", "  - path: a", "    contents: x", "    mode: \"rw-r--r--\""],
+        &[
+            "files:",
+            "  - path: a",
+            "    contents: x",
+            "    mode: \"rw-r--r--\"",
+        ],
         4,
         11,
         "files[0].mode: invalid mode `rw-r--r--`: expected an octal number such as \"0644\"",
     );
     fails(
-        &["files:", "  - path: a", "    contents: x", "    mode: \"0999\""],
+        &[
+            "files:",
+            "  - path: a",
+            "    contents: x",
+            "    mode: \"0999\"",
+        ],
         4,
         11,
         "files[0].mode: invalid mode `0999`: expected an octal number such as \"0644\"",
@@ -213,25 +275,45 @@ fn file_content_rules() {
         "files[0]: `contents` and `source` are both set; a file takes exactly one",
     );
     fails(
-        &["files:", "  - path: x", "    contents: a", "    metadata: yaml"],
+        &[
+            "files:",
+            "  - path: x",
+            "    contents: a",
+            "    metadata: yaml",
+        ],
         4,
         15,
         "files[0]: `contents` and `metadata` are both set; a file takes exactly one",
     );
     fails(
-        &["files:", "  - path: x", "    source: /a", "    metadata: json"],
+        &[
+            "files:",
+            "  - path: x",
+            "    source: /a",
+            "    metadata: json",
+        ],
         4,
         15,
         "files[0]: `source` and `metadata` are both set; a file takes exactly one",
     );
     fails(
-        &["files:", "  - path: x", "    directory: true", "    contents: a"],
+        &[
+            "files:",
+            "  - path: x",
+            "    directory: true",
+            "    contents: a",
+        ],
         4,
         15,
         "files[0]: a directory cannot have `contents`",
     );
     fails(
-        &["files:", "  - path: x", "    directory: true", "    symlink: /a"],
+        &[
+            "files:",
+            "  - path: x",
+            "    directory: true",
+            "    symlink: /a",
+        ],
         4,
         14,
         "files[0]: a directory cannot have `symlink`",
@@ -246,8 +328,18 @@ fn file_content_rules() {
 
 #[test]
 fn file_paths_and_fields() {
-    fails(&["files:", "  - contents: a"], 2, 5, "files[0]: missing required key `path`");
-    fails(&["files:", "  - path: /", "    contents: a"], 2, 11, "files[0].path: must name a file");
+    fails(
+        &["files:", "  - contents: a"],
+        2,
+        5,
+        "files[0]: missing required key `path`",
+    );
+    fails(
+        &["files:", "  - path: /", "    contents: a"],
+        2,
+        11,
+        "files[0].path: must name a file",
+    );
     fails(
         &["files:", "  - path: etc/../../x", "    contents: a"],
         2,
@@ -262,7 +354,9 @@ fn file_paths_and_fields() {
     );
     assert_eq!(
         e.hint(),
-        Some("expected one of: path, directory, symlink, contents, source, metadata, optional, mode, uid, gid")
+        Some(
+            "expected one of: path, directory, symlink, contents, source, metadata, optional, mode, uid, gid"
+        )
     );
     let e = fails(
         &["files:", "  - path: x", "    directory: yes"],
@@ -292,7 +386,10 @@ fn volumes_parse() {
         "    platforms: [linux/amd64, linux/arm64]",
         "  - name: blank",
     ]);
-    assert_eq!(c.volumes[0].merged_dir(), "/containers/volumes/vol_1/merged");
+    assert_eq!(
+        c.volumes[0].merged_dir(),
+        "/containers/volumes/vol_1/merged"
+    );
     assert!(c.volumes[0].readonly);
     assert_eq!(c.volumes[1].format, VolumeFormat::Oci);
     assert_eq!(c.volumes[1].platforms.len(), 2);
@@ -302,10 +399,28 @@ fn volumes_parse() {
 
 #[test]
 fn volume_errors() {
-    let e = fails(&["volumes:", "  - name: Data"], 2, 11, "volumes[0].name: invalid volume name `Data`");
-    assert_eq!(e.hint(), Some("volume names use only a-z, 0-9, `_` and `-`"));
-    fails(&["volumes:", "  - image: x"], 2, 5, "volumes[0]: missing required key `name`");
-    fails(&["volumes:", "  - name: a", "  - name: a"], 3, 11, "duplicate volume name `a`");
+    let e = fails(
+        &["volumes:", "  - name: Data"],
+        2,
+        11,
+        "volumes[0].name: invalid volume name `Data`",
+    );
+    assert_eq!(
+        e.hint(),
+        Some("volume names use only a-z, 0-9, `_` and `-`")
+    );
+    fails(
+        &["volumes:", "  - image: x"],
+        2,
+        5,
+        "volumes[0]: missing required key `name`",
+    );
+    fails(
+        &["volumes:", "  - name: a", "  - name: a"],
+        3,
+        11,
+        "duplicate volume name `a`",
+    );
     fails(
         &["volumes:", "  - name: a", "    format: tar"],
         3,
@@ -332,7 +447,13 @@ fn service_names_are_unique_but_onboot_names_need_not_be() {
         e.hint(),
         Some("services run side by side and need unique names; the first is at t.yml:2:11")
     );
-    ok(&["onboot:", "  - name: a", "    image: x", "  - name: a", "    image: y"]);
+    ok(&[
+        "onboot:",
+        "  - name: a",
+        "    image: x",
+        "  - name: a",
+        "    image: y",
+    ]);
 }
 
 #[test]
@@ -382,7 +503,10 @@ fn merge_semantics() {
     assert_eq!(merge(Vec::new()).expect("empty"), Config::default());
 
     let err = merge(vec![a.clone(), a]).expect_err("duplicate service");
-    assert_eq!(err.to_string().lines().next(), Some("a.yml:7:11: duplicate service name `s`"));
+    assert_eq!(
+        err.to_string().lines().next(),
+        Some("a.yml:7:11: duplicate service name `s`")
+    );
 }
 
 #[test]
@@ -419,10 +543,17 @@ fn id_map_and_resolution() {
     assert_eq!(ids.resolve_id(&v(IdValue::Name(String::new()))), Ok(0));
     assert_eq!(ids.resolve_id(&v(IdValue::Name("root".into()))), Ok(0));
     assert_eq!(ids.resolve_id(&v(IdValue::Name("c".into()))), Ok(103));
-    let err = ids.resolve_id(&v(IdValue::Name("d".into()))).expect_err("unknown");
+    let err = ids
+        .resolve_id(&v(IdValue::Name("d".into())))
+        .expect_err("unknown");
     assert_eq!(err.message(), "cannot find id `d`");
-    let err = ids.resolve_id(&v(IdValue::Number(-1))).expect_err("negative");
-    assert_eq!(err.message(), "id -1 is out of range (expected 0 to 4294967295)");
+    let err = ids
+        .resolve_id(&v(IdValue::Number(-1)))
+        .expect_err("negative");
+    assert_eq!(
+        err.message(),
+        "id -1 is out of range (expected 0 to 4294967295)"
+    );
 }
 
 #[test]
@@ -453,7 +584,10 @@ fn anchors_and_merge_keys() {
     ]);
     assert_eq!(c.onboot[1].name.value, "b");
     assert_eq!(c.onboot[1].image.value, "x");
-    assert_eq!(c.onboot[1].config.net.as_ref().map(|s| s.value.as_str()), Some("host"));
+    assert_eq!(
+        c.onboot[1].config.net.as_ref().map(|s| s.value.as_str()),
+        Some("host")
+    );
 }
 
 #[test]
@@ -465,6 +599,12 @@ fn legacy_octal_integers_read_like_yaml_v3() {
         "    uid: 0755",
         "    gid: 0o17",
     ]);
-    assert_eq!(c.onboot[0].config.uid.as_ref().map(|u| u.value.clone()), Some(IdValue::Number(0o755)));
-    assert_eq!(c.onboot[0].config.gid.as_ref().map(|u| u.value.clone()), Some(IdValue::Number(15)));
+    assert_eq!(
+        c.onboot[0].config.uid.as_ref().map(|u| u.value.clone()),
+        Some(IdValue::Number(0o755))
+    );
+    assert_eq!(
+        c.onboot[0].config.gid.as_ref().map(|u| u.value.clone()),
+        Some(IdValue::Number(15))
+    );
 }

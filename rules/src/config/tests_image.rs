@@ -97,7 +97,12 @@ fn full_featured_image_object() {
         "  namespace: services.linuxkit",
     ]);
     assert_eq!(c.capabilities.as_ref().map(|l| l.value.len()), Some(2));
-    assert_eq!(c.capabilities_add.as_ref().map(|l| l.value[0].value.as_str()), Some("CAP_SYS_TIME"));
+    assert_eq!(
+        c.capabilities_add
+            .as_ref()
+            .map(|l| l.value[0].value.as_str()),
+        Some("CAP_SYS_TIME")
+    );
     let mounts = &c.mounts.as_ref().expect("mounts").value;
     assert_eq!(
         mounts[0].resolve().expect("inferred"),
@@ -107,17 +112,30 @@ fn full_featured_image_object() {
             source: "cgroup".into()
         }
     );
-    assert_eq!(mounts[1].uid_mappings, [IdMapping { container_id: 0, host_id: 1000, size: 1 }]);
+    assert_eq!(
+        mounts[1].uid_mappings,
+        [IdMapping {
+            container_id: 0,
+            host_id: 1000,
+            size: 1
+        }]
+    );
     let binds = &c.binds.as_ref().expect("binds").value;
     assert_eq!(binds[1].options, Some(vec!["ro".into(), "rshared".into()]));
     assert!(c.binds_add.as_ref().expect("add").value[0].is_volume());
     let tmpfs = &c.tmpfs.as_ref().expect("tmpfs").value;
     assert_eq!(tmpfs[0].options, None);
-    assert_eq!(tmpfs[1].options, Some(vec!["size=10m".into(), "mode=755".into()]));
+    assert_eq!(
+        tmpfs[1].options,
+        Some(vec!["size=10m".into(), "mode=755".into()])
+    );
     let devices = &c.devices.as_ref().expect("devices").value;
     assert_eq!(devices[0].mode, None);
     assert_eq!(devices[1].mode, Some(0o666));
-    assert_eq!(c.gid.as_ref().map(|g| g.value.clone()), Some(IdValue::Name("sshd".into())));
+    assert_eq!(
+        c.gid.as_ref().map(|g| g.value.clone()),
+        Some(IdValue::Name("sshd".into()))
+    );
     assert_eq!(c.additional_gids.as_ref().map(|g| g.value.len()), Some(2));
     assert_eq!(c.oom_score_adj.as_ref().map(|v| v.value), Some(-500));
     assert_eq!(
@@ -138,27 +156,61 @@ fn full_featured_image_object() {
         })
     );
     let rlimits = &c.rlimits.as_ref().expect("rlimits").value;
-    assert_eq!((rlimits[0].kind.as_str(), rlimits[0].soft, rlimits[0].hard), ("RLIMIT_NOFILE", 1024, u64::MAX));
+    assert_eq!(
+        (rlimits[0].kind.as_str(), rlimits[0].soft, rlimits[0].hard),
+        ("RLIMIT_NOFILE", 1024, u64::MAX)
+    );
     assert_eq!(rlimits[1].kind, "RLIMIT_CORE");
-    assert_eq!(c.uid_mappings.as_ref().map(|m| m.value[0].host_id), Some(100000));
-    assert_eq!(c.sysctl.as_ref().map(|m| m.value["net.ipv4.ip_forward"].as_str()), Some("1"));
+    assert_eq!(
+        c.uid_mappings.as_ref().map(|m| m.value[0].host_id),
+        Some(100000)
+    );
+    assert_eq!(
+        c.sysctl
+            .as_ref()
+            .map(|m| m.value["net.ipv4.ip_forward"].as_str()),
+        Some("1")
+    );
     let runtime = c.runtime.as_ref().expect("runtime");
-    assert_eq!(runtime.bind_ns.net.as_ref().map(|s| s.value.as_str()), Some("/run/netns/wg"));
+    assert_eq!(
+        runtime.bind_ns.net.as_ref().map(|s| s.value.as_str()),
+        Some("/run/netns/wg")
+    );
     assert!(runtime.interfaces.as_ref().expect("interfaces").value[0].create_in_root);
-    assert_eq!(runtime.namespace.as_ref().map(|s| s.value.as_str()), Some("services.linuxkit"));
+    assert_eq!(
+        runtime.namespace.as_ref().map(|s| s.value.as_str()),
+        Some("services.linuxkit")
+    );
 }
 
 #[test]
 fn resources_key_order_is_canonical() {
-    let c = service_ok(&["resources:", "  pids: {limit: 5}", "  memory: {swap: 1, limit: 2}"]);
+    let c = service_ok(&[
+        "resources:",
+        "  pids: {limit: 5}",
+        "  memory: {swap: 1, limit: 2}",
+    ]);
     let text = serde_json::to_string(&c.resources.expect("resources").value).expect("json");
-    assert_eq!(text, r#"{"memory":{"limit":2,"swap":1},"pids":{"limit":5}}"#);
+    assert_eq!(
+        text,
+        r#"{"memory":{"limit":2,"swap":1},"pids":{"limit":5}}"#
+    );
 }
 
 #[test]
 fn required_keys_and_names() {
-    fails(&["onboot:", "  - image: x"], 2, 5, "onboot[0]: missing required key `name`");
-    fails(&["onboot:", "  - name: x"], 2, 5, "onboot[0]: missing required key `image`");
+    fails(
+        &["onboot:", "  - image: x"],
+        2,
+        5,
+        "onboot[0]: missing required key `name`",
+    );
+    fails(
+        &["onboot:", "  - name: x"],
+        2,
+        5,
+        "onboot[0]: missing required key `image`",
+    );
     fails(
         &["onboot:", "  - name: ../x", "    image: x"],
         2,
@@ -177,10 +229,24 @@ fn required_keys_and_names() {
 fn unknown_keys_get_hints() {
     let e = service_fails(&["bindz: []"], 1, 5, "services[0]: unknown key `bindz`");
     assert_eq!(e.hint(), Some("did you mean `binds`?"));
-    let e = service_fails(&["capabilities_add: []"], 1, 5, "services[0]: unknown key `capabilities_add`");
+    let e = service_fails(
+        &["capabilities_add: []"],
+        1,
+        5,
+        "services[0]: unknown key `capabilities_add`",
+    );
     assert_eq!(e.hint(), Some("did you mean `capabilities.add`?"));
-    let e = service_fails(&["cgroupns: host"], 1, 5, "services[0]: unknown key `cgroupns`");
-    assert!(e.hint().is_some_and(|h| h.starts_with("expected one of: name, image, ")), "{e}");
+    let e = service_fails(
+        &["cgroupns: host"],
+        1,
+        5,
+        "services[0]: unknown key `cgroupns`",
+    );
+    assert!(
+        e.hint()
+            .is_some_and(|h| h.starts_with("expected one of: name, image, ")),
+        "{e}"
+    );
     let e = service_fails(
         &["resources:", "  memory: {limt: 1}"],
         2,
@@ -194,18 +260,53 @@ fn unknown_keys_get_hints() {
         16,
         "services[0].runtime.bindNS: unknown key `network`",
     );
-    service_fails(&["mounts:", "  - {dest: /x}"], 2, 10, "services[0].mounts[0]: unknown key `dest`");
+    service_fails(
+        &["mounts:", "  - {dest: /x}"],
+        2,
+        10,
+        "services[0].mounts[0]: unknown key `dest`",
+    );
 }
 
 #[test]
 fn wrong_types() {
-    service_fails(&["command: \"sleep 10\""], 1, 14, "services[0].command: expected a sequence, found a string");
-    let e = service_fails(&["command: [sleep, 10]"], 1, 22, "services[0].command[1]: expected a string, found an integer");
+    service_fails(
+        &["command: \"sleep 10\""],
+        1,
+        14,
+        "services[0].command: expected a sequence, found a string",
+    );
+    let e = service_fails(
+        &["command: [sleep, 10]"],
+        1,
+        22,
+        "services[0].command[1]: expected a string, found an integer",
+    );
     assert_eq!(e.hint(), Some("quote it: \"10\""));
-    service_fails(&["env: {A: b}"], 1, 10, "services[0].env: expected a sequence, found a mapping");
-    service_fails(&["readonly: \"true\""], 1, 15, "services[0].readonly: expected a boolean, found a string");
-    service_fails(&["sysctl: {a: 1}"], 1, 17, "services[0].sysctl.a: expected a string, found an integer");
-    service_fails(&["oomScoreAdj: 2000"], 1, 18, "services[0].oomScoreAdj: 2000 is out of range (expected -1000 to 1000)");
+    service_fails(
+        &["env: {A: b}"],
+        1,
+        10,
+        "services[0].env: expected a sequence, found a mapping",
+    );
+    service_fails(
+        &["readonly: \"true\""],
+        1,
+        15,
+        "services[0].readonly: expected a boolean, found a string",
+    );
+    service_fails(
+        &["sysctl: {a: 1}"],
+        1,
+        17,
+        "services[0].sysctl.a: expected a string, found an integer",
+    );
+    service_fails(
+        &["oomScoreAdj: 2000"],
+        1,
+        18,
+        "services[0].oomScoreAdj: 2000 is out of range (expected -1000 to 1000)",
+    );
     service_fails(
         &["resources:", "  blockio: {weight: 70000}"],
         2,
@@ -218,8 +319,18 @@ fn wrong_types() {
         28,
         "services[0].uidMappings[0].hostID: -1 is out of range (expected 0 to 4294967295)",
     );
-    service_fails(&["uid: 1.5"], 1, 10, "services[0].uid: expected an integer or a container name, found a float");
-    service_fails(&["net: ~"], 1, 10, "services[0].net: expected a string, found null");
+    service_fails(
+        &["uid: 1.5"],
+        1,
+        10,
+        "services[0].uid: expected an integer or a container name, found a float",
+    );
+    service_fails(
+        &["net: ~"],
+        1,
+        10,
+        "services[0].net: expected a string, found null",
+    );
 }
 
 #[test]
@@ -238,7 +349,12 @@ fn capabilities_are_checked() {
         "services[0].capabilities.add[0]: unknown capability `cap_net_raw`",
     );
     assert_eq!(e.hint(), Some("did you mean `CAP_NET_RAW`?"));
-    let e = service_fails(&["ambient: [CAP_NET_ADMN]"], 1, 15, "services[0].ambient[0]: unknown capability `CAP_NET_ADMN`");
+    let e = service_fails(
+        &["ambient: [CAP_NET_ADMN]"],
+        1,
+        15,
+        "services[0].ambient[0]: unknown capability `CAP_NET_ADMN`",
+    );
     assert_eq!(e.hint(), Some("did you mean `CAP_NET_ADMIN`?"));
     service_fails(
         &["capabilities: [all, CAP_NET_ADMIN]"],
@@ -264,7 +380,12 @@ fn bind_and_tmpfs_syntax() {
         17,
         "services[0].binds.add[0]: invalid bind `/a:/b:ro:x`: too many `:` (expected `source:destination[:options]`)",
     );
-    service_fails(&["binds: [\":/b\"]"], 1, 13, "services[0].binds[0]: invalid bind `:/b`: empty source");
+    service_fails(
+        &["binds: [\":/b\"]"],
+        1,
+        13,
+        "services[0].binds[0]: invalid bind `:/b`: empty source",
+    );
     service_fails(
         &["binds: [\"/a:/b:ro,,rbind\"]"],
         1,
@@ -277,7 +398,12 @@ fn bind_and_tmpfs_syntax() {
         13,
         "services[0].tmpfs[0]: invalid tmpfs `/tmp:a:b`: too many `:` (expected `destination[:options]`)",
     );
-    service_fails(&["tmpfs: [\":size=1m\"]"], 1, 13, "services[0].tmpfs[0]: invalid tmpfs `:size=1m`: empty destination");
+    service_fails(
+        &["tmpfs: [\":size=1m\"]"],
+        1,
+        13,
+        "services[0].tmpfs[0]: invalid tmpfs `:size=1m`: empty destination",
+    );
 }
 
 #[test]
@@ -311,20 +437,31 @@ fn mount_inference() {
 #[test]
 fn devices_need_a_mode() {
     let e = service_fails(
-        &["devices:", "  - {path: /dev/fuse, type: c, major: 10, minor: 229}"],
+        &[
+            "devices:",
+            "  - {path: /dev/fuse, type: c, major: 10, minor: 229}",
+        ],
         2,
         9,
         "services[0].devices[0]: device `/dev/fuse` needs a `mode`",
     );
     assert_eq!(e.hint(), Some("add for example `mode: \"0666\"`"));
     let e = service_fails(
-        &["devices:", "  - {path: /dev/fuse, type: c, major: 10, minor: 229, mode: 0666}"],
+        &[
+            "devices:",
+            "  - {path: /dev/fuse, type: c, major: 10, minor: 229, mode: 0666}",
+        ],
         2,
         65,
         "services[0].devices[0].mode: expected a quoted octal string, found an integer",
     );
     assert_eq!(e.hint(), Some("quote it: \"0666\""));
-    service_fails(&["devices:", "  - {type: b}"], 2, 9, "services[0].devices[0]: missing required key `path`");
+    service_fails(
+        &["devices:", "  - {type: b}"],
+        2,
+        9,
+        "services[0].devices[0]: missing required key `path`",
+    );
 }
 
 #[test]
@@ -358,7 +495,10 @@ fn label_parsing() {
     )
     .expect("label");
     assert_eq!(label.net.as_ref().map(|s| s.value.as_str()), Some("new"));
-    assert_eq!(label.uid.as_ref().map(|s| s.value.clone()), Some(IdValue::Number(5)));
+    assert_eq!(
+        label.uid.as_ref().map(|s| s.value.clone()),
+        Some(IdValue::Number(5))
+    );
 
     let err = parse_label(r#"{"name":"x","net":"new"}"#, "docker.io/x/y:1").expect_err("name");
     assert_eq!(
@@ -366,10 +506,19 @@ fn label_parsing() {
         "docker.io/x/y:1 (label org.mobyproject.config):1:9: `name` cannot be set in the org.mobyproject.config label"
     );
     let err = parse_label("[1, 2]", "img").expect_err("array");
-    assert_eq!(err.message(), "the org.mobyproject.config label must be an object");
+    assert_eq!(
+        err.message(),
+        "the org.mobyproject.config label must be an object"
+    );
     let err = parse_label(r#"{"capabilities":["CAP_FOO"]}"#, "img").expect_err("cap");
-    assert_eq!(err.message(), "capabilities[0]: unknown capability `CAP_FOO`");
+    assert_eq!(
+        err.message(),
+        "capabilities[0]: unknown capability `CAP_FOO`"
+    );
     let err = parse_label(r#"{"bogus":1}"#, "img").expect_err("key");
     assert_eq!(err.message(), "top level: unknown key `bogus`");
-    assert_eq!(parse_label("", "img").expect("empty"), ImageConfig::default());
+    assert_eq!(
+        parse_label("", "img").expect("empty"),
+        ImageConfig::default()
+    );
 }

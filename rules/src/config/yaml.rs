@@ -89,7 +89,10 @@ impl<'t> Reader<'t> {
     /// Parses the text; `None` for an empty document. More than one document is an error.
     pub(super) fn load(&self) -> Result<Option<Node>, ConfigError> {
         let mut docs = Node::load_from_str(self.text).map_err(|e| {
-            ConfigError::new(self.mark(*e.marker()), format!("invalid YAML: {}", e.info()))
+            ConfigError::new(
+                self.mark(*e.marker()),
+                format!("invalid YAML: {}", e.info()),
+            )
         })?;
         if docs.len() > 1 {
             return Err(ConfigError::new(
@@ -257,7 +260,9 @@ impl<'t> Reader<'t> {
 
     pub(super) fn boolean(&self, node: &Node, path: &str) -> Result<Spanned<bool>, ConfigError> {
         match data(node) {
-            YamlDataOwned::Value(ScalarOwned::Boolean(b)) => Ok(Spanned::new(*b, self.span_of(node))),
+            YamlDataOwned::Value(ScalarOwned::Boolean(b)) => {
+                Ok(Spanned::new(*b, self.span_of(node)))
+            }
             _ => Err(self.type_error(node, path, "a boolean")),
         }
     }

@@ -71,7 +71,11 @@ impl Tree {
                     put_bytes(&mut out, target.as_bytes());
                 }
                 EntryKind::Char { major, minor } | EntryKind::Block { major, minor } => {
-                    out.push(if matches!(e.kind, EntryKind::Char { .. }) { 4 } else { 5 });
+                    out.push(if matches!(e.kind, EntryKind::Char { .. }) {
+                        4
+                    } else {
+                        5
+                    });
                     put_varint(&mut out, u64::from(*major));
                     put_varint(&mut out, u64::from(*minor));
                 }
@@ -115,7 +119,9 @@ impl Tree {
         }
         let version = r.u8()?;
         if version != TREE_FORMAT_VERSION {
-            return Err(TreeError::Decode(format!("unsupported tree format version {version}")));
+            return Err(TreeError::Decode(format!(
+                "unsupported tree format version {version}"
+            )));
         }
         let count = r.varint()?;
         let mut tree = Tree::new();
@@ -135,7 +141,10 @@ impl Tree {
             tree.map.insert(PathKey(entry.path.clone()), entry);
         }
         if r.pos != bytes.len() {
-            return Err(TreeError::Decode(format!("{} trailing bytes", bytes.len() - r.pos)));
+            return Err(TreeError::Decode(format!(
+                "{} trailing bytes",
+                bytes.len() - r.pos
+            )));
         }
         Ok(tree)
     }
@@ -219,12 +228,27 @@ impl<'a> Reader<'a> {
                 let mut sha = [0u8; 32];
                 sha.copy_from_slice(self.take(32)?);
                 let digest = BlobDigest::from_bytes(sha);
-                EntryKind::File { blob: BlobRef { digest, size: self.varint()? } }
+                EntryKind::File {
+                    blob: BlobRef {
+                        digest,
+                        size: self.varint()?,
+                    },
+                }
             }
-            2 => EntryKind::Symlink { target: self.string()? },
-            3 => EntryKind::Hardlink { target: self.string()? },
-            4 => EntryKind::Char { major: self.u32()?, minor: self.u32()? },
-            5 => EntryKind::Block { major: self.u32()?, minor: self.u32()? },
+            2 => EntryKind::Symlink {
+                target: self.string()?,
+            },
+            3 => EntryKind::Hardlink {
+                target: self.string()?,
+            },
+            4 => EntryKind::Char {
+                major: self.u32()?,
+                minor: self.u32()?,
+            },
+            5 => EntryKind::Block {
+                major: self.u32()?,
+                minor: self.u32()?,
+            },
             6 => EntryKind::Fifo,
             7 => EntryKind::Whiteout,
             8 => EntryKind::Opaque,
@@ -236,7 +260,16 @@ impl<'a> Reader<'a> {
         let mtime = unzigzag(self.varint()?);
         let xattrs = self.map(|r| Ok(r.bytes()?.to_vec()))?;
         let pax = self.map(|r| r.string())?;
-        Ok(Entry { path, kind, mode, uid, gid, mtime, xattrs, pax })
+        Ok(Entry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+            pax,
+        })
     }
 }
 
@@ -256,7 +289,10 @@ mod tests {
         for v in [0i64, -1, 1, i64::MIN, i64::MAX, 1_492_533_000] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
-        let mut r = Reader { buf: &[0x80, 0x00], pos: 0 };
+        let mut r = Reader {
+            buf: &[0x80, 0x00],
+            pos: 0,
+        };
         assert!(r.varint().is_err(), "non-shortest varint must be refused");
     }
 }

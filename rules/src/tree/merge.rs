@@ -58,7 +58,11 @@ impl Tree {
 }
 
 fn bad_target(path: &str, target: &str, kind: &'static str) -> TreeError {
-    TreeError::BadHardlinkTarget { path: path.to_string(), target: target.to_string(), kind }
+    TreeError::BadHardlinkTarget {
+        path: path.to_string(),
+        target: target.to_string(),
+        kind,
+    }
 }
 
 fn normalize(tree: &mut Tree, allow_external: bool) -> Result<(), TreeError> {
@@ -66,7 +70,9 @@ fn normalize(tree: &mut Tree, allow_external: bool) -> Result<(), TreeError> {
     let mut groups: BTreeMap<PathKey, Vec<String>> = BTreeMap::new();
     let mut retarget_external: Vec<(String, String)> = Vec::new();
     for e in tree.iter() {
-        let EntryKind::Hardlink { target } = &e.kind else { continue };
+        let EntryKind::Hardlink { target } = &e.kind else {
+            continue;
+        };
         let mut cur = target.as_str();
         let mut steps = 0usize;
         loop {
@@ -92,7 +98,10 @@ fn normalize(tree: &mut Tree, allow_external: bool) -> Result<(), TreeError> {
                         cur = next;
                     }
                     k if is_content(k) => {
-                        groups.entry(PathKey(cur.to_string())).or_default().push(e.path.clone());
+                        groups
+                            .entry(PathKey(cur.to_string()))
+                            .or_default()
+                            .push(e.path.clone());
                         break;
                     }
                     k => return Err(bad_target(&e.path, cur, k.name())),
@@ -118,17 +127,29 @@ fn normalize(tree: &mut Tree, allow_external: bool) -> Result<(), TreeError> {
                 let key = PathKey(first.clone());
                 let link = tree.map.get_mut(&key).expect("link exists");
                 let pax = std::mem::take(&mut link.pax);
-                *link = Entry { path: first.clone(), pax, ..old };
+                *link = Entry {
+                    path: first.clone(),
+                    pax,
+                    ..old
+                };
                 let demoted = tree.map.get_mut(&primary).expect("primary exists");
-                demoted.kind = EntryKind::Hardlink { target: first.clone() };
+                demoted.kind = EntryKind::Hardlink {
+                    target: first.clone(),
+                };
                 first
             }
         };
-        let inode = tree.map.get(&PathKey(new_primary.clone())).expect("primary exists").meta();
+        let inode = tree
+            .map
+            .get(&PathKey(new_primary.clone()))
+            .expect("primary exists")
+            .meta();
         let members = links.iter().chain(std::iter::once(&primary.0));
         for l in members.filter(|l| **l != new_primary) {
             if let Some(e) = tree.map.get_mut(&PathKey(l.clone())) {
-                e.kind = EntryKind::Hardlink { target: new_primary.clone() };
+                e.kind = EntryKind::Hardlink {
+                    target: new_primary.clone(),
+                };
                 e.set_meta(inode);
                 e.xattrs.clear();
             }
@@ -142,13 +163,18 @@ fn apply_layer(acc: &mut Tree, layer: &Tree) -> Result<(), TreeError> {
     let mut links_of: HashMap<String, Vec<String>> = HashMap::new();
     for e in acc.iter() {
         if let EntryKind::Hardlink { target } = &e.kind {
-            links_of.entry(target.clone()).or_default().push(e.path.clone());
+            links_of
+                .entry(target.clone())
+                .or_default()
+                .push(e.path.clone());
         }
     }
     // Links of this layer to lower inodes, resolved before the layer changes anything.
     let mut external: HashMap<String, String> = HashMap::new();
     for e in layer.iter() {
-        let EntryKind::Hardlink { target } = &e.kind else { continue };
+        let EntryKind::Hardlink { target } = &e.kind else {
+            continue;
+        };
         match layer.get(target) {
             Some(t) if is_content(&t.kind) || matches!(t.kind, EntryKind::Hardlink { .. }) => {}
             Some(t) => return Err(bad_target(&e.path, target, t.kind.name())),
@@ -172,7 +198,9 @@ fn apply_layer(acc: &mut Tree, layer: &Tree) -> Result<(), TreeError> {
     let mut lost: BTreeMap<String, Entry> = BTreeMap::new();
     let mut record = |removed: Vec<Entry>| {
         for e in removed {
-            if is_content(&e.kind) && (links_of.contains_key(&e.path) || ext_targets.contains(&e.path)) {
+            if is_content(&e.kind)
+                && (links_of.contains_key(&e.path) || ext_targets.contains(&e.path))
+            {
                 lost.insert(e.path.clone(), e);
             }
         }
@@ -211,10 +239,12 @@ fn apply_layer(acc: &mut Tree, layer: &Tree) -> Result<(), TreeError> {
                 Some(x) if x.is_dir() => {}
                 Some(_) => {
                     record(acc.remove_subtree(a));
-                    acc.map.insert(PathKey(a.to_string()), Entry::dir(a, Meta::IMPLICIT_DIR));
+                    acc.map
+                        .insert(PathKey(a.to_string()), Entry::dir(a, Meta::IMPLICIT_DIR));
                 }
                 None => {
-                    acc.map.insert(PathKey(a.to_string()), Entry::dir(a, Meta::IMPLICIT_DIR));
+                    acc.map
+                        .insert(PathKey(a.to_string()), Entry::dir(a, Meta::IMPLICIT_DIR));
                 }
             }
         }
@@ -225,34 +255,50 @@ fn apply_layer(acc: &mut Tree, layer: &Tree) -> Result<(), TreeError> {
             None => {}
         }
         let mut new = e.clone();
-        if let (EntryKind::Hardlink { target }, Some(primary)) = (&mut new.kind, external.get(&e.path)) {
+        if let (EntryKind::Hardlink { target }, Some(primary)) =
+            (&mut new.kind, external.get(&e.path))
+        {
             *target = primary.clone();
         }
         acc.map.insert(PathKey(new.path.clone()), new);
     }
 
     for (old_path, old) in lost {
-        let still_linked = |l: &String| {
-            matches!(acc.get(l), Some(Entry { kind: EntryKind::Hardlink { target }, .. }) if *target == old_path)
-        };
+        let still_linked = |l: &String| matches!(acc.get(l), Some(Entry { kind: EntryKind::Hardlink { target }, .. }) if *target == old_path);
         let mut survivors: Vec<String> = links_of
             .get(&old_path)
             .into_iter()
             .flatten()
             .filter(|l| !layer.contains(l))
-            .chain(external.iter().filter(|(_, t)| **t == old_path).map(|(l, _)| l))
+            .chain(
+                external
+                    .iter()
+                    .filter(|(_, t)| **t == old_path)
+                    .map(|(l, _)| l),
+            )
             .filter(|l| still_linked(l))
             .cloned()
             .collect();
         survivors.sort_by(|a, b| cmp_paths(a, b));
         survivors.dedup();
-        let Some((first, rest)) = survivors.split_first() else { continue };
-        let link = acc.map.get_mut(&PathKey(first.clone())).expect("survivor exists");
+        let Some((first, rest)) = survivors.split_first() else {
+            continue;
+        };
+        let link = acc
+            .map
+            .get_mut(&PathKey(first.clone()))
+            .expect("survivor exists");
         let pax = std::mem::take(&mut link.pax);
-        *link = Entry { path: first.clone(), pax, ..old };
+        *link = Entry {
+            path: first.clone(),
+            pax,
+            ..old
+        };
         for l in rest {
             if let Some(e) = acc.map.get_mut(&PathKey(l.clone())) {
-                e.kind = EntryKind::Hardlink { target: first.clone() };
+                e.kind = EntryKind::Hardlink {
+                    target: first.clone(),
+                };
             }
         }
     }

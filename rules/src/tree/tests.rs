@@ -12,12 +12,16 @@ fn dir(p: &str) -> Entry {
 #[test]
 fn archive_order_is_component_wise() {
     let mut t = Tree::new();
-    for p in ["ab", "a.txt", "a-b", "a/c", "a/b/c", "a", "a/b", "a/b-c", "a/b/c/d", "a0"] {
+    for p in [
+        "ab", "a.txt", "a-b", "a/c", "a/b/c", "a", "a/b", "a/b-c", "a/b/c/d", "a0",
+    ] {
         t.insert(dir(p)).unwrap();
     }
     assert_eq!(
         paths(&t),
-        ["a", "a/b", "a/b/c", "a/b/c/d", "a/b-c", "a/c", "a-b", "a.txt", "a0", "ab"]
+        [
+            "a", "a/b", "a/b/c", "a/b/c/d", "a/b-c", "a/c", "a-b", "a.txt", "a0", "ab"
+        ]
     );
     // Plain byte order would put "a-b" between "a" and "a/b".
     assert!("a-b" < "a/b");
@@ -28,7 +32,11 @@ fn archive_order_is_component_wise() {
         if let Some(parent) = split_parent(p).0 {
             let pi = order.iter().position(|q| *q == parent).unwrap();
             assert!(pi < i);
-            assert!(order[pi..i].iter().all(|q| *q == parent || q.starts_with(&format!("{parent}/"))));
+            assert!(
+                order[pi..i]
+                    .iter()
+                    .all(|q| *q == parent || q.starts_with(&format!("{parent}/")))
+            );
         }
     }
     let below: Vec<_> = t.descendants("a/b").map(|e| e.path.as_str()).collect();
@@ -43,13 +51,25 @@ fn path_normalisation() {
     assert_eq!(normalize_path("./a//b").unwrap().as_deref(), Some("a/b"));
     assert_eq!(normalize_path("/x/./y/").unwrap().as_deref(), Some("x/y"));
     assert_eq!(normalize_path("a/../b").unwrap().as_deref(), Some("b"));
-    assert_eq!(normalize_path("a/b/../../c/.").unwrap().as_deref(), Some("c"));
+    assert_eq!(
+        normalize_path("a/b/../../c/.").unwrap().as_deref(),
+        Some("c")
+    );
     assert_eq!(normalize_path("./").unwrap(), None);
     assert_eq!(normalize_path("/").unwrap(), None);
     assert_eq!(normalize_path("a/..").unwrap(), None);
-    assert_eq!(normalize_path("../etc/passwd"), Err(PathError::Escapes("../etc/passwd".into())));
-    assert_eq!(normalize_path("a/../../x"), Err(PathError::Escapes("a/../../x".into())));
-    assert_eq!(normalize_path("/../x"), Err(PathError::Escapes("/../x".into())));
+    assert_eq!(
+        normalize_path("../etc/passwd"),
+        Err(PathError::Escapes("../etc/passwd".into()))
+    );
+    assert_eq!(
+        normalize_path("a/../../x"),
+        Err(PathError::Escapes("a/../../x".into()))
+    );
+    assert_eq!(
+        normalize_path("/../x"),
+        Err(PathError::Escapes("/../x".into()))
+    );
     assert!(matches!(normalize_path("a\0b"), Err(PathError::Nul(_))));
     for bad in ["", "/a", "a/", "a//b", "a/./b", "a/../b", ".."] {
         assert!(check_path(bad).is_err(), "{bad:?}");
@@ -61,21 +81,49 @@ fn path_normalisation() {
 #[test]
 fn insert_validates_kinds() {
     let mut t = Tree::new();
-    assert!(t.insert(Entry::new("d/.wh.x", EntryKind::Whiteout, M644)).is_ok());
-    assert!(t.insert(Entry::new("d/x", EntryKind::Whiteout, M644)).is_err());
-    assert!(t.insert(Entry::new("d/.wh..", EntryKind::Whiteout, M644)).is_err());
-    assert!(t.insert(Entry::new("d/.wh..wh..opq", EntryKind::Whiteout, M644)).is_err());
-    assert!(t.insert(Entry::new("d/.wh..wh..opq", EntryKind::Opaque, M644)).is_ok());
+    assert!(
+        t.insert(Entry::new("d/.wh.x", EntryKind::Whiteout, M644))
+            .is_ok()
+    );
+    assert!(
+        t.insert(Entry::new("d/x", EntryKind::Whiteout, M644))
+            .is_err()
+    );
+    assert!(
+        t.insert(Entry::new("d/.wh..", EntryKind::Whiteout, M644))
+            .is_err()
+    );
+    assert!(
+        t.insert(Entry::new("d/.wh..wh..opq", EntryKind::Whiteout, M644))
+            .is_err()
+    );
+    assert!(
+        t.insert(Entry::new("d/.wh..wh..opq", EntryKind::Opaque, M644))
+            .is_ok()
+    );
     assert!(t.insert(Entry::hardlink("l", "l", M644)).is_err());
     assert!(t.insert(Entry::hardlink("l", "../x", M644)).is_err());
     assert!(t.insert(Entry::symlink("s", "", M644)).is_err());
-    assert!(t.insert(Entry::new("m", EntryKind::Fifo, Meta::new(0o10644, 0, 0, 0))).is_ok());
+    assert!(
+        t.insert(Entry::new(
+            "m",
+            EntryKind::Fifo,
+            Meta::new(0o10644, 0, 0, 0)
+        ))
+        .is_ok()
+    );
     let mut e = dir("bad-mode");
     e.mode = 0o40755;
     assert!(t.insert(e).is_err());
     let wo = t.get("d/.wh.x").unwrap();
     assert_eq!(wo.whiteout_target().as_deref(), Some("d/x"));
-    assert_eq!(t.get("d/.wh..wh..opq").unwrap().whiteout_target().as_deref(), Some("d"));
+    assert_eq!(
+        t.get("d/.wh..wh..opq")
+            .unwrap()
+            .whiteout_target()
+            .as_deref(),
+        Some("d")
+    );
     let root_opq = Entry::new(".wh..wh..opq", EntryKind::Opaque, M644);
     assert_eq!(root_opq.whiteout_target().as_deref(), Some(""));
 }
@@ -83,7 +131,11 @@ fn insert_validates_kinds() {
 #[test]
 fn ensure_parents_and_dirs() {
     let (_d, store) = store();
-    let mut t = tree_of(vec![file(&store, "x/y/z", b"1"), file(&store, "x/w", b"2"), dir("q")]);
+    let mut t = tree_of(vec![
+        file(&store, "x/y/z", b"1"),
+        file(&store, "x/w", b"2"),
+        dir("q"),
+    ]);
     let meta = Meta::new(0o700, 1, 2, 3);
     assert_eq!(t.ensure_parents(meta).unwrap(), 2);
     assert_eq!(paths(&t), ["q", "x", "x/w", "x/y", "x/y/z"]);
@@ -95,7 +147,10 @@ fn ensure_parents_and_dirs() {
     assert!(t.get("containers/onboot").unwrap().is_dir());
     assert!(t.ensure_dir("x/w/sub", M755).is_err(), "x/w is a file");
     let mut bad = tree_of(vec![file(&store, "f", b""), file(&store, "f/g/h", b"")]);
-    assert!(matches!(bad.ensure_parents(meta), Err(TreeError::NotADirectory { .. })));
+    assert!(matches!(
+        bad.ensure_parents(meta),
+        Err(TreeError::NotADirectory { .. })
+    ));
 }
 
 #[test]
@@ -112,10 +167,19 @@ fn prefixed_moves_paths_and_link_targets_only() {
     assert_eq!(
         kinds(&p),
         [
-            ("containers/onboot/000-x/lower/bin".into(), "directory".into()),
+            (
+                "containers/onboot/000-x/lower/bin".into(),
+                "directory".into()
+            ),
             ("containers/onboot/000-x/lower/bin/a".into(), "file".into()),
-            ("containers/onboot/000-x/lower/bin/b".into(), "link>containers/onboot/000-x/lower/bin/a".into()),
-            ("containers/onboot/000-x/lower/bin/c".into(), "sym>/bin/a".into()),
+            (
+                "containers/onboot/000-x/lower/bin/b".into(),
+                "link>containers/onboot/000-x/lower/bin/a".into()
+            ),
+            (
+                "containers/onboot/000-x/lower/bin/c".into(),
+                "sym>/bin/a".into()
+            ),
             ("containers/onboot/000-x/lower/bin/d".into(), "sym>a".into()),
         ]
     );
@@ -127,9 +191,15 @@ fn prefixed_moves_paths_and_link_targets_only() {
 fn encode_decode_round_trip() {
     let (_d, store) = store();
     let mut f = file(&store, "etc/passwd", b"root:x:0:0");
-    f.xattrs.insert("security.capability".into(), vec![1, 0, 0, 2, b'\n', 0, 0xff]);
+    f.xattrs.insert(
+        "security.capability".into(),
+        vec![1, 0, 0, 2, b'\n', 0, 0xff],
+    );
     f.xattrs.insert("user.comment".into(), b"a=b\nc".to_vec());
-    f.pax.insert("LINUXKIT.source".into(), "docker.io/library/alpine:3.20".into());
+    f.pax.insert(
+        "LINUXKIT.source".into(),
+        "docker.io/library/alpine:3.20".into(),
+    );
     f.pax.insert("LINUXKIT.location".into(), "onboot[0]".into());
     f.uid = 1000;
     f.gid = 4_000_000_000;
@@ -138,8 +208,19 @@ fn encode_decode_round_trip() {
         f,
         Entry::hardlink("etc/shadow-link", "etc/passwd", M644),
         Entry::symlink("etc/mtab", "/proc/mounts", Meta::new(0o777, 0, 0, -5)),
-        Entry::new("dev/null", EntryKind::Char { major: 1, minor: 3 }, Meta::new(0o666, 0, 0, 0)),
-        Entry::new("dev/sda", EntryKind::Block { major: 8, minor: u32::MAX }, M644),
+        Entry::new(
+            "dev/null",
+            EntryKind::Char { major: 1, minor: 3 },
+            Meta::new(0o666, 0, 0, 0),
+        ),
+        Entry::new(
+            "dev/sda",
+            EntryKind::Block {
+                major: 8,
+                minor: u32::MAX,
+            },
+            M644,
+        ),
         Entry::new("run/fifo", EntryKind::Fifo, M644),
         Entry::new("w/.wh.gone", EntryKind::Whiteout, M644),
         Entry::new("w/.wh..wh..opq", EntryKind::Opaque, M644),
@@ -202,7 +283,13 @@ fn merge_whiteouts_hide_lower_layers_only() {
 #[test]
 fn merge_opaque_directory() {
     let (_d, store) = store();
-    let l1 = tree_of(vec![dir("d"), file(&store, "d/x", b""), dir("d/sub"), file(&store, "d/sub/y", b""), dir("e")]);
+    let l1 = tree_of(vec![
+        dir("d"),
+        file(&store, "d/x", b""),
+        dir("d/sub"),
+        file(&store, "d/sub/y", b""),
+        dir("e"),
+    ]);
     let l2 = tree_of(vec![
         Entry::dir("d", Meta::new(0o700, 5, 5, 9)),
         Entry::new("d/.wh..wh..opq", EntryKind::Opaque, M644),
@@ -212,14 +299,23 @@ fn merge_opaque_directory() {
     assert_eq!(paths(&m), ["d", "d/z", "e"]);
     assert_eq!(m.get("d").unwrap().meta(), Meta::new(0o700, 5, 5, 9));
     // An opaque marker at the root hides everything below.
-    let l3 = tree_of(vec![Entry::new(".wh..wh..opq", EntryKind::Opaque, M644), file(&store, "n", b"")]);
+    let l3 = tree_of(vec![
+        Entry::new(".wh..wh..opq", EntryKind::Opaque, M644),
+        file(&store, "n", b""),
+    ]);
     assert_eq!(paths(&Tree::merge_layers(&[l1, l3]).unwrap()), ["n"]);
 }
 
 #[test]
 fn merge_replacements_between_files_and_dirs() {
     let (_d, store) = store();
-    let l1 = tree_of(vec![file(&store, "p", b"file"), dir("q"), file(&store, "q/child", b""), dir("r"), file(&store, "r/keep", b"")]);
+    let l1 = tree_of(vec![
+        file(&store, "p", b"file"),
+        dir("q"),
+        file(&store, "q/child", b""),
+        dir("r"),
+        file(&store, "r/keep", b""),
+    ]);
     let l2 = tree_of(vec![
         Entry::dir("p", Meta::new(0o750, 0, 0, 0)),
         file(&store, "p/inside", b"i"),
@@ -228,10 +324,17 @@ fn merge_replacements_between_files_and_dirs() {
         file(&store, "s/t/u", b"implicit parents"),
     ]);
     let m = Tree::merge_layers(&[l1, l2]).unwrap();
-    assert_eq!(paths(&m), ["p", "p/inside", "q", "r", "r/keep", "s", "s/t", "s/t/u"]);
+    assert_eq!(
+        paths(&m),
+        ["p", "p/inside", "q", "r", "r/keep", "s", "s/t", "s/t/u"]
+    );
     assert!(m.get("p").unwrap().is_dir());
     assert_eq!(m.read_file(&store, "q").unwrap(), b"now a file");
-    assert_eq!(m.get("r").unwrap().meta(), Meta::new(0o711, 7, 7, 7), "upper dir metadata wins");
+    assert_eq!(
+        m.get("r").unwrap().meta(),
+        Meta::new(0o711, 7, 7, 7),
+        "upper dir metadata wins"
+    );
     assert_eq!(m.get("s/t").unwrap().meta(), Meta::IMPLICIT_DIR);
     // A layer entry below a lower non-directory replaces it with an implicit directory.
     let l3 = tree_of(vec![file(&store, "q/x", b"")]);
@@ -249,18 +352,38 @@ fn hardlinks_are_normalised_to_the_first_path() {
         Entry::hardlink("a", "m", M644), // chain
     ]);
     t.normalize_hardlinks().unwrap();
-    assert_eq!(kinds(&t), [("a".into(), "file".into()), ("m".into(), "link>a".into()), ("z".into(), "link>a".into())]);
-    assert_eq!(t.get("a").unwrap().meta(), Meta::new(0o4755, 3, 4, 5), "inode metadata moves");
+    assert_eq!(
+        kinds(&t),
+        [
+            ("a".into(), "file".into()),
+            ("m".into(), "link>a".into()),
+            ("z".into(), "link>a".into())
+        ]
+    );
+    assert_eq!(
+        t.get("a").unwrap().meta(),
+        Meta::new(0o4755, 3, 4, 5),
+        "inode metadata moves"
+    );
     assert_eq!(t.read_file(&store, "z").unwrap(), b"c1");
     t.check_complete().unwrap();
 
-    let mut cyc = tree_of(vec![Entry::hardlink("a", "b", M644), Entry::hardlink("b", "a", M644)]);
+    let mut cyc = tree_of(vec![
+        Entry::hardlink("a", "b", M644),
+        Entry::hardlink("b", "a", M644),
+    ]);
     assert!(cyc.normalize_hardlinks().is_err());
     let mut to_dir = tree_of(vec![dir("d"), Entry::hardlink("l", "d", M644)]);
-    assert!(matches!(to_dir.normalize_hardlinks(), Err(TreeError::BadHardlinkTarget { .. })));
+    assert!(matches!(
+        to_dir.normalize_hardlinks(),
+        Err(TreeError::BadHardlinkTarget { .. })
+    ));
     let mut external = tree_of(vec![Entry::hardlink("l", "lower/x", M644)]);
     external.normalize_layer_hardlinks().unwrap();
-    assert!(matches!(external.normalize_hardlinks(), Err(TreeError::DanglingHardlink { .. })));
+    assert!(matches!(
+        external.normalize_hardlinks(),
+        Err(TreeError::DanglingHardlink { .. })
+    ));
 }
 
 #[test]
@@ -278,37 +401,69 @@ fn merge_keeps_old_content_for_links_whose_target_goes_away() {
     // The primary is whited out: the first survivor takes the content, the rest follow it.
     let wh = tree_of(vec![Entry::new(".wh.p", EntryKind::Whiteout, M644)]);
     let m = Tree::merge_layers(&[base(), wh]).unwrap();
-    assert_eq!(kinds(&m), [("q".into(), "file".into()), ("r".into(), "link>q".into())]);
+    assert_eq!(
+        kinds(&m),
+        [("q".into(), "file".into()), ("r".into(), "link>q".into())]
+    );
     assert_eq!(m.read_file(&store, "r").unwrap(), b"c1");
     // The primary is replaced by a new file: the links keep the old inode.
     let new = tree_of(vec![file(&store, "p", b"c2")]);
     let m = Tree::merge_layers(&[base(), new]).unwrap();
     assert_eq!(m.read_file(&store, "p").unwrap(), b"c2");
     assert_eq!(m.read_file(&store, "q").unwrap(), b"c1");
-    assert_eq!(m.get("r").unwrap().kind, EntryKind::Hardlink { target: "q".into() });
+    assert_eq!(
+        m.get("r").unwrap().kind,
+        EntryKind::Hardlink { target: "q".into() }
+    );
     // A link in an upper layer to a lower file; then the lower file is replaced.
     let l1 = tree_of(vec![file(&store, "f", b"c1")]);
-    let mut l2 = tree_of(vec![Entry::hardlink("g", "f", M644), Entry::hardlink("a", "f", M644)]);
+    let mut l2 = tree_of(vec![
+        Entry::hardlink("g", "f", M644),
+        Entry::hardlink("a", "f", M644),
+    ]);
     l2.normalize_layer_hardlinks().unwrap();
     let l3 = tree_of(vec![file(&store, "f", b"c3")]);
     let m = Tree::merge_layers(&[l1.clone(), l2.clone()]).unwrap();
-    assert_eq!(kinds(&m), [("a".into(), "file".into()), ("f".into(), "link>a".into()), ("g".into(), "link>a".into())]);
+    assert_eq!(
+        kinds(&m),
+        [
+            ("a".into(), "file".into()),
+            ("f".into(), "link>a".into()),
+            ("g".into(), "link>a".into())
+        ]
+    );
     let m = Tree::merge_layers(&[l1, l2, l3]).unwrap();
     assert_eq!(m.read_file(&store, "f").unwrap(), b"c3");
     assert_eq!(m.read_file(&store, "g").unwrap(), b"c1");
-    assert_eq!(m.get("g").unwrap().kind, EntryKind::Hardlink { target: "a".into() });
+    assert_eq!(
+        m.get("g").unwrap().kind,
+        EntryKind::Hardlink { target: "a".into() }
+    );
     m.check_complete().unwrap();
     // A link to something no layer has is an error.
     let dangling = tree_of(vec![Entry::hardlink("x", "nope", M644)]);
-    assert!(matches!(Tree::merge_layers(&[dangling]), Err(TreeError::DanglingHardlink { .. })));
+    assert!(matches!(
+        Tree::merge_layers(&[dangling]),
+        Err(TreeError::DanglingHardlink { .. })
+    ));
 }
 
 #[test]
 fn read_file_follows_hardlinks_not_symlinks() {
     let (_d, store) = store();
-    let t = tree_of(vec![file(&store, "a", b"data"), Entry::hardlink("b", "a", M644), Entry::symlink("c", "a", M644)]);
+    let t = tree_of(vec![
+        file(&store, "a", b"data"),
+        Entry::hardlink("b", "a", M644),
+        Entry::symlink("c", "a", M644),
+    ]);
     assert_eq!(t.read_file(&store, "b").unwrap(), b"data");
-    assert!(matches!(t.read_file(&store, "c"), Err(TreeError::NotAFile { .. })));
-    assert!(matches!(t.read_file(&store, "nope"), Err(TreeError::NotFound { .. })));
+    assert!(matches!(
+        t.read_file(&store, "c"),
+        Err(TreeError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        t.read_file(&store, "nope"),
+        Err(TreeError::NotFound { .. })
+    ));
     assert_eq!(t.content_size(), 4);
 }

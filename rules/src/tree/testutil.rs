@@ -20,8 +20,18 @@ pub(crate) fn blob(store: &Store, data: &[u8]) -> BlobRef {
     store.put_bytes(data).expect("put blob")
 }
 
-pub(crate) const M644: Meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime: 1_492_533_000 };
-pub(crate) const M755: Meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime: 1_492_533_000 };
+pub(crate) const M644: Meta = Meta {
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    mtime: 1_492_533_000,
+};
+pub(crate) const M755: Meta = Meta {
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+    mtime: 1_492_533_000,
+};
 
 pub(crate) fn tree_of(entries: Vec<Entry>) -> Tree {
     let mut t = Tree::new();
@@ -55,7 +65,13 @@ pub(crate) struct TarBuf {
 }
 
 impl TarBuf {
-    pub(crate) fn raw(&mut self, name: &[u8], typ: u8, data: &[u8], tweak: impl FnOnce(&mut Header)) {
+    pub(crate) fn raw(
+        &mut self,
+        name: &[u8],
+        typ: u8,
+        data: &[u8],
+        tweak: impl FnOnce(&mut Header),
+    ) {
         let mut h = Header::new_ustar();
         let n = name.len().min(100);
         h.as_old_mut().name[..n].copy_from_slice(&name[..n]);
@@ -119,15 +135,31 @@ impl TarBuf {
 
 /// Runs a command; returns stdout, panicking with stderr on failure.
 pub(crate) fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// The `ls -l` style permission string of an entry (`drwxr-xr-x`, `-rwsr-xr-x`, …).
 pub(crate) fn perm_string(type_char: char, mode: u32) -> String {
     let mut s = String::from(type_char);
-    let bits = [(0o400, 'r'), (0o200, 'w'), (0o100, 'x'), (0o40, 'r'), (0o20, 'w'), (0o10, 'x'), (0o4, 'r'), (0o2, 'w'), (0o1, 'x')];
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o40, 'r'),
+        (0o20, 'w'),
+        (0o10, 'x'),
+        (0o4, 'r'),
+        (0o2, 'w'),
+        (0o1, 'x'),
+    ];
     for (i, (bit, c)) in bits.iter().enumerate() {
         let special = match i {
             2 => (mode & 0o4000 != 0).then_some('s'),
@@ -166,15 +198,31 @@ pub(crate) fn sample_tree(store: &Store, devices: bool) -> Tree {
     let busybox: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut entries = vec![
         Entry::dir("bin", M755),
-        Entry::file("bin/busybox", blob(store, &busybox), Meta::new(0o4755, 0, 0, 1_600_000_000)),
+        Entry::file(
+            "bin/busybox",
+            blob(store, &busybox),
+            Meta::new(0o4755, 0, 0, 1_600_000_000),
+        ),
         Entry::hardlink("bin/sh", "bin/busybox", M755),
         Entry::hardlink("bin/ls", "bin/busybox", M755),
         Entry::symlink("bin/rel", "busybox", Meta::new(0o777, 0, 0, 1_492_533_000)),
         Entry::dir("etc", Meta::new(0o750, 1000, 100, 1_492_533_000)),
-        Entry::file("etc/passwd", blob(store, b"root:x:0:0:root:/root:/bin/sh\n"), Meta::new(0o640, 1000, 100, 1)),
-        Entry::symlink("etc/mtab", "/proc/mounts", Meta::new(0o777, 0, 0, 1_492_533_000)),
+        Entry::file(
+            "etc/passwd",
+            blob(store, b"root:x:0:0:root:/root:/bin/sh\n"),
+            Meta::new(0o640, 1000, 100, 1),
+        ),
+        Entry::symlink(
+            "etc/mtab",
+            "/proc/mounts",
+            Meta::new(0o777, 0, 0, 1_492_533_000),
+        ),
         Entry::file("empty", blob(store, b""), M644),
-        Entry::new("fifo", EntryKind::Fifo, Meta::new(0o600, 0, 0, 1_492_533_000)),
+        Entry::new(
+            "fifo",
+            EntryKind::Fifo,
+            Meta::new(0o600, 0, 0, 1_492_533_000),
+        ),
         Entry::dir("l", M755),
         Entry::dir(long_dir, M755),
         Entry::file(long_file, blob(store, b"long"), M644),
@@ -184,8 +232,16 @@ pub(crate) fn sample_tree(store: &Store, devices: bool) -> Tree {
     ];
     if devices {
         entries.push(Entry::dir("dev", M755));
-        entries.push(Entry::new("dev/null", EntryKind::Char { major: 1, minor: 3 }, Meta::new(0o666, 0, 0, 0)));
-        entries.push(Entry::new("dev/sda", EntryKind::Block { major: 8, minor: 0 }, Meta::new(0o660, 0, 6, 0)));
+        entries.push(Entry::new(
+            "dev/null",
+            EntryKind::Char { major: 1, minor: 3 },
+            Meta::new(0o666, 0, 0, 0),
+        ));
+        entries.push(Entry::new(
+            "dev/sda",
+            EntryKind::Block { major: 8, minor: 0 },
+            Meta::new(0o660, 0, 6, 0),
+        ));
     }
     let mut t = tree_of(entries);
     t.normalize_hardlinks().expect("links");
@@ -205,11 +261,21 @@ pub(crate) fn assert_extracted_matches(root: &std::path::Path, t: &Tree, store: 
         match &primary.kind {
             EntryKind::File { .. } => {
                 assert!(md.is_file(), "{}", e.path);
-                assert_eq!(std::fs::read(&p).unwrap(), t.read_file(store, &e.path).unwrap(), "{}", e.path);
+                assert_eq!(
+                    std::fs::read(&p).unwrap(),
+                    t.read_file(store, &e.path).unwrap(),
+                    "{}",
+                    e.path
+                );
             }
             EntryKind::Dir => assert!(md.is_dir(), "{}", e.path),
             EntryKind::Symlink { target } => {
-                assert_eq!(std::fs::read_link(&p).unwrap().to_str(), Some(target.as_str()), "{}", e.path);
+                assert_eq!(
+                    std::fs::read_link(&p).unwrap().to_str(),
+                    Some(target.as_str()),
+                    "{}",
+                    e.path
+                );
                 continue; // symlink permissions and times are not meaningful
             }
             _ => {}
@@ -218,12 +284,22 @@ pub(crate) fn assert_extracted_matches(root: &std::path::Path, t: &Tree, store: 
             let tmd = std::fs::symlink_metadata(root.join(target)).unwrap();
             assert_eq!(md.ino(), tmd.ino(), "{} is a hard link to {target}", e.path);
         }
-        assert_eq!(md.permissions().mode() & 0o7777, primary.mode, "mode of {}", e.path);
+        assert_eq!(
+            md.permissions().mode() & 0o7777,
+            primary.mode,
+            "mode of {}",
+            e.path
+        );
         if !primary.is_dir() {
             assert_eq!(md.mtime(), primary.mtime, "mtime of {}", e.path);
         }
         if as_root {
-            assert_eq!((md.uid(), md.gid()), (primary.uid, primary.gid), "owner of {}", e.path);
+            assert_eq!(
+                (md.uid(), md.gid()),
+                (primary.uid, primary.gid),
+                "owner of {}",
+                e.path
+            );
         }
     }
 }

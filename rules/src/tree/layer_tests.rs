@@ -1,0 +1,296 @@
+//! Tests of `crate::layer`: unpacking layer tars into per-layer trees. (They live here to
+//! keep layer.rs short.)
+
+use lkb_store::{ErrorCategory, Store};
+
+use crate::compress::Codec;
+use crate::layer::{LayerError, LayerErrorKind, Limits, unpack_layer};
+use crate::tree::testutil::{TarBuf, kinds, store};
+use crate::tree::{EntryKind, Meta, Tree, TreeError};
+
+fn unpack(store: &Store, bytes: &[u8]) -> Result<Tree, LayerError> {
+    unpack_layer(store, bytes, "", &Limits::default())
+}
+
+#[test]
+fn entries_paths_metadata_and_links() {
+    let (_d, store) = store();
+    let mut t = TarBuf::default();
+    t.dir("./").dir("./etc/");
+    t.raw(b"./etc//passwd", b'0', b"root", |h| {
+        h.set_uid(1000);
+        h.set_gid(1001);
+        h.set_mode(0o100640);
+    });
+    t.link(b'2', "bin/sh", "/bin/busybox")
+        .link(b'2', "lib/x", "../y");
+    t.file("bin/a", b"A").link(b'1', "usr/bin/b", "./bin//a");
+    t.raw(b"dev/null", b'3', b"", |h| {
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+    });
+    t.raw(b"run/fifo", b'6', b"", |_| {});
+    t.raw(b"old-v7-dir/", b'\0', b"", |_| {});
+    let tree = unpack(&store, &t.finish()).unwrap();
+    let got: Vec<(String, String)> = kinds(&tree);
+    let want = [
+        ("bin/a", "file"),
+        ("bin/sh", "sym>/bin/busybox"),
+        ("dev/null", "char device"),
+        ("etc", "directory"),
+        ("etc/passwd", "file"),
+        ("lib/x", "sym>../y"),
+        ("old-v7-dir", "directory"),
+        ("run/fifo", "fifo"),
+        ("usr/bin/b", "link>bin/a"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    let passwd = tree.get("etc/passwd").unwrap();
+    assert_eq!(passwd.meta(), Meta::new(0o640, 1000, 1001, 1_492_533_000));
+    assert_eq!(tree.read_file(&store, "etc/passwd").unwrap(), b"root");
+    assert_eq!(tree.read_file(&store, "usr/bin/b").unwrap(), b"A");
+    assert_eq!(
+        tree.get("dev/null").unwrap().kind,
+        EntryKind::Char { major: 1, minor: 3 }
+    );
+}
+
+#[test]
+fn escaping_paths_are_refused_by_name() {
+    let (_d, store) = store();
+    for (typ, name, link) in [
+        (b'0', "../evil", ""),
+        (b'0', "a/../../evil", ""),
+        (b'1', "ok", "../../etc/shadow"),
+    ] {
+        let mut t = TarBuf::default();
+        t.link(typ, name, link);
+        let err = unpack(&store, &t.finish())
+            .unwrap_err()
+            .in_layer("sha256:abc");
+        assert!(matches!(err.kind, LayerErrorKind::Escapes(_)), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("layer sha256:abc:") && msg.contains("climbs out"),
+            "{msg}"
+        );
+        assert_eq!(err.category(), ErrorCategory::Environment);
+    }
+}
+
+#[test]
+fn whiteouts_opaque_and_aufs_metadata() {
+    let (_d, store) = store();
+    let mut t = TarBuf::default();
+    t.file(".wh.foo", b"")
+        .dir("d")
+        .file("d/.wh..wh..opq", b"")
+        .file("d/.wh.bar", b"");
+    t.dir(".wh..wh.plnk").file(".wh..wh.plnk/123.456", b"x");
+    let tree = unpack(&store, &t.finish()).unwrap();
+    let got = kinds(&tree);
+    let want = [
+        (".wh.foo", "whiteout"),
+        ("d", "directory"),
+        ("d/.wh..wh..opq", "opaque marker"),
+        ("d/.wh.bar", "whiteout"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    assert_eq!(
+        tree.get("d/.wh.bar").unwrap().whiteout_target().as_deref(),
+        Some("d/bar")
+    );
+}
+
+#[test]
+fn long_names_pax_records_and_xattrs() {
+    let (_d, store) = store();
+    let long = format!("{}/{}", "p".repeat(200), "q".repeat(120));
+    let gnu = format!("g/{}", "n".repeat(150));
+    let mut t = TarBuf::default();
+    let cap: &[u8] = &[1, 0, 0, 2, b'\n', 0, 0x20];
+    t.pax(&[
+        ("path", long.as_bytes()),
+        ("uid", b"70000"),
+        ("gid", b"5000000"),
+        ("mtime", b"1700000000.5"),
+        ("atime", b"1"),
+        ("SCHILY.xattr.security.capability", cap),
+        ("LINUXKIT.source", b"img"),
+    ]);
+    t.file("short-ignored", b"L");
+    t.gnu_long_name(&gnu).file("ignored", b"G");
+    t.pax(&[("linkpath", long.as_bytes())])
+        .link(b'1', "hl", "x");
+    t.raw(b"name", b'0', b"U", |h| {
+        h.as_ustar_mut().unwrap().prefix[..6].copy_from_slice(b"prefix")
+    });
+    let tree = unpack(&store, &t.finish()).unwrap();
+    let e = tree.get(&long).expect("PAX path");
+    assert_eq!((e.uid, e.gid, e.mtime), (70000, 5_000_000, 1_700_000_000));
+    // "hl" links to it and comes first, so it holds the inode's xattrs.
+    let hl = tree.get("hl").unwrap();
+    assert_eq!(
+        hl.xattrs.get("security.capability").map(Vec::as_slice),
+        Some(cap)
+    );
+    assert_eq!(e.pax.keys().collect::<Vec<_>>(), ["LINUXKIT.source"]);
+    assert_eq!(tree.read_file(&store, &gnu).unwrap(), b"G");
+    assert_eq!(tree.read_file(&store, "prefix/name").unwrap(), b"U");
+    // "hl" comes first in archive order, so it became the group's primary.
+    assert_eq!(
+        tree.get(&long).unwrap().kind,
+        EntryKind::Hardlink {
+            target: "hl".into()
+        }
+    );
+    assert_eq!(tree.read_file(&store, "hl").unwrap(), b"L");
+    assert!(long.len() > 255 && gnu.len() > 100);
+}
+
+#[test]
+fn compressions_and_media_types() {
+    let (_d, store) = store();
+    let mut t = TarBuf::default();
+    t.dir("a").file("a/f", &[7u8; 5000]);
+    let raw = t.finish();
+    let plain = unpack(&store, &raw).unwrap();
+    for (codec, mt) in [
+        (
+            Codec::Gzip { level: 6 },
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ),
+        (
+            Codec::Zstd { level: 3 },
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
+        (
+            Codec::Zstd { level: 3 },
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        ), // mislabelled
+        (Codec::None, "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let bytes = codec.compress(&raw).unwrap();
+        assert_eq!(
+            unpack_layer(&store, &bytes[..], mt, &Limits::default()).unwrap(),
+            plain,
+            "{mt}"
+        );
+    }
+    let err = unpack_layer(
+        &store,
+        &raw[..],
+        "application/vnd.oci.image.config.v1+json",
+        &Limits::default(),
+    );
+    assert!(matches!(
+        err.unwrap_err().kind,
+        LayerErrorKind::MediaType(_)
+    ));
+}
+
+#[test]
+fn limits_have_clear_errors() {
+    let (_d, store) = store();
+    let mut t = TarBuf::default();
+    t.file("a", &[0u8; 3000])
+        .file("b", b"")
+        .file(&"c".repeat(90), b"");
+    let raw = t.finish();
+    let run = |l: Limits| unpack_layer(&store, &raw[..], "", &l).unwrap_err();
+    let e = run(Limits {
+        max_entries: 2,
+        ..Limits::default()
+    });
+    assert!(
+        matches!(e.kind, LayerErrorKind::TooManyEntries { limit: 2 }),
+        "{e}"
+    );
+    assert_eq!(e.category(), ErrorCategory::User);
+    let e = run(Limits {
+        max_path_len: 80,
+        ..Limits::default()
+    });
+    assert!(
+        matches!(e.kind, LayerErrorKind::PathTooLong { len: 90, .. }),
+        "{e}"
+    );
+    let e = run(Limits {
+        max_total_bytes: 2048,
+        ..Limits::default()
+    });
+    assert!(
+        matches!(e.kind, LayerErrorKind::TooLarge { limit: 2048 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn corrupt_and_inconsistent_layers() {
+    let (_d, store) = store();
+    let mut t = TarBuf::default();
+    t.file("f", &[1u8; 2000]);
+    let raw = t.finish();
+    let e = unpack(&store, &raw[..1200]).unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Environment, "{e}");
+    let mut t = TarBuf::default();
+    t.file("f", b"").file("f/g", b"");
+    assert!(matches!(
+        unpack(&store, &t.finish()).unwrap_err().kind,
+        LayerErrorKind::Tree(TreeError::NotADirectory { .. })
+    ));
+    let mut t = TarBuf::default();
+    t.raw(b"sparse", b'S', b"", |_| {});
+    assert!(matches!(
+        unpack(&store, &t.finish()).unwrap_err().kind,
+        LayerErrorKind::Unsupported { .. }
+    ));
+    // Later entries win; a file over a directory drops the directory's subtree.
+    let mut t = TarBuf::default();
+    t.dir("d")
+        .file("d/x", b"")
+        .file("d", b"now a file")
+        .file("e", b"1")
+        .file("e", b"2");
+    let tree = unpack(&store, &t.finish()).unwrap();
+    assert_eq!(tree.len(), 2);
+    assert_eq!(tree.read_file(&store, "e").unwrap(), b"2");
+}
+
+#[test]
+fn layers_from_tars_merge_per_oci() {
+    let (_d, store) = store();
+    let mut l1 = TarBuf::default();
+    l1.dir("etc")
+        .file("etc/a", b"a1")
+        .file("etc/b", b"b1")
+        .dir("var")
+        .dir("var/cache");
+    l1.file("var/cache/x", b"")
+        .file("bin", b"not yet a dir")
+        .link(b'1', "etc/a-link", "etc/a");
+    let mut l2 = TarBuf::default();
+    l2.file("etc/.wh.a", b"")
+        .dir("var/cache")
+        .file("var/cache/.wh..wh..opq", b"");
+    l2.file("var/cache/y", b"y")
+        .dir("bin")
+        .file("bin/sh", b"sh");
+    let layers = [l1.finish(), l2.finish()].map(|b| unpack(&store, &b).unwrap());
+    let merged = Tree::merge_layers(&layers).unwrap();
+    let got = kinds(&merged);
+    let want = [
+        ("bin", "directory"),
+        ("bin/sh", "file"),
+        ("etc", "directory"),
+        ("etc/a-link", "file"),
+        ("etc/b", "file"),
+        ("var", "directory"),
+        ("var/cache", "directory"),
+        ("var/cache/y", "file"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    // etc/a was whited out, but its hard link keeps the content.
+    assert_eq!(merged.read_file(&store, "etc/a-link").unwrap(), b"a1");
+    merged.check_complete().unwrap();
+}
