@@ -5,7 +5,7 @@ mod build;
 use crate::args::{Cli, Command};
 use crate::settings::Settings;
 
-pub fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
     match &cli.command {
         Command::Build(args) => build::run(&cli.global, args, settings),
     }

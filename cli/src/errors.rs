@@ -18,10 +18,10 @@ use crate::printer;
 /// An error the CLI itself raises about its arguments.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 /// The category of the first cause that knows its category.
-pub fn category(error: &anyhow::Error) -> ErrorCategory {
+pub(crate) fn category(error: &anyhow::Error) -> ErrorCategory {
     for cause in error.chain() {
         macro_rules! try_as {
             ($($ty:ty),*) => {$(
@@ -31,10 +31,19 @@ pub fn category(error: &anyhow::Error) -> ErrorCategory {
             )*};
         }
         try_as!(
-            BuildError, EngineError, ConfigError, ResolveError, OciError, LockError, LowerError,
-            WorkspaceError, StoreError
+            BuildError,
+            EngineError,
+            ConfigError,
+            ResolveError,
+            OciError,
+            LockError,
+            LowerError,
+            WorkspaceError,
+            StoreError
         );
-        if cause.downcast_ref::<UsageError>().is_some() || cause.downcast_ref::<FormatError>().is_some() {
+        if cause.downcast_ref::<UsageError>().is_some()
+            || cause.downcast_ref::<FormatError>().is_some()
+        {
             return ErrorCategory::User;
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
@@ -44,7 +53,7 @@ pub fn category(error: &anyhow::Error) -> ErrorCategory {
     ErrorCategory::Internal
 }
 
-pub fn exit_code(category: ErrorCategory) -> u8 {
+pub(crate) fn exit_code(category: ErrorCategory) -> u8 {
     match category {
         ErrorCategory::User => 2,
         ErrorCategory::Environment => 3,
@@ -53,7 +62,7 @@ pub fn exit_code(category: ErrorCategory) -> u8 {
 }
 
 /// Prints `error: …` and each distinct cause, and returns the exit code.
-pub fn report(error: &anyhow::Error) -> ExitCode {
+pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     let category = category(error);
     let mut lines = vec![format!("error: {error}")];
     let mut last = error.to_string();

@@ -2,7 +2,6 @@
 //! otherwise, or versioned JSON lines (`--progress=json`, documented in docs/cli.md).
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,9 +11,9 @@ use crate::args::ProgressMode;
 use crate::printer;
 
 /// Version of the JSON-lines event format.
-pub const JSON_VERSION: u32 = 1;
+pub(crate) const JSON_VERSION: u32 = 1;
 
-pub struct CliReporter {
+pub(crate) struct CliReporter {
     mode: Mode,
     finished: AtomicUsize,
     executed: AtomicUsize,
@@ -27,15 +26,15 @@ enum Mode {
     Json,
     Silent,
     /// Lines for --explain are still printed, nothing else.
-    Buffer(Mutex<()>),
+    Quiet,
 }
 
 impl CliReporter {
-    pub fn new(mode: ProgressMode, quiet: bool, explain: bool) -> CliReporter {
+    pub(crate) fn new(mode: ProgressMode, quiet: bool, explain: bool) -> CliReporter {
         let mode = match mode {
             _ if quiet => Mode::Silent,
             ProgressMode::Json => Mode::Json,
-            ProgressMode::None => Mode::Buffer(Mutex::new(())),
+            ProgressMode::None => Mode::Quiet,
             ProgressMode::Plain => Mode::Plain,
             ProgressMode::Auto if std::io::stderr().is_terminal() => {
                 let bar = ProgressBar::new_spinner();
@@ -56,16 +55,16 @@ impl CliReporter {
         }
     }
 
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         matches!(self.mode, Mode::Json)
     }
 
-    pub fn is_silent(&self) -> bool {
+    pub(crate) fn is_silent(&self) -> bool {
         matches!(self.mode, Mode::Silent)
     }
 
     /// Prints a line without tearing the bar.
-    pub fn line(&self, text: &str) {
+    pub(crate) fn line(&self, text: &str) {
         match &self.mode {
             Mode::Bar(bar) => bar.suspend(|| printer::err(text)),
             Mode::Silent => {}
@@ -73,7 +72,7 @@ impl CliReporter {
         }
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Mode::Bar(bar) = &self.mode {
             bar.finish_and_clear();
         }
@@ -81,7 +80,7 @@ impl CliReporter {
 }
 
 /// One short human sentence for why an action ran.
-pub fn reason_text(reason: &RebuildReason) -> String {
+pub(crate) fn reason_text(reason: &RebuildReason) -> String {
     reason.to_string()
 }
 
@@ -115,11 +114,14 @@ impl Reporter for CliReporter {
                     (true, Some(r)) => format!(": {}", reason_text(r)),
                     _ => String::new(),
                 };
-                let text = format!("  {n:>4} {kind:<9} {label} ({:.2}s){why}", duration.as_secs_f64());
+                let text = format!(
+                    "  {n:>4} {kind:<9} {label} ({:.2}s){why}",
+                    duration.as_secs_f64()
+                );
                 match &self.mode {
                     Mode::Plain => printer::err(&text),
                     Mode::Bar(bar) => bar.suspend(|| printer::err(&text)),
-                    Mode::Buffer(_) if self.explain => printer::err(&text),
+                    Mode::Quiet if self.explain => printer::err(&text),
                     _ => {}
                 }
             }
@@ -140,13 +142,25 @@ fn json_event(event: &BuildEvent) -> serde_json::Value {
         BuildEvent::Progress { node, bytes } => json!({
             "v": JSON_VERSION, "event": "progress", "node": node.index(), "bytes": bytes,
         }),
-        BuildEvent::ActionFinished { node, kind, label, cached, reason, duration } => json!({
+        BuildEvent::ActionFinished {
+            node,
+            kind,
+            label,
+            cached,
+            reason,
+            duration,
+        } => json!({
             "v": JSON_VERSION, "event": "action_finished", "node": node.index(), "kind": kind,
             "label": label, "cached": cached,
             "reason": reason.as_ref().map(reason_text),
             "duration_ms": duration.as_millis() as u64,
         }),
-        BuildEvent::ActionFailed { node, kind, label, error } => json!({
+        BuildEvent::ActionFailed {
+            node,
+            kind,
+            label,
+            error,
+        } => json!({
             "v": JSON_VERSION, "event": "action_failed", "node": node.index(), "kind": kind,
             "label": label, "error": error,
         }),

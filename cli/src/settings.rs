@@ -12,7 +12,10 @@ pub struct Settings {
     pub no_color: bool,
 }
 
-#[expect(clippy::disallowed_methods, reason = "the CLI is the one place that reads env")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the CLI is the one place that reads env"
+)]
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }

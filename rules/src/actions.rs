@@ -51,9 +51,15 @@ pub(crate) fn save_tree(store: &Store, tree: &Tree) -> Result<BlobRef, ActionErr
 }
 
 /// The artifact `name` of an input result, or an internal error.
-pub(crate) fn artifact<'a>(result: &'a ActionResult, name: &str) -> Result<&'a BlobRef, ActionError> {
+pub(crate) fn artifact<'a>(
+    result: &'a ActionResult,
+    name: &str,
+) -> Result<&'a BlobRef, ActionError> {
     result.get(name).ok_or_else(|| {
-        ActionError::internal(format!("input has no `{name}` artifact (has {:?})", names(result)))
+        ActionError::internal(format!(
+            "input has no `{name}` artifact (has {:?})",
+            names(result)
+        ))
     })
 }
 

@@ -21,9 +21,23 @@ pub enum Format {
 
 /// Formats LinuxKit has that lkb does not build yet; named in the error so users know.
 const NOT_YET: &[&str] = &[
-    "docker", "iso-bios", "iso-efi", "iso-efi-initrd", "raw-bios", "raw-efi", "qcow2-efi",
-    "qcow2-bios", "kernel+squashfs", "kernel+erofs", "kernel+iso", "gcp", "vhd", "dynamic-vhd",
-    "vmdk", "rpi3", "aws",
+    "docker",
+    "iso-bios",
+    "iso-efi",
+    "iso-efi-initrd",
+    "raw-bios",
+    "raw-efi",
+    "qcow2-efi",
+    "qcow2-bios",
+    "kernel+squashfs",
+    "kernel+erofs",
+    "kernel+iso",
+    "gcp",
+    "vhd",
+    "dynamic-vhd",
+    "vmdk",
+    "rpi3",
+    "aws",
 ];
 
 impl Format {
@@ -45,9 +59,17 @@ impl Format {
                 if let Some(kernel) = parts.kernel {
                     outs.push(OutputSpec::new(format!("{name}-kernel"), kernel, "kernel"));
                 }
-                outs.push(OutputSpec::new(format!("{name}-initrd.img"), parts.initrd, "initrd"));
+                outs.push(OutputSpec::new(
+                    format!("{name}-initrd.img"),
+                    parts.initrd,
+                    "initrd",
+                ));
                 if let Some(kernel) = parts.kernel.filter(|_| !parts.cmdline_empty) {
-                    outs.push(OutputSpec::new(format!("{name}-cmdline"), kernel, "cmdline"));
+                    outs.push(OutputSpec::new(
+                        format!("{name}-cmdline"),
+                        kernel,
+                        "cmdline",
+                    ));
                 }
                 outs
             }
@@ -84,10 +106,15 @@ impl fmt::Display for Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("output format `{0}` is not supported by lkb yet (supported: kernel+initrd, tar, tar-kernel-initrd)")]
+    #[error(
+        "output format `{0}` is not supported by lkb yet (supported: kernel+initrd, tar, tar-kernel-initrd)"
+    )]
     NotYet(String),
     #[error("unknown output format `{name}`{}", match .nearest { Some(n) => format!("; did you mean `{n}`?"), None => String::new() })]
-    Unknown { name: String, nearest: Option<String> },
+    Unknown {
+        name: String,
+        nearest: Option<String>,
+    },
 }
 
 impl FromStr for Format {
@@ -99,7 +126,10 @@ impl FromStr for Format {
         if NOT_YET.contains(&s) {
             return Err(FormatError::NotYet(s.to_string()));
         }
-        let candidates = Format::ALL.iter().map(|f| f.name()).chain(NOT_YET.iter().copied());
+        let candidates = Format::ALL
+            .iter()
+            .map(|f| f.name())
+            .chain(NOT_YET.iter().copied());
         Err(FormatError::Unknown {
             name: s.to_string(),
             nearest: crate::workspace::nearest(s, candidates.map(String::from)),

@@ -1,15 +1,15 @@
 //! placeholder
-pub mod oci;
-pub mod config;
+pub mod actions;
 pub mod bundle_spec;
 pub mod compress;
+pub mod config;
 pub mod cpio;
+pub mod formats;
 pub mod layer;
+pub mod lock;
+pub mod lower;
+pub mod oci;
+pub mod resolve;
 pub mod tarball;
 pub mod tree;
-pub mod lock;
-pub mod resolve;
 pub mod workspace;
-pub mod actions;
-pub mod formats;
-pub mod lower;

@@ -191,9 +191,16 @@ mod tests {
     fn round_trip_and_diff() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(LOCK_FILE);
-        assert_eq!(LockFile::read(&path).expect("missing is empty"), LockFile::default());
-        let d1: BlobDigest = format!("sha256:{}", "a".repeat(64)).parse().expect("digest");
-        let d2: BlobDigest = format!("sha256:{}", "b".repeat(64)).parse().expect("digest");
+        assert_eq!(
+            LockFile::read(&path).expect("missing is empty"),
+            LockFile::default()
+        );
+        let d1: BlobDigest = format!("sha256:{}", "a".repeat(64))
+            .parse()
+            .expect("digest");
+        let d2: BlobDigest = format!("sha256:{}", "b".repeat(64))
+            .parse()
+            .expect("digest");
         let key = PinKey {
             reference: "localhost/x:1".into(),
             platform: "linux/amd64".into(),

@@ -111,7 +111,7 @@ impl Lowering<'_, '_> {
                 Arc::new(UnpackLayerAction {
                     reference: reference.to_string(),
                     layer: layer.clone(),
-                    limits: self.input.limits.clone(),
+                    limits: self.input.limits,
                 }),
                 &[fetch],
             );
@@ -164,7 +164,7 @@ impl Lowering<'_, '_> {
                     tar: kernel.tar().map(str::to_string),
                     ucode: kernel.ucode().map(str::to_string),
                     cmdline: kernel.cmdline().to_string(),
-                    limits: self.input.limits.clone(),
+                    limits: self.input.limits,
                 }),
                 &[merged],
             );
@@ -241,7 +241,11 @@ impl Lowering<'_, '_> {
                 } else {
                     self.g.add(Arc::new(action), &[])
                 };
-                segments.push(self.segment(node, "tree", format!("{location} {}", spec.name.value)));
+                segments.push(self.segment(
+                    node,
+                    "tree",
+                    format!("{location} {}", spec.name.value),
+                ));
                 trees.push((node, "tree".to_string()));
             }
         }
@@ -265,7 +269,9 @@ impl Lowering<'_, '_> {
             initrd_inputs.extend(kernel_node);
         }
         initrd_inputs.extend(segments);
-        let initrd = self.g.add(Arc::new(InitrdAction { ucode: has_ucode }), &initrd_inputs);
+        let initrd = self
+            .g
+            .add(Arc::new(InitrdAction { ucode: has_ucode }), &initrd_inputs);
         Ok(Parts {
             kernel: kernel_node,
             cmdline_empty,

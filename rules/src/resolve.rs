@@ -108,11 +108,13 @@ impl Resolver {
         let r = ImageRef::parse(name)?;
         let in_layout = self.sources.layouts().iter().any(|l| l.find(&r).is_some());
         let resolved = if in_layout {
-            self.sources.resolve(&r, &self.platform, &self.store).await?
+            self.sources
+                .resolve(&r, &self.platform, &self.store)
+                .await?
         } else {
             let pin = self.lock.pins.get(&self.key(name)).filter(|_| !self.pull);
             let stored = match pin {
-                Some(pin) => self.from_store(&r, pin)?,
+                Some(pin) => self.load_stored(&r, pin)?,
                 None => None,
             };
             match (stored, pin) {
@@ -131,7 +133,11 @@ impl Resolver {
                     resolved.index_digest = pin.index;
                     resolved
                 }
-                (None, None) => self.sources.resolve(&r, &self.platform, &self.store).await?,
+                (None, None) => {
+                    self.sources
+                        .resolve(&r, &self.platform, &self.store)
+                        .await?
+                }
             }
         };
         let config = self.store.read_blob(&resolved.config.digest)?;
@@ -144,7 +150,7 @@ impl Resolver {
     }
 
     /// Rebuilds a pinned image from the store alone, if its manifest and config are there.
-    fn from_store(&self, r: &ImageRef, pin: &Pin) -> Result<Option<ResolvedImage>, ResolveError> {
+    fn load_stored(&self, r: &ImageRef, pin: &Pin) -> Result<Option<ResolvedImage>, ResolveError> {
         let path = self.store.blob_path(&pin.manifest);
         let Ok(bytes) = fs_err::read(&path) else {
             return Ok(None);

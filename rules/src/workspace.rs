@@ -18,16 +18,24 @@ const SKIPPED_DIRS: &[&str] = &["lkb-out", "target", "node_modules"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
-    #[error("no {WORKSPACE_FILE} found in {start} or any parent directory; labels like `{label}` need a workspace")]
+    #[error(
+        "no {WORKSPACE_FILE} found in {start} or any parent directory; labels like `{label}` need a workspace"
+    )]
     NoWorkspace { start: PathBuf, label: String },
     #[error("{path}: invalid {WORKSPACE_FILE}: {message}")]
     InvalidManifest { path: PathBuf, message: String },
     #[error("`{label}` is not a valid label: {reason}")]
     BadLabel { label: String, reason: String },
     #[error("no target `{label}`{}", suggestion(.nearest))]
-    UnknownTarget { label: String, nearest: Option<String> },
+    UnknownTarget {
+        label: String,
+        nearest: Option<String>,
+    },
     #[error("no package `{label}`{}", suggestion(.nearest))]
-    UnknownPackage { label: String, nearest: Option<String> },
+    UnknownPackage {
+        label: String,
+        nearest: Option<String>,
+    },
     #[error("`{label}` matched no targets")]
     EmptyPattern { label: String },
     #[error("cannot read {path}")]
@@ -156,10 +164,8 @@ impl Workspace {
                 match find_yml(&dir, &name) {
                     Some(file) => Ok(vec![self.target(&package, &name, file)]),
                     None => {
-                        let nearest = nearest(
-                            label,
-                            self.all_targets()?.into_iter().map(|t| t.label),
-                        );
+                        let nearest =
+                            nearest(label, self.all_targets()?.into_iter().map(|t| t.label));
                         Err(WorkspaceError::UnknownTarget {
                             label: label.to_string(),
                             nearest,
@@ -440,7 +446,11 @@ mod tests {
             .collect();
         assert_eq!(
             labels,
-            ["//examples/nested:deep", "//examples:minimal", "//examples:sshd"]
+            [
+                "//examples/nested:deep",
+                "//examples:minimal",
+                "//examples:sshd"
+            ]
         );
         assert_eq!(ws.expand("//...").expect("all").len(), 4);
     }

@@ -17,6 +17,7 @@
 //!
 //! Everything runs here without Docker or the internet, except `apt-get download` in [`debs`].
 
+pub mod cli;
 pub mod debs;
 pub mod examples;
 pub mod initrd;

@@ -12,7 +12,7 @@ use crate::printer;
 use crate::reporter::{CliReporter, JSON_VERSION};
 use crate::settings::Settings;
 
-pub fn run(global: &GlobalArgs, args: &BuildArgs, settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn run(global: &GlobalArgs, args: &BuildArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut formats = Vec::new();
     for f in &args.formats {
         let format: Format = f.parse()?;
@@ -45,7 +45,9 @@ pub fn run(global: &GlobalArgs, args: &BuildArgs, settings: &Settings) -> anyhow
         let notifier = Arc::clone(&reporter);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                notifier.line("interrupted: finishing running actions, then stopping (Ctrl-C again to abort)");
+                notifier.line(
+                    "interrupted: finishing running actions, then stopping (Ctrl-C again to abort)",
+                );
                 on_ctrl_c.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::abort();
@@ -103,5 +105,9 @@ fn human_bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

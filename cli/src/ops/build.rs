@@ -13,7 +13,9 @@ use lkb_rules::formats::{Format, OutputSpec};
 use lkb_rules::layer::Limits;
 use lkb_rules::lock::{LOCK_FILE, LockError, LockFile};
 use lkb_rules::lower::{LowerInput, lower};
-use lkb_rules::oci::{DockerConfig, ImageSources, OciLayout, Platform, RegistryClient, RegistryConfig};
+use lkb_rules::oci::{
+    DockerConfig, ImageSources, OciLayout, Platform, RegistryClient, RegistryConfig,
+};
 use lkb_rules::resolve::Resolver;
 use lkb_rules::workspace::{self, Target, Workspace};
 use lkb_store::{BlobRef, MetaTable, Store};
@@ -54,14 +56,18 @@ pub fn expand_targets(
     let workspace = Workspace::discover(cwd)?;
     let labels = args.iter().filter(|a| workspace::is_label(a)).count();
     if labels > 0 && labels < args.len() {
-        bail!(UsageError("give either labels (//pkg:name) or yml files, not both".into()));
+        bail!(UsageError(
+            "give either labels (//pkg:name) or yml files, not both".into()
+        ));
     }
     let mut targets = Vec::new();
     if labels > 0 {
-        let ws = workspace.as_ref().ok_or_else(|| workspace::WorkspaceError::NoWorkspace {
-            start: cwd.to_path_buf(),
-            label: args[0].clone(),
-        })?;
+        let ws = workspace
+            .as_ref()
+            .ok_or_else(|| workspace::WorkspaceError::NoWorkspace {
+                start: cwd.to_path_buf(),
+                label: args[0].clone(),
+            })?;
         for label in args {
             for t in ws.expand(label)? {
                 if !targets.iter().any(|x: &Target| x.label == t.label) {
@@ -101,7 +107,12 @@ pub fn image_refs(config: &Config) -> BTreeSet<String> {
     for i in &config.init {
         refs.insert(config::expand_ref(&i.value));
     }
-    for spec in config.onboot.iter().chain(&config.onshutdown).chain(&config.services) {
+    for spec in config
+        .onboot
+        .iter()
+        .chain(&config.onshutdown)
+        .chain(&config.services)
+    {
         refs.insert(spec.reference());
     }
     for v in &config.volumes {
@@ -157,7 +168,9 @@ pub async fn build(
         .unwrap_or_default()
         .into_iter()
         .filter(|p| p.exists())
-        .map(|p| OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display())))
+        .map(|p| {
+            OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display()))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let registry = if req.offline {
         None
@@ -244,9 +257,9 @@ pub async fn build(
                 .results
                 .get(&spec.node)
                 .context("an output's action has no result")?;
-            let blob = result
-                .get(&spec.artifact)
-                .with_context(|| format!("no `{}` artifact for {}", spec.artifact, spec.file_name))?;
+            let blob = result.get(&spec.artifact).with_context(|| {
+                format!("no `{}` artifact for {}", spec.artifact, spec.file_name)
+            })?;
             if blob.size == 0 {
                 continue;
             }
@@ -261,7 +274,11 @@ pub async fn build(
             .filter_map(|o| outcome.results.get(&o.node)?.get(&o.artifact))
             .map(|b| b.digest.to_string())
             .collect();
-        store.put_meta(MetaTable::Roots, &target.label, serde_json::to_string(&roots)?.as_bytes())?;
+        store.put_meta(
+            MetaTable::Roots,
+            &target.label,
+            serde_json::to_string(&roots)?.as_bytes(),
+        )?;
     }
     if let Some(path) = &lock_path
         && !changes.is_empty()
@@ -319,8 +336,18 @@ fn resolve_files(
                 }
             }
         };
-        let uid = spec.uid.as_ref().map(|u| ids.resolve_id(u)).transpose()?.unwrap_or(0);
-        let gid = spec.gid.as_ref().map(|g| ids.resolve_id(g)).transpose()?.unwrap_or(0);
+        let uid = spec
+            .uid
+            .as_ref()
+            .map(|u| ids.resolve_id(u))
+            .transpose()?
+            .unwrap_or(0);
+        let gid = spec
+            .gid
+            .as_ref()
+            .map(|g| ids.resolve_id(g))
+            .transpose()?
+            .unwrap_or(0);
         items.push(FileItem {
             path: spec.archive_path().to_string(),
             data,
@@ -357,8 +384,10 @@ fn stat_record(path: &Path, blob: &BlobRef) -> Option<OutputRecord> {
 /// Copies a blob to `path` atomically, unless the file there is the one lkb wrote last time.
 fn place_output(store: &Store, blob: &BlobRef, path: &Path) -> anyhow::Result<()> {
     let key = format!("output:{}", path.display());
-    if let (Some(prev), Some(now)) = (store.get_meta(MetaTable::Roots, &key)?, stat_record(path, blob))
-        && serde_json::from_slice::<OutputRecord>(&prev).ok().as_ref() == Some(&now)
+    if let (Some(prev), Some(now)) = (
+        store.get_meta(MetaTable::Roots, &key)?,
+        stat_record(path, blob),
+    ) && serde_json::from_slice::<OutputRecord>(&prev).ok().as_ref() == Some(&now)
         && now.size == blob.size
     {
         return Ok(());
@@ -384,7 +413,10 @@ pub fn outputs_by_dir(outputs: &[PathBuf]) -> BTreeMap<PathBuf, Vec<String>> {
     let mut map: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     for o in outputs {
         let dir = o.parent().map(Path::to_path_buf).unwrap_or_default();
-        let name = o.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = o
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         map.entry(dir).or_default().push(name);
     }
     map

@@ -48,7 +48,9 @@ impl Action for SegmentAction {
         format!("segment {}", self.what)
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.str(&self.artifact).str(&self.codec.params()).u64(cpio::CPIO_FORMAT_VERSION.into());
+        key.str(&self.artifact)
+            .str(&self.codec.params())
+            .u64(cpio::CPIO_FORMAT_VERSION.into());
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let tree = *artifact(ctx.input(0)?, &self.artifact)?;
@@ -94,7 +96,9 @@ impl Action for InitrdAction {
         let mut parts = Vec::new();
         let mut segments = ctx.inputs().iter();
         if self.ucode {
-            let kernel = segments.next().ok_or_else(|| ActionError::internal("initrd without kernel input"))?;
+            let kernel = segments
+                .next()
+                .ok_or_else(|| ActionError::internal("initrd without kernel input"))?;
             parts.push(*artifact(kernel, "ucode")?);
         }
         for s in segments {
@@ -150,10 +154,11 @@ impl Action for RootfsTarAction {
             .collect::<Result<_, _>>()?;
         let store = ctx.store().clone();
         ctx.blocking(move || {
-            let trees = blobs.iter().map(|b| load_tree(&store, b)).collect::<Result<Vec<_>, _>>()?;
-            let blob = to_blob(&store, |out| {
-                write_tar(out, &trees, &store)
-            })?;
+            let trees = blobs
+                .iter()
+                .map(|b| load_tree(&store, b))
+                .collect::<Result<Vec<_>, _>>()?;
+            let blob = to_blob(&store, |out| write_tar(out, &trees, &store))?;
             Ok(single("tar", blob))
         })
         .await
@@ -194,8 +199,12 @@ impl Action for KernelInitrdTarAction {
         ctx.blocking(move || {
             let mut tree = Tree::new();
             for (name, blob) in files.into_iter().filter(|(_, b)| b.size > 0) {
-                tree.insert(Entry::file(name, blob, Meta::new(0o644, 0, 0, DEFAULT_MTIME)))
-                    .map_err(|e| ActionError::new(e.category(), e))?;
+                tree.insert(Entry::file(
+                    name,
+                    blob,
+                    Meta::new(0o644, 0, 0, DEFAULT_MTIME),
+                ))
+                .map_err(|e| ActionError::new(e.category(), e))?;
             }
             let blob = to_blob(&store, |out| {
                 write_tar(out, std::slice::from_ref(&tree), &store)

@@ -27,7 +27,11 @@ impl Action for FetchBlobAction {
         "fetch"
     }
     fn label(&self) -> String {
-        format!("fetch {} of {}", short(&self.layer.digest.to_string()), self.reference)
+        format!(
+            "fetch {} of {}",
+            short(&self.layer.digest.to_string()),
+            self.reference
+        )
     }
     fn identity(&self) -> String {
         format!("fetch {}", self.layer.digest)
@@ -71,7 +75,11 @@ impl Action for UnpackLayerAction {
         "unpack"
     }
     fn label(&self) -> String {
-        format!("unpack {} of {}", short(&self.layer.digest.to_string()), self.reference)
+        format!(
+            "unpack {} of {}",
+            short(&self.layer.digest.to_string()),
+            self.reference
+        )
     }
     fn identity(&self) -> String {
         format!("unpack {}", self.layer.digest)
@@ -84,7 +92,7 @@ impl Action for UnpackLayerAction {
         let blob = *artifact(ctx.input(0)?, "blob")?;
         let store = ctx.store().clone();
         let media_type = self.layer.media_type.clone();
-        let limits = self.limits.clone();
+        let limits = self.limits;
         let digest = self.layer.digest;
         ctx.blocking(move || {
             let file = store.open_blob(&blob.digest)?;
@@ -127,7 +135,8 @@ impl Action for MergeImageAction {
                 .iter()
                 .map(|b| load_tree(&store, b))
                 .collect::<Result<Vec<_>, _>>()?;
-            let merged = Tree::merge_layers(&layers).map_err(|e| ActionError::new(e.category(), e))?;
+            let merged =
+                Tree::merge_layers(&layers).map_err(|e| ActionError::new(e.category(), e))?;
             Ok(single("tree", save_tree(&store, &merged)?))
         })
         .await

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
 use lkb_store::{ActionResult, Artifact, BlobRef, Store};
 
+use super::image::limits_key;
 use super::{DEFAULT_MTIME, artifact, load_tree, save_tree, single};
 use crate::layer::{Limits, unpack_layer};
-use super::image::limits_key;
 use crate::tree::{Entry, Meta, Tree, TreeError};
 
 /// `/etc/hosts` as LinuxKit writes it into every image.
@@ -17,7 +17,14 @@ const NO_RESOLV: &str = "\n# no resolv.conf configured\n";
 /// Where init and volume images' resolv.conf points.
 const RESOLV_LINK: &str = "/run/resolvconf/resolv.conf";
 /// Image entries LinuxKit drops.
-const EXCLUDED: &[&str] = &[".dockerenv", "Dockerfile", "dev/console", "dev/pts", "dev/shm", "etc/hostname"];
+const EXCLUDED: &[&str] = &[
+    ".dockerenv",
+    "Dockerfile",
+    "dev/console",
+    "dev/pts",
+    "dev/shm",
+    "etc/hostname",
+];
 /// Directories LinuxKit (re-)emits after every image.
 const TOUCH_DIRS: &[&str] = &["dev", "dev/pts", "dev/shm", "etc", "proc", "sys"];
 
@@ -37,29 +44,58 @@ pub enum RootFilter {
 ///
 /// LinuxKit re-emits the touch directories after the image, so in the unpacked result they
 /// always have mode 0755, root ownership and the default mtime; the merged tree says so directly.
-pub(crate) fn linuxkit_root(store: &Store, image: &Tree, filter: RootFilter) -> Result<Tree, ActionError> {
+pub(crate) fn linuxkit_root(
+    store: &Store,
+    image: &Tree,
+    filter: RootFilter,
+) -> Result<Tree, ActionError> {
     let mut tree = image.clone();
     for path in EXCLUDED {
         tree.remove(path);
     }
     let hosts = store.put_bytes(HOSTS.as_bytes())?;
     match tree.get("etc/hosts").map(Entry::meta) {
-        Some(meta) => insert(&mut tree, Entry::file("etc/hosts", hosts, Meta { mtime: DEFAULT_MTIME, ..meta }))?,
+        Some(meta) => insert(
+            &mut tree,
+            Entry::file(
+                "etc/hosts",
+                hosts,
+                Meta {
+                    mtime: DEFAULT_MTIME,
+                    ..meta
+                },
+            ),
+        )?,
         None => insert(&mut tree, Entry::file("etc/hosts", hosts, GENERATED_FILE))?,
     }
     let resolv_meta = tree
         .get("etc/resolv.conf")
-        .map(|e| Meta { mtime: DEFAULT_MTIME, ..e.meta() })
+        .map(|e| Meta {
+            mtime: DEFAULT_MTIME,
+            ..e.meta()
+        })
         .unwrap_or(GENERATED_FILE);
     let resolv = match filter {
         RootFilter::Init => Entry::symlink("etc/resolv.conf", RESOLV_LINK, resolv_meta),
-        RootFilter::Container => {
-            Entry::file("etc/resolv.conf", store.put_bytes(NO_RESOLV.as_bytes())?, resolv_meta)
-        }
+        RootFilter::Container => Entry::file(
+            "etc/resolv.conf",
+            store.put_bytes(NO_RESOLV.as_bytes())?,
+            resolv_meta,
+        ),
     };
     insert(&mut tree, resolv)?;
     if !tree.contains("etc/mtab") {
-        insert(&mut tree, Entry::symlink("etc/mtab", "/proc/mounts", Meta { mode: 0o755, ..GENERATED_FILE }))?;
+        insert(
+            &mut tree,
+            Entry::symlink(
+                "etc/mtab",
+                "/proc/mounts",
+                Meta {
+                    mode: 0o755,
+                    ..GENERATED_FILE
+                },
+            ),
+        )?;
     }
     for dir in TOUCH_DIRS {
         match tree.get(dir) {
@@ -84,8 +120,11 @@ pub(crate) fn tag(tree: &mut Tree, source: &str, location: &str) {
     let mut tagged = Tree::new();
     for mut e in entries {
         e.pax.insert("LINUXKIT.source".into(), source.to_string());
-        e.pax.insert("LINUXKIT.location".into(), location.to_string());
-        tagged.insert(e).expect("re-inserting the entries of a valid tree");
+        e.pax
+            .insert("LINUXKIT.location".into(), location.to_string());
+        tagged
+            .insert(e)
+            .expect("re-inserting the entries of a valid tree");
     }
     *tree = tagged;
 }
@@ -225,14 +264,28 @@ impl BundleSpec {
                 tree
             }
         };
-        insert(&mut tree, Entry::file(format!("{b}/config.json"), store.put_bytes(&self.config_json)?, GENERATED_FILE))?;
+        insert(
+            &mut tree,
+            Entry::file(
+                format!("{b}/config.json"),
+                store.put_bytes(&self.config_json)?,
+                GENERATED_FILE,
+            ),
+        )?;
         if !self.readonly {
             insert(&mut tree, Entry::dir(format!("{b}/tmp"), GENERATED_DIR))?;
         }
         if !self.readonly || self.root.is_none() {
             insert(&mut tree, Entry::dir(format!("{b}/rootfs"), GENERATED_DIR))?;
         }
-        insert(&mut tree, Entry::file(format!("{b}/runtime.json"), store.put_bytes(&self.runtime_json)?, GENERATED_FILE))?;
+        insert(
+            &mut tree,
+            Entry::file(
+                format!("{b}/runtime.json"),
+                store.put_bytes(&self.runtime_json)?,
+                GENERATED_FILE,
+            ),
+        )?;
         tag(&mut tree, &self.source, &self.location);
         Ok(tree)
     }
@@ -277,9 +330,10 @@ impl Action for KernelAction {
             tar: self.tar.clone(),
             ucode: self.ucode.clone(),
             cmdline: self.cmdline.clone(),
-            limits: self.limits.clone(),
+            limits: self.limits,
         };
-        ctx.blocking(move || this.split(&store, &load_tree(&store, &image)?)).await
+        ctx.blocking(move || this.split(&store, &load_tree(&store, &image)?))
+            .await
     }
 }
 
@@ -305,21 +359,35 @@ impl KernelAction {
         let (kernel, kernel_meta) = find(&self.binary, "kernel")?;
         let cmdline = store.put_bytes(self.cmdline.as_bytes())?;
         let mut outputs = vec![
-            Artifact { name: "kernel".into(), blob: kernel },
-            Artifact { name: "cmdline".into(), blob: cmdline },
+            Artifact {
+                name: "kernel".into(),
+                blob: kernel,
+            },
+            Artifact {
+                name: "cmdline".into(),
+                blob: cmdline,
+            },
         ];
         let mut rootfs = Tree::new();
         let mut initrd = Tree::new();
         for t in [&mut rootfs, &mut initrd] {
             insert(t, Entry::dir("boot", GENERATED_DIR))?;
         }
-        insert(&mut rootfs, Entry::file("boot/cmdline", cmdline, GENERATED_FILE))?;
+        insert(
+            &mut rootfs,
+            Entry::file("boot/cmdline", cmdline, GENERATED_FILE),
+        )?;
         insert(&mut rootfs, Entry::file("boot/kernel", kernel, kernel_meta))?;
         if let Some(tar) = &self.tar {
             let (blob, _) = find(tar, "kernel tar")?;
             let file = store.open_blob(&blob.digest)?;
-            let layer = unpack_layer(store, std::io::BufReader::new(file), "application/vnd.oci.image.layer.v1.tar", &self.limits)
-                .map_err(|e| ActionError::new(e.category(), e))?;
+            let layer = unpack_layer(
+                store,
+                std::io::BufReader::new(file),
+                "application/vnd.oci.image.layer.v1.tar",
+                &self.limits,
+            )
+            .map_err(|e| ActionError::new(e.category(), e))?;
             let modules = Tree::merge_layers(&[layer]).map_err(tree_error)?;
             for entry in modules.iter() {
                 insert(&mut rootfs, entry.clone())?;
@@ -329,13 +397,22 @@ impl KernelAction {
         if let Some(ucode) = &self.ucode {
             let (blob, meta) = find(ucode, "ucode")?;
             insert(&mut rootfs, Entry::file("boot/ucode.cpio", blob, meta))?;
-            outputs.push(Artifact { name: "ucode".into(), blob });
+            outputs.push(Artifact {
+                name: "ucode".into(),
+                blob,
+            });
         }
         for t in [&mut rootfs, &mut initrd] {
             tag(t, &self.source, "kernel");
         }
-        outputs.push(Artifact { name: "rootfs".into(), blob: save_tree(store, &rootfs)? });
-        outputs.push(Artifact { name: "initrd".into(), blob: save_tree(store, &initrd)? });
+        outputs.push(Artifact {
+            name: "rootfs".into(),
+            blob: save_tree(store, &rootfs)?,
+        });
+        outputs.push(Artifact {
+            name: "initrd".into(),
+            blob: save_tree(store, &initrd)?,
+        });
         Ok(ActionResult { outputs })
     }
 }
@@ -431,7 +508,9 @@ fn files_tree(store: &Store, items: &[FileItem]) -> Result<Tree, ActionError> {
         let entry = match &item.data {
             FileData::Directory => Entry::dir(item.path.as_str(), meta),
             FileData::Symlink(target) => Entry::symlink(item.path.as_str(), target.as_str(), meta),
-            FileData::Inline(bytes) => Entry::file(item.path.as_str(), store.put_bytes(bytes)?, meta),
+            FileData::Inline(bytes) => {
+                Entry::file(item.path.as_str(), store.put_bytes(bytes)?, meta)
+            }
             FileData::Blob(blob) => {
                 if !store.has_blob(blob) {
                     return Err(ActionError::internal(format!(
@@ -448,8 +527,12 @@ fn files_tree(store: &Store, items: &[FileItem]) -> Result<Tree, ActionError> {
 }
 
 fn with_tag(mut entry: Entry, location: &str) -> Entry {
-    entry.pax.insert("LINUXKIT.source".into(), "linuxkit.files".into());
-    entry.pax.insert("LINUXKIT.location".into(), location.into());
+    entry
+        .pax
+        .insert("LINUXKIT.source".into(), "linuxkit.files".into());
+    entry
+        .pax
+        .insert("LINUXKIT.location".into(), location.into());
     entry
 }
 
@@ -469,10 +552,22 @@ mod tests {
         let (_d, store) = store();
         let mut image = Tree::new();
         let blob = store.put_bytes(b"x").expect("put");
-        image.insert(Entry::dir("etc", Meta::new(0o700, 5, 5, 7))).expect("insert");
-        image.insert(Entry::file("etc/hostname", blob, Meta::new(0o644, 0, 0, 7))).expect("insert");
-        image.insert(Entry::file("etc/resolv.conf", blob, Meta::new(0o600, 0, 0, 7))).expect("insert");
-        image.insert(Entry::file(".dockerenv", blob, Meta::new(0o644, 0, 0, 7))).expect("insert");
+        image
+            .insert(Entry::dir("etc", Meta::new(0o700, 5, 5, 7)))
+            .expect("insert");
+        image
+            .insert(Entry::file("etc/hostname", blob, Meta::new(0o644, 0, 0, 7)))
+            .expect("insert");
+        image
+            .insert(Entry::file(
+                "etc/resolv.conf",
+                blob,
+                Meta::new(0o600, 0, 0, 7),
+            ))
+            .expect("insert");
+        image
+            .insert(Entry::file(".dockerenv", blob, Meta::new(0o644, 0, 0, 7)))
+            .expect("insert");
         let init = linuxkit_root(&store, &image, RootFilter::Init).expect("filter");
         assert!(!init.contains("etc/hostname") && !init.contains(".dockerenv"));
         assert_eq!(init.get("etc").expect("etc").meta(), GENERATED_DIR);
@@ -481,12 +576,20 @@ mod tests {
             other => panic!("resolv.conf is {other:?}"),
         }
         assert_eq!(init.get("etc/resolv.conf").expect("resolv").mode, 0o600);
-        assert_eq!(init.read_file(&store, "etc/hosts").expect("hosts"), HOSTS.as_bytes());
+        assert_eq!(
+            init.read_file(&store, "etc/hosts").expect("hosts"),
+            HOSTS.as_bytes()
+        );
         for dir in TOUCH_DIRS {
             assert!(init.get(dir).expect("touched").is_dir(), "{dir}");
         }
         let container = linuxkit_root(&store, &image, RootFilter::Container).expect("filter");
-        assert_eq!(container.read_file(&store, "etc/resolv.conf").expect("resolv"), NO_RESOLV.as_bytes());
+        assert_eq!(
+            container
+                .read_file(&store, "etc/resolv.conf")
+                .expect("resolv"),
+            NO_RESOLV.as_bytes()
+        );
     }
 
     #[test]
@@ -502,8 +605,21 @@ mod tests {
             index: 3,
         }];
         let tree = files_tree(&store, &items).expect("tree");
-        let paths: Vec<_> = tree.iter().map(|e| (e.path.as_str(), e.mode, e.uid)).collect();
-        assert_eq!(paths, [("etc", 0o750, 100), ("etc/ssh", 0o750, 100), ("etc/ssh/key", 0o640, 100)]);
-        assert_eq!(tree.get("etc").expect("etc").pax["LINUXKIT.location"], "files[3]");
+        let paths: Vec<_> = tree
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.uid))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("etc", 0o750, 100),
+                ("etc/ssh", 0o750, 100),
+                ("etc/ssh/key", 0o640, 100)
+            ]
+        );
+        assert_eq!(
+            tree.get("etc").expect("etc").pax["LINUXKIT.location"],
+            "files[3]"
+        );
     }
 }
