@@ -50,6 +50,78 @@ pub enum ProgressMode {
 pub enum Command {
     /// Build targets (labels like //examples:sshd, patterns like //examples/..., or yml files)
     Build(BuildArgs),
+    /// Build, printing one line per executed action saying why it ran
+    Explain(BuildArgs),
+    /// Print the action graph of targets (kinds, short keys, cached or not)
+    Query(QueryArgs),
+    /// Print the merged, validated, defaulted config of targets
+    Config(ConfigArgs),
+    /// Inspect and manage the store
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Labels, patterns or yml files
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Output formats to plan (as for build)
+    #[arg(short, long = "format", value_delimiter = ',', value_name = "FORMAT")]
+    pub formats: Vec<String>,
+    /// How to print the graph
+    #[arg(long, value_enum, default_value_t = QueryOutput::Text)]
+    pub output: QueryOutput,
+    /// Target architecture [default: the host's]
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Use only the store and OCI layouts
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryOutput {
+    Text,
+    Dot,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Labels, patterns or yml files (several files merge in order)
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Also merge each image's org.mobyproject.config label (resolves images)
+    #[arg(long)]
+    pub resolved: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ConfigOutput::Yaml)]
+    pub output: ConfigOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigOutput {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List cached action results and blobs
+    Ls,
+    /// Show how much space the store uses
+    Du,
+    /// Remove everything not reachable from the last outputs of each target
+    Gc {
+        /// Also evict reachable entries, oldest first, until the store is at most this big (e.g. 10G)
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+    },
+    /// Re-hash every blob; drop damaged blobs and the cache entries that name them
+    Verify,
+    /// Delete the whole store
+    Clean,
 }
 
 #[derive(Debug, Args)]
@@ -84,4 +156,21 @@ pub struct BuildArgs {
     /// Ignore the action cache and run every action
     #[arg(long)]
     pub rebuild: bool,
+    /// Print why each executed action ran
+    #[arg(long)]
+    pub explain: bool,
+    /// Build twice, the second time ignoring the action cache, and name every action whose
+    /// output differs (a reproducibility check)
+    #[arg(long)]
+    pub check: bool,
+    /// Initrd segment compression
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    pub initrd_compression: Compression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
 }

@@ -13,6 +13,7 @@ use lkb_rules::resolve::ResolveError;
 use lkb_rules::workspace::WorkspaceError;
 use lkb_store::{ErrorCategory, StoreError};
 
+use crate::ops::build::NotReproducible;
 use crate::printer;
 
 /// An error the CLI itself raises about its arguments.
@@ -39,7 +40,8 @@ pub(crate) fn category(error: &anyhow::Error) -> ErrorCategory {
             LockError,
             LowerError,
             WorkspaceError,
-            StoreError
+            StoreError,
+            NotReproducible
         );
         if cause.downcast_ref::<UsageError>().is_some()
             || cause.downcast_ref::<FormatError>().is_some()

@@ -6,13 +6,20 @@ use anyhow::Context;
 use lkb_engine::CancelToken;
 use lkb_rules::formats::Format;
 
-use crate::args::{BuildArgs, GlobalArgs};
+use lkb_rules::compress::Codec;
+
+use crate::args::{BuildArgs, Compression, GlobalArgs};
 use crate::ops::build::{BuildReport, BuildRequest, build, outputs_by_dir};
 use crate::printer;
 use crate::reporter::{CliReporter, JSON_VERSION};
 use crate::settings::Settings;
 
-pub(crate) fn run(global: &GlobalArgs, args: &BuildArgs, settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn run(
+    global: &GlobalArgs,
+    args: &BuildArgs,
+    settings: &Settings,
+    explain: bool,
+) -> anyhow::Result<()> {
     let mut formats = Vec::new();
     for f in &args.formats {
         let format: Format = f.parse()?;
@@ -31,9 +38,14 @@ pub(crate) fn run(global: &GlobalArgs, args: &BuildArgs, settings: &Settings) ->
         offline: args.offline,
         pull: args.pull,
         rebuild: args.rebuild,
-        codec: Default::default(),
+        codec: match args.initrd_compression {
+            Compression::Gzip => Codec::Gzip { level: 6 },
+            Compression::Zstd => Codec::Zstd { level: 3 },
+            Compression::None => Codec::None,
+        },
+        check: args.check,
     };
-    let reporter = Arc::new(CliReporter::new(global.progress, global.quiet, false));
+    let reporter = Arc::new(CliReporter::new(global.progress, global.quiet, explain));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

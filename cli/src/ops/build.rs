@@ -37,6 +37,21 @@ pub struct BuildRequest {
     pub pull: bool,
     pub rebuild: bool,
     pub codec: Codec,
+    /// Build a second time ignoring the cache and report actions whose outputs differ.
+    pub check: bool,
+}
+
+/// `--check` found actions whose outputs differ between two executions.
+#[derive(Debug, thiserror::Error)]
+#[error("not reproducible: {} action(s) gave different outputs when run again:\n  {}", .actions.len(), .actions.join("\n  "))]
+pub struct NotReproducible {
+    pub actions: Vec<String>,
+}
+
+impl NotReproducible {
+    pub fn category(&self) -> lkb_store::ErrorCategory {
+        lkb_store::ErrorCategory::Internal
+    }
 }
 
 /// What a build did.
@@ -247,7 +262,23 @@ pub async fn build(
         cancel,
         ..BuildOptions::default()
     };
-    let outcome = Scheduler::run(&graph, &store, &opts, reporter).await?;
+    let outcome = Scheduler::run(&graph, &store, &opts, Arc::clone(&reporter)).await?;
+    if req.check {
+        let again = BuildOptions {
+            rebuild: true,
+            ..opts.clone()
+        };
+        let second = Scheduler::run(&graph, &store, &again, reporter).await?;
+        let differing: Vec<String> = outcome
+            .results
+            .iter()
+            .filter(|(node, result)| second.results.get(node) != Some(result))
+            .filter_map(|(node, _)| graph.action(*node).map(|a| a.label()))
+            .collect();
+        if !differing.is_empty() {
+            return Err(NotReproducible { actions: differing }.into());
+        }
+    }
 
     // output: only now, after everything succeeded, touch the output directories.
     let mut written = Vec::new();
