@@ -437,6 +437,14 @@ impl Tree {
         self.map.retain(|_, e| keep(e));
     }
 
+    /// Sets a PAX record on every entry (e.g. LinuxKit's `LINUXKIT.source`); paths and kinds
+    /// stay as they are.
+    pub fn set_pax_all(&mut self, key: &str, value: &str) {
+        for e in self.map.values_mut() {
+            e.pax.insert(key.to_string(), value.to_string());
+        }
+    }
+
     /// All entries in archive order: a parent always precedes its children, and a directory's
     /// subtree is contiguous.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Entry> + ExactSizeIterator {

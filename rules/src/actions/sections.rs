@@ -116,17 +116,8 @@ fn tree_error(e: TreeError) -> ActionError {
 
 /// Sets LinuxKit's provenance PAX records on every entry.
 pub(crate) fn tag(tree: &mut Tree, source: &str, location: &str) {
-    let entries: Vec<Entry> = tree.iter().cloned().collect();
-    let mut tagged = Tree::new();
-    for mut e in entries {
-        e.pax.insert("LINUXKIT.source".into(), source.to_string());
-        e.pax
-            .insert("LINUXKIT.location".into(), location.to_string());
-        tagged
-            .insert(e)
-            .expect("re-inserting the entries of a valid tree");
-    }
-    *tree = tagged;
+    tree.set_pax_all("LINUXKIT.source", source);
+    tree.set_pax_all("LINUXKIT.location", location);
 }
 
 /// Adds `path` and each of its ancestors as generated directories (if missing).
