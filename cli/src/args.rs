@@ -78,12 +78,22 @@ pub struct QueryArgs {
     /// Use only the store and OCI layouts
     #[arg(long)]
     pub offline: bool,
+    /// Initrd segment compression (as for build; it is part of the segments' keys)
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    pub initrd_compression: Compression,
+    /// Leave out sbom.spdx.json (as for build)
+    #[arg(long)]
+    pub no_sbom: bool,
 }
 
+/// How `lkb query` prints the graph (see docs/cli.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QueryOutput {
+    /// One line per action: id, kind, short key, cached or not, label, inputs
     Text,
+    /// A Graphviz digraph, edges from input to dependent
     Dot,
+    /// One versioned JSON document
     Json,
 }
 
@@ -166,6 +176,9 @@ pub struct BuildArgs {
     /// Initrd segment compression
     #[arg(long, value_enum, default_value_t = Compression::Gzip)]
     pub initrd_compression: Compression,
+    /// Leave out sbom.spdx.json (the SPDX documents of the images' attestations, merged)
+    #[arg(long)]
+    pub no_sbom: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

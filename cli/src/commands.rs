@@ -11,7 +11,7 @@ use crate::settings::Settings;
 pub(crate) fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
     match &cli.command {
         Command::Build(args) => build::run(&cli.global, args, settings, args.explain),
-        Command::Explain(args) => build::run(&cli.global, args, settings, true),
+        Command::Explain(args) => build::explain(&cli.global, args, settings),
         Command::Query(args) => query::run(&cli.global, args, settings),
         Command::Config(args) => config::run(&cli.global, args, settings),
         Command::Cache(command) => cache::run(&cli.global, command, settings),

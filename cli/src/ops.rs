@@ -1,3 +1,6 @@
 //! Library operations behind the commands.
 
 pub mod build;
+pub mod cache;
+pub mod plan;
+pub mod query;

@@ -8,6 +8,14 @@ pub(crate) fn err(line: &str) {
     eprintln!("{line}");
 }
 
+/// Writes a result line to stdout (`query`, `explain`). A closed stdout, as in
+/// `lkb query … | head`, ends the output quietly instead of failing the command.
+pub(crate) fn out(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // Ignored on purpose: the reader went away, and there is no one left to tell.
+    let _ = writeln!(stdout, "{line}");
+}
+
 /// Flushes both streams (before exiting).
 pub(crate) fn flush() {
     let _ = std::io::stdout().flush();

@@ -1,23 +1,44 @@
 //! Renders build events on stderr: a spinner on a terminal, one line per executed action
 //! otherwise, or versioned JSON lines (`--progress=json`, documented in docs/cli.md).
+//!
+//! With an explanation ([`Explain`]), each executed action's line says why it ran, and
+//! images whose pin moved are announced first; `lkb explain` prints just those lines, on
+//! stdout.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lkb_engine::{BuildEvent, RebuildReason, Reporter};
 
 use crate::args::ProgressMode;
+use crate::ops::plan::ImageMove;
 use crate::printer;
 
 /// Version of the JSON-lines event format.
 pub(crate) const JSON_VERSION: u32 = 1;
 
+/// Whether and where to say why actions ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Explain {
+    /// Executed actions are listed without a reason.
+    Off,
+    /// `lkb build --explain`: the progress line of each executed action ends with its reason.
+    Progress,
+    /// `lkb explain`: one line per executed action on stdout, and no other action lines.
+    Only,
+}
+
 pub(crate) struct CliReporter {
     mode: Mode,
     finished: AtomicUsize,
     executed: AtomicUsize,
-    explain: bool,
+    explain: Explain,
+    /// Action sources of images that moved ("image REF") → what to call them in a reason
+    /// ("image REF moved").
+    moved: Mutex<BTreeMap<String, String>>,
 }
 
 enum Mode {
@@ -30,7 +51,7 @@ enum Mode {
 }
 
 impl CliReporter {
-    pub(crate) fn new(mode: ProgressMode, quiet: bool, explain: bool) -> CliReporter {
+    pub(crate) fn new(mode: ProgressMode, quiet: bool, explain: Explain) -> CliReporter {
         let mode = match mode {
             _ if quiet => Mode::Silent,
             ProgressMode::Json => Mode::Json,
@@ -52,6 +73,7 @@ impl CliReporter {
             finished: AtomicUsize::new(0),
             executed: AtomicUsize::new(0),
             explain,
+            moved: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -77,17 +99,80 @@ impl CliReporter {
             bar.finish_and_clear();
         }
     }
-}
 
-/// One short human sentence for why an action ran.
-pub(crate) fn reason_text(reason: &RebuildReason) -> String {
-    reason.to_string()
+    /// Prints a result line on stdout without tearing the bar.
+    fn out(&self, text: &str) {
+        match &self.mode {
+            Mode::Bar(bar) => bar.suspend(|| printer::out(text)),
+            _ => printer::out(text),
+        }
+    }
+
+    /// Prints an explanation line where the explanation goes (nowhere when not explaining).
+    fn explanation(&self, text: &str) {
+        match self.explain {
+            Explain::Off => {}
+            Explain::Progress => match &self.mode {
+                Mode::Json | Mode::Silent => {}
+                _ => self.line(text),
+            },
+            Explain::Only => self.out(text),
+        }
+    }
+
+    /// Announces images whose pin moved (before any action runs), and remembers them so that
+    /// reasons downstream say `image REF moved`.
+    pub(crate) fn images_moved(&self, moved: &[ImageMove]) {
+        let mut known = self
+            .moved
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for image in moved {
+            known.insert(image.source(), format!("image {} moved", image.reference));
+            if let Mode::Json = self.mode {
+                let event = serde_json::json!({
+                    "v": JSON_VERSION, "event": "image_moved", "ref": image.reference,
+                    "platform": image.platform, "old": image.old.to_string(),
+                    "new": image.new.to_string(),
+                });
+                printer::err(&event.to_string());
+            }
+            self.explanation(&image.to_string());
+        }
+    }
+
+    /// One short human sentence for why an action ran.
+    pub(crate) fn reason_text(&self, reason: &RebuildReason) -> String {
+        if *reason == RebuildReason::Forced {
+            return "forced (--rebuild)".to_owned();
+        }
+        let moved = self
+            .moved
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        reason
+            .clone()
+            .map_origin(|origin| moved.get(&origin).cloned().unwrap_or(origin))
+            .to_string()
+    }
 }
 
 impl Reporter for CliReporter {
     fn event(&self, event: &BuildEvent) {
         if let Mode::Json = self.mode {
-            printer::err(&json_event(event).to_string());
+            printer::err(&self.json_event(event).to_string());
+            if let (
+                Explain::Only,
+                BuildEvent::ActionFinished {
+                    kind,
+                    label,
+                    reason: Some(reason),
+                    ..
+                },
+            ) = (self.explain, event)
+            {
+                self.out(&explain_line(kind, label, &self.reason_text(reason)));
+            }
             return;
         }
         match event {
@@ -110,9 +195,18 @@ impl Reporter for CliReporter {
                     return;
                 }
                 let n = self.executed.fetch_add(1, Ordering::Relaxed) + 1;
-                let why = match (self.explain, reason) {
-                    (true, Some(r)) => format!(": {}", reason_text(r)),
+                let why = match reason {
+                    Some(reason) if self.explain != Explain::Off => self.reason_text(reason),
                     _ => String::new(),
+                };
+                if self.explain == Explain::Only {
+                    self.out(&explain_line(kind, label, &why));
+                    return;
+                }
+                let why = if why.is_empty() {
+                    why
+                } else {
+                    format!(": {why}")
                 };
                 let text = format!(
                     "  {n:>4} {kind:<9} {label} ({:.2}s){why}",
@@ -121,7 +215,7 @@ impl Reporter for CliReporter {
                 match &self.mode {
                     Mode::Plain => printer::err(&text),
                     Mode::Bar(bar) => bar.suspend(|| printer::err(&text)),
-                    Mode::Quiet if self.explain => printer::err(&text),
+                    Mode::Quiet if self.explain == Explain::Progress => printer::err(&text),
                     _ => {}
                 }
             }
@@ -133,36 +227,44 @@ impl Reporter for CliReporter {
     }
 }
 
-fn json_event(event: &BuildEvent) -> serde_json::Value {
-    use serde_json::json;
-    match event {
-        BuildEvent::ActionStarted { node, kind, label } => json!({
-            "v": JSON_VERSION, "event": "action_started", "node": node.index(), "kind": kind, "label": label,
-        }),
-        BuildEvent::Progress { node, bytes } => json!({
-            "v": JSON_VERSION, "event": "progress", "node": node.index(), "bytes": bytes,
-        }),
-        BuildEvent::ActionFinished {
-            node,
-            kind,
-            label,
-            cached,
-            reason,
-            duration,
-        } => json!({
-            "v": JSON_VERSION, "event": "action_finished", "node": node.index(), "kind": kind,
-            "label": label, "cached": cached,
-            "reason": reason.as_ref().map(reason_text),
-            "duration_ms": duration.as_millis() as u64,
-        }),
-        BuildEvent::ActionFailed {
-            node,
-            kind,
-            label,
-            error,
-        } => json!({
-            "v": JSON_VERSION, "event": "action_failed", "node": node.index(), "kind": kind,
-            "label": label, "error": error,
-        }),
+/// `lkb explain`'s line for one executed action: `KIND LABEL: REASON`.
+fn explain_line(kind: &str, label: &str, reason: &str) -> String {
+    format!("{kind:<9} {label}: {reason}")
+}
+
+impl CliReporter {
+    fn json_event(&self, event: &BuildEvent) -> serde_json::Value {
+        use serde_json::json;
+        match event {
+            BuildEvent::ActionStarted { node, kind, label } => json!({
+                "v": JSON_VERSION, "event": "action_started", "node": node.index(), "kind": kind, "label": label,
+            }),
+            BuildEvent::Progress { node, bytes } => json!({
+                "v": JSON_VERSION, "event": "progress", "node": node.index(), "bytes": bytes,
+            }),
+            BuildEvent::ActionFinished {
+                node,
+                kind,
+                label,
+                cached,
+                reason,
+                duration,
+            } => json!({
+                "v": JSON_VERSION, "event": "action_finished", "node": node.index(), "kind": kind,
+                "label": label, "cached": cached,
+                "reason": reason.as_ref().map(|reason| self.reason_text(reason)),
+                "reason_kind": reason.as_ref().map(RebuildReason::name),
+                "duration_ms": duration.as_millis() as u64,
+            }),
+            BuildEvent::ActionFailed {
+                node,
+                kind,
+                label,
+                error,
+            } => json!({
+                "v": JSON_VERSION, "event": "action_failed", "node": node.index(), "kind": kind,
+                "label": label, "error": error,
+            }),
+        }
     }
 }

@@ -8,7 +8,6 @@ pub struct Settings {
     pub store: PathBuf,
     pub docker_config: Option<PathBuf>,
     pub home: Option<PathBuf>,
-    pub source_date_epoch: Option<i64>,
     pub no_color: bool,
 }
 
@@ -38,7 +37,6 @@ impl Settings {
             store,
             docker_config,
             home,
-            source_date_epoch: var("SOURCE_DATE_EPOCH").and_then(|v| v.parse().ok()),
             no_color: var("NO_COLOR").is_some(),
         }
     }

@@ -43,7 +43,17 @@ pub trait Action: Send + Sync + fmt::Debug + 'static {
     fn identity(&self) -> String;
 
     /// Writes every fact other than the inputs that affects the output, canonically.
+    ///
+    /// Group the writes into named [`KeyHasher::field`]s (`cmdline`, `files[3].contents`):
+    /// when the params change, `--explain` names the fields that changed.
     fn params(&self, key: &mut KeyHasher);
+
+    /// The outside source this action reads, if any, e.g. `image localhost/app:v2` for a
+    /// fetch. When the action is new, its dependents name this as the origin of their input
+    /// change. Not part of the key.
+    fn source(&self) -> Option<String> {
+        None
+    }
 
     /// Which semaphore bounds this action.
     fn class(&self) -> ActionClass {

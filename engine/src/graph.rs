@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::key::params_hash;
-use crate::{Action, EngineError};
+use crate::key::params_digest;
+use crate::{Action, EngineError, ParamsDigest};
 
 /// A node of a [`Graph`] (or of the [`GraphBuilder`] that made it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,7 +31,7 @@ impl fmt::Display for NodeId {
 pub(crate) struct Node {
     pub(crate) action: Arc<dyn Action>,
     pub(crate) inputs: Vec<NodeId>,
-    pub(crate) params_hash: [u8; 32],
+    pub(crate) params: ParamsDigest,
 }
 
 /// What makes two `add` calls the same action.
@@ -48,7 +48,7 @@ impl Node {
         Signature {
             kind: self.action.kind(),
             version: self.action.version(),
-            params_hash: self.params_hash,
+            params_hash: self.params.hash,
             inputs: self.inputs.clone(),
         }
     }
@@ -90,7 +90,7 @@ impl GraphBuilder {
             self.check(input);
         }
         let node = Node {
-            params_hash: params_hash(&*action),
+            params: params_digest(&*action),
             action,
             inputs: inputs.to_vec(),
         };
@@ -198,6 +198,11 @@ impl Graph {
     /// The action of a node.
     pub fn action(&self, id: NodeId) -> Option<&Arc<dyn Action>> {
         self.nodes.get(id.index()).map(|node| &node.action)
+    }
+
+    /// The hash of a node's params, whole and per field.
+    pub fn params(&self, id: NodeId) -> Option<&ParamsDigest> {
+        self.nodes.get(id.index()).map(|node| &node.params)
     }
 
     /// The inputs of a node, in declared order.

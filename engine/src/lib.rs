@@ -14,6 +14,8 @@
 //!   from the store's action cache, executes misses under `-j`/io limits (critical path first),
 //!   records results, and explains each execution with a [`RebuildReason`] (`history`).
 //! - [`BuildEvent`]s go to a [`Reporter`] (`event`); [`CancelToken`] (`cancel`) stops a build.
+//! - [`probe`] (`probe`): the keys and cache state of a graph's nodes without running
+//!   anything (for `lkb query`).
 //!
 //! # Action keys
 //!
@@ -39,8 +41,12 @@
 //! After executing (or on a cache hit with a different key than last time), the scheduler
 //! stores a [`HistoryRecord`] under the action's [`Action::identity`] in
 //! [`MetaTable::History`](lkb_store::MetaTable::History): key, kind, version, params hash and
-//! every input's artifacts. The next miss compares against it to produce the
-//! [`RebuildReason`].
+//! every input's artifacts, plus a short digest per params field ([`KeyHasher::field`]). The
+//! next miss compares against it to produce the [`RebuildReason`]: which params fields
+//! changed (`files[3].contents`), or which input changed from what to what. The scheduler
+//! also hands each run's *origin* downstream (a changed field, or a new action's
+//! [`Action::source`] such as an image), so an input change names the change upstream that
+//! caused it.
 
 mod action;
 mod build;
@@ -50,6 +56,7 @@ mod event;
 mod graph;
 mod history;
 mod key;
+mod probe;
 mod scheduler;
 
 pub use action::{Action, ActionClass, ActionError, ExecCtx};
@@ -59,6 +66,10 @@ pub use error::{BuildError, EngineError};
 pub use event::{BuildEvent, NullReporter, Reporter};
 pub use graph::{Graph, GraphBuilder, NodeId};
 pub use history::{HistoryRecord, InputRecord, RebuildReason};
-pub use key::{KEY_SCHEMA_VERSION, KeyHasher, action_key, params_hash};
+pub use key::{
+    KEY_SCHEMA_VERSION, KeyHasher, ParamsDigest, UNNAMED_FIELD, action_key, params_digest,
+    params_hash,
+};
 pub use lkb_store::{ActionKey, ErrorCategory};
+pub use probe::{CacheState, NodeProbe, probe};
 pub use scheduler::Scheduler;

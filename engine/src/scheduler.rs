@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use crate::action::Counters;
-use crate::history::HistoryRecord;
+use crate::history::{HistoryRecord, field_list};
 use crate::key::action_key;
 use crate::{
     ActionClass, ActionError, BuildError, BuildEvent, BuildOptions, BuildOutcome, BuildStats,
@@ -157,6 +157,9 @@ struct Run<'a> {
     failure: Option<BuildError>,
     cancelled: bool,
     reasons: BTreeMap<NodeId, RebuildReason>,
+    /// Per node executed in this build: the upstream change that made it run (see
+    /// [`Run::explain`]), handed on to the reasons of its dependents.
+    origins: Vec<Option<String>>,
     cached: usize,
     executed: usize,
 }
@@ -193,6 +196,7 @@ impl<'a> Run<'a> {
             failure: None,
             cancelled: false,
             reasons: BTreeMap::new(),
+            origins: vec![None; count],
             cached: 0,
             executed: 0,
         }
@@ -319,7 +323,7 @@ impl<'a> Run<'a> {
         let key = action_key(
             action.kind(),
             action.version(),
-            &graph_node.params_hash,
+            &graph_node.params.hash,
             inputs.iter().map(|input| &**input),
         );
         let labels = graph_node
@@ -330,7 +334,7 @@ impl<'a> Run<'a> {
             key,
             action.kind(),
             action.version(),
-            &graph_node.params_hash,
+            &graph_node.params,
             labels.zip(inputs.iter().map(|input| (**input).clone())),
         );
         self.keys[node] = Some(key);
@@ -373,6 +377,80 @@ impl<'a> Run<'a> {
             TaskOutput::Looked(looked)
         });
         self.task_nodes.insert(handle.id(), first);
+    }
+
+    /// The upstream origin recorded for the first of `inputs` that has one.
+    fn first_origin<'i>(&self, mut inputs: impl Iterator<Item = &'i NodeId>) -> Option<String> {
+        inputs.find_map(|input| self.origins[input.index()].clone())
+    }
+
+    /// Completes a miss's reason with the origin of the change upstream, and records what
+    /// this node's own run means to its dependents:
+    /// - changed params: `<identity> <fields> changed` (just the fields when they already
+    ///   start with the identity, as in `files[3].contents changed`);
+    /// - a new action: its [`Action::source`](crate::Action::source), else its inputs' origin;
+    /// - a changed input: that input's origin (for a changed count, the first input's that
+    ///   has one);
+    /// - a new version: `<identity> version changed`.
+    fn explain(&mut self, node: usize, reason: RebuildReason) -> RebuildReason {
+        let graph_node = &self.graph.nodes[node];
+        let action = &graph_node.action;
+        let (reason, origin) = match reason {
+            RebuildReason::ParamsChanged { fields } => {
+                let identity = action.identity();
+                let origin = if fields.is_empty() {
+                    format!("{identity} parameters changed")
+                } else if fields.iter().all(|field| field.starts_with(&identity)) {
+                    format!("{} changed", field_list(&fields))
+                } else {
+                    format!("{identity} {} changed", field_list(&fields))
+                };
+                (RebuildReason::ParamsChanged { fields }, Some(origin))
+            }
+            RebuildReason::New => {
+                let origin = action
+                    .source()
+                    .or_else(|| self.first_origin(graph_node.inputs.iter()));
+                (RebuildReason::New, origin)
+            }
+            RebuildReason::InputChanged {
+                input,
+                input_label,
+                artifact,
+                old,
+                new,
+                origin: _,
+            } => {
+                let origin = self.first_origin(graph_node.inputs.get(input).into_iter());
+                let reason = RebuildReason::InputChanged {
+                    input,
+                    input_label,
+                    artifact,
+                    old,
+                    new,
+                    origin: origin.clone(),
+                };
+                (reason, origin)
+            }
+            RebuildReason::InputCountChanged { old, new, .. } => {
+                let origin = self.first_origin(graph_node.inputs.iter());
+                let reason = RebuildReason::InputCountChanged {
+                    old,
+                    new,
+                    origin: origin.clone(),
+                };
+                (reason, origin)
+            }
+            RebuildReason::VersionChanged { old, new } => (
+                RebuildReason::VersionChanged { old, new },
+                Some(format!("{} version changed", action.identity())),
+            ),
+            other @ (RebuildReason::Forced
+            | RebuildReason::CacheEntryDamaged { .. }
+            | RebuildReason::CacheEntryMissing) => (other, None),
+        };
+        self.origins[node] = origin;
+        reason
     }
 
     /// Queues a cache miss for a permit, unless the same key is already queued or running.
@@ -468,6 +546,7 @@ impl<'a> Run<'a> {
                             .insert(NodeId::from_index(node), reason.clone());
                         self.complete(node, result.clone(), Some(reason), duration);
                         for duplicate in duplicates {
+                            self.origins[duplicate] = self.origins[node].clone();
                             self.complete(duplicate, result.clone(), None, Duration::ZERO);
                         }
                     }
@@ -499,6 +578,7 @@ impl<'a> Run<'a> {
             }
             Ok(LookupOutcome::Miss(reason)) => {
                 if !self.stopping() {
+                    let reason = self.explain(node, reason);
                     self.enqueue(node, reason);
                 }
             }

@@ -13,6 +13,9 @@
 //! | `bundle`            | merge (unless de-duplicated)   | bundle path, root dir, readonly, config.json, runtime.json, source ref, location | `tree` |
 //! | `kernel`            | merge                          | binary, tar, ucode names, cmdline, source ref      | `kernel`, `cmdline`, `ucode`?, `rootfs`, `initrd` (trees) |
 //! | `files`             | —                              | every entry: path, kind, bytes or blob digest, mode, uid, gid | `tree` |
+//! | `apk-db`            | init-root × init images        | —                                                  | `tree` (the union, or empty) |
+//! | `volume`            | merge (filesystem), fetch × blobs then the index (oci), — (blank) | name, location, content kind, source ref, layout version | `tree` |
+//! | `sbom`              | fetch × SPDX attestation layers | per document: prefix, input; created time, format version | `tree` |
 //! | `segment`           | one tree-producing action      | which artifact, codec, level                       | `segment` |
 //! | `initrd`            | kernel?, segments              | whether ucode is prepended                         | `initrd` |
 //! | `rootfs-tar`        | kernel?, trees                 | artifact per input                                 | `tar` |
@@ -20,16 +23,29 @@
 //!
 //! Labels, identities and image sources (where to fetch from) are *not* in keys: they do not
 //! change the bytes.
+//!
+//! Params are written as named [`KeyHasher::field`](lkb_engine::KeyHasher::field)s, so
+//! `--explain` can say which one changed: `kernel` writes `image`, `binary`, `tar`, `ucode`,
+//! `cmdline`, `limits`; `bundle` writes `path`, `root`, `readonly`, `config.json`,
+//! `runtime.json`, `image`, `location`; `files` writes one field per entry, `files[N]`, with
+//! `path`, `kind`, `contents` (or `target`), `mode`, `uid`, `gid`, `parent_mode`; `segment`
+//! writes `artifact`, `codec`, `cpio_format`.
 
+mod apkdb;
 mod archive;
 mod image;
+mod sbom;
 mod sections;
+mod volume;
 
+pub use apkdb::{APK_INSTALLED, ApkDbAction};
 pub use archive::{InitrdAction, KernelInitrdTarAction, RootfsTarAction, SegmentAction};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use sections::{
     BundleAction, FileData, FileItem, FilesAction, InitRootAction, KernelAction, RootFilter,
 };
+pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
+pub use volume::{VolumeAction, VolumeContent};
 
 use lkb_engine::ActionError;
 use lkb_store::{ActionResult, Artifact, BlobRef, Store};

@@ -19,13 +19,18 @@
 //! - `oomScoreAdj` must be within -1000..=1000.
 //!
 //! No I/O happens here; the caller reads the file.
+//! The one exception is `@pkg:` templates: [`parse_local_config`] and [`resolve_templates`]
+//! read the package's `build.yml` and run `git`; [`parse_config_with`] stays pure.
+//! [`render_metadata`] writes the final configuration as LinuxKit's `metadata:` files hold it.
 
 mod error;
 mod fields;
 mod ids;
 mod image;
 mod parse;
+mod render;
 mod resources;
+mod template;
 mod types;
 mod yaml;
 
@@ -38,7 +43,12 @@ pub use error::{ConfigError, ConfigWarning, Span, Spanned};
 pub use fields::{ALL_CAPABILITIES, RLIMIT_NAMES};
 pub use ids::IdMap;
 pub use image::parse_label;
-pub use parse::{merge, parse_config};
+pub use parse::{merge, parse_config, parse_config_with};
+pub use render::{ImageSettings, render_metadata, resolve_image};
+pub use template::{
+    PackageError, TEMPLATE_PREFIX, TemplateValues, find_templates, package_reference,
+    parse_local_config, resolve_templates,
+};
 pub use types::{
     Bind, BindNamespaces, Config, Device, FileContent, FileSpec, IdMapping, IdValue, ImageConfig,
     ImageSpec, Interface, Kernel, MetadataFormat, Mount, ResolvedMount, Rlimit, Runtime,

@@ -5,6 +5,8 @@ pub mod compress;
 pub mod config;
 pub mod cpio;
 pub mod formats;
+pub mod gc;
+pub mod indexes;
 pub mod layer;
 pub mod lock;
 pub mod lower;

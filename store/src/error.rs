@@ -110,6 +110,24 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The caller's reference function could not tell which blobs an artifact refers to
+    /// (garbage collection stops rather than guess).
+    #[error("cannot tell which blobs {digest} refers to")]
+    References {
+        digest: BlobDigest,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store cannot be removed while this process has it open.
+    #[error("the store {path} is open in this process")]
+    InUse { path: PathBuf },
+    /// Removing the store's files failed.
+    #[error("cannot remove {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// Flushing blobs to disk before committing a record failed.
     #[error("cannot sync the store filesystem at {path}")]
     Sync {
@@ -123,7 +141,7 @@ impl StoreError {
     /// Who has to act on this error.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            StoreError::CorruptRecord { .. } => ErrorCategory::Internal,
+            StoreError::CorruptRecord { .. } | StoreError::InUse { .. } => ErrorCategory::Internal,
             StoreError::CreateDir { .. }
             | StoreError::Lock { .. }
             | StoreError::Index { .. }
@@ -135,7 +153,9 @@ impl StoreError {
             | StoreError::ReadBlob { .. }
             | StoreError::CorruptBlob { .. }
             | StoreError::Scan { .. }
-            | StoreError::Sync { .. } => ErrorCategory::Environment,
+            | StoreError::Sync { .. }
+            | StoreError::References { .. }
+            | StoreError::Remove { .. } => ErrorCategory::Environment,
         }
     }
 }

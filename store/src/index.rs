@@ -190,6 +190,55 @@ impl Store {
         self.remove_value(ACTIONS, &key.to_string())
     }
 
+    /// Deletes many action records in one transaction; returns how many existed.
+    pub fn remove_actions(&self, keys: &[ActionKey]) -> Result<usize, StoreError> {
+        let hex: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        self.remove_action_rows(&hex)
+    }
+
+    /// Deletes action records by their raw key text (which need not parse), in one transaction.
+    pub(crate) fn remove_action_rows(&self, keys: &[String]) -> Result<usize, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(|e| self.index_error(e))?;
+        let mut removed = 0;
+        {
+            let mut table = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
+            for key in keys {
+                if table
+                    .remove(key.as_str())
+                    .map_err(|e| self.index_error(e))?
+                    .is_some()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.index_error(e))?;
+        Ok(removed)
+    }
+
+    /// Every action record as stored: key text and JSON bytes, neither checked (for `verify`).
+    pub(crate) fn action_rows(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.list_values(ACTIONS)
+    }
+
+    /// The size of the index file in bytes.
+    pub fn index_size(&self) -> Result<u64, StoreError> {
+        let path = &self.inner.index_path;
+        fs_err::metadata(path)
+            .map(|meta| meta.len())
+            .map_err(|source| StoreError::Scan {
+                path: path.clone(),
+                source,
+            })
+    }
+
     /// Every action record (for `cache ls` and garbage collection).
     pub fn list_actions(&self) -> Result<Vec<(ActionKey, ActionResult)>, StoreError> {
         let mut actions = Vec::new();

@@ -9,6 +9,12 @@
 //!   through a [`BlobWriter`] (temp file → hash while writing → rename into `cas/`).
 //! - The redb index holds the action cache ([`Store::get_action_checked`],
 //!   [`Store::put_action`]) and small metadata tables ([`MetaTable`]).
+//! - `gc`: garbage collection ([`Store::inventory`] → [`Inventory::plan`] → [`Store::sweep`]),
+//!   usage by [`BlobClass`] for `du`, and [`Store::clean`]. The store does not know blob
+//!   formats: the caller passes the roots ([`GcRoot`]) and a [`ReferenceFn`] that says which
+//!   blobs an artifact refers to (for lkb, a tree refers to its files' contents).
+//! - `verify`: [`Store::verify`] re-hashes every blob, deletes damaged ones and drops the
+//!   action records that depend on them.
 //! - [`StoreError`] and the [`ErrorCategory`] shared by every lkb crate.
 //!
 //! # On-disk layout
@@ -30,7 +36,7 @@
 //! | `actions` | action key, 64 hex chars  | JSON [`ActionResult`]: `{"outputs":[{"name", "blob":{"digest":"sha256:…","size"}}]}` |
 //! | `history` | action identity           | bytes owned by the engine (last key, inputs, params) |
 //! | `pins`    | image reference           | bytes owned by the resolver                     |
-//! | `roots`   | target label              | bytes owned by the CLI (GC roots)               |
+//! | `roots`   | target label              | bytes owned by the CLI (GC roots; the CLI turns them into [`GcRoot`]s) |
 //!
 //! # Consistency
 //!
@@ -44,15 +50,21 @@
 //! - redb admits one process per database file. [`Store::open`] therefore takes an exclusive
 //!   lock on `store-v1/lock` for the store's lifetime; a second lkb process is told who holds it
 //!   ([`Store::open_with`]) and waits. Within one process, opening the same root again shares
-//!   the open store.
+//!   the open store. `cas/` and `tmp/` are created after the lock is taken, because
+//!   [`Store::clean`] (which deletes everything but the lock file, holding the lock) may have
+//!   run while a process waited.
+//! - Garbage collection and `verify` delete action records (one transaction) before the blob
+//!   files those records named, so a crash in between leaks blobs, never dangling records.
 
 pub mod digest;
 
 mod blob;
 mod error;
+mod gc;
 mod index;
 mod lock;
 mod store;
+mod verify;
 
 #[cfg(test)]
 mod tests;
@@ -63,5 +75,10 @@ pub use digest::{
     TreeDigest,
 };
 pub use error::{ErrorCategory, StoreError};
+pub use gc::{
+    BlobClass, CleanReport, GcPlan, GcReport, GcRoot, Inventory, LiveSet, ReferenceError,
+    ReferenceFn, Usage,
+};
 pub use index::{Lookup, MetaTable};
 pub use store::Store;
+pub use verify::{BlobDamage, DamagedBlob, DroppedAction, RecordDamage, VerifyReport};

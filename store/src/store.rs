@@ -63,13 +63,8 @@ impl Store {
     /// process holds the store lock, and then blocking until it is released.
     pub fn open_with(root: &Path, notify: &dyn Fn(&str)) -> Result<Store, StoreError> {
         let dir = root.join(STORE_DIR);
-        for sub in ["cas/sha256", "tmp"] {
-            create_dir(&dir.join(sub))?;
-        }
-        let canonical = fs_err::canonicalize(&dir).map_err(|source| StoreError::CreateDir {
-            path: dir.clone(),
-            source,
-        })?;
+        create_dir(&dir)?;
+        let canonical = canonical_dir(&dir)?;
 
         // Held while opening, so two threads of this process cannot both lock the store.
         let mut open = OPEN_STORES
@@ -85,6 +80,11 @@ impl Store {
         }
 
         let lock = StoreLock::acquire(&dir.join("lock"), notify)?;
+        // Created under the lock: `lkb cache clean` may have removed them while this process
+        // waited.
+        for sub in ["cas/sha256", "tmp"] {
+            create_dir(&dir.join(sub))?;
+        }
         clean_tmp(&dir.join("tmp"))?;
         let index_path = dir.join("index.redb");
         let index_error = |source: redb::Error| StoreError::Index {
@@ -116,6 +116,11 @@ impl Store {
     /// The versioned store directory, `<root>/store-v1`.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The versioned store directory of the store under `root`, whether or not it exists.
+    pub fn dir_under(root: &Path) -> PathBuf {
+        root.join(STORE_DIR)
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
@@ -174,8 +179,15 @@ impl Store {
     pub fn verify_blob(&self, d: &BlobDigest) -> Result<BlobRef, StoreError> {
         let mut file = self.open_blob(d)?;
         let mut hashing = HashingSink::default();
-        io::copy(&mut file, &mut hashing)
-            .map_err(|source| StoreError::ReadBlob { digest: *d, source })?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            match file.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => hashing.update(&buffer[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(StoreError::ReadBlob { digest: *d, source }),
+            }
+        }
         let actual = hashing.finish();
         if actual.digest != *d {
             return Err(StoreError::CorruptBlob {
@@ -236,6 +248,22 @@ impl Store {
         let dir = fs_err::File::open(&self.inner.dir).map_err(sync_error)?;
         rustix::fs::syncfs(dir.file()).map_err(|errno| sync_error(errno.into()))
     }
+}
+
+fn canonical_dir(dir: &Path) -> Result<PathBuf, StoreError> {
+    fs_err::canonicalize(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Whether this process has the store directory `dir` (canonical) open.
+pub(crate) fn is_open_in_process(canonical: &Path) -> bool {
+    OPEN_STORES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .any(|(path, weak)| path == canonical && weak.strong_count() > 0)
 }
 
 /// Removes temporary files left by a process that died while writing. Only called while

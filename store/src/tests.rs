@@ -406,3 +406,402 @@ fn action_result_json_shape_is_stable() {
         )
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// garbage collection, verify, clean
+
+/// A toy format for the reference function: an artifact called `list` holds the digests it
+/// refers to, one per line.
+fn list_references(
+    store: &Store,
+) -> impl Fn(&Artifact) -> Result<Vec<BlobDigest>, ReferenceError> + Sync + use<> {
+    let store = store.clone();
+    move |artifact: &Artifact| {
+        if artifact.name != "list" {
+            return Ok(Vec::new());
+        }
+        let text = String::from_utf8(store.read_blob(&artifact.blob.digest)?)?;
+        text.lines()
+            .map(|line| line.parse::<BlobDigest>().map_err(Into::into))
+            .collect()
+    }
+}
+
+fn put_list(store: &Store, blobs: &[BlobRef]) -> BlobRef {
+    let text: String = blobs.iter().map(|b| format!("{}\n", b.digest)).collect();
+    store.put_bytes(text.as_bytes()).expect("put list")
+}
+
+fn key(n: u8) -> ActionKey {
+    ActionKey::from_bytes([n; 32])
+}
+
+fn root(name: &str, at: u64, actions: &[ActionKey], blobs: &[BlobRef]) -> GcRoot {
+    GcRoot {
+        name: name.to_owned(),
+        recorded_at_ms: at,
+        actions: actions.to_vec(),
+        blobs: blobs.iter().map(|b| b.digest).collect(),
+    }
+}
+
+fn blob_digests(store: &Store) -> std::collections::BTreeSet<BlobDigest> {
+    store
+        .list_blobs()
+        .expect("list")
+        .map(|b| b.expect("blob").digest)
+        .collect()
+}
+
+#[test]
+fn gc_keeps_what_roots_reach_and_removes_the_rest() {
+    let (_dir, store) = new_store();
+    let content = store.put_bytes(b"file content").expect("put");
+    let list = put_list(&store, &[content]);
+    let output = store.put_bytes(b"output").expect("put");
+    let manifest = store.put_bytes(b"manifest").expect("put");
+    let old_output = store.put_bytes(b"old output").expect("put");
+    let old_content = store.put_bytes(b"old content").expect("put");
+    let old_list = put_list(&store, &[old_content]);
+    let orphan = store.put_bytes(b"orphan").expect("put");
+    store
+        .put_action(&key(1), &ActionResult::new().with("list", list))
+        .expect("put");
+    store
+        .put_action(&key(2), &ActionResult::new().with("out", output))
+        .expect("put");
+    store
+        .put_action(
+            &key(3),
+            &ActionResult::new()
+                .with("out", old_output)
+                .with("list", old_list),
+        )
+        .expect("put");
+
+    let references = list_references(&store);
+    let inventory = store.inventory(&references).expect("inventory");
+    let roots = [root("t", 1, &[key(1), key(2), key(9)], &[manifest])];
+    let live = inventory.mark(&roots);
+    assert_eq!(live.actions, [key(1), key(2)].into_iter().collect());
+    let plan = inventory.plan(&roots, None);
+    assert!(plan.evicted.is_empty());
+    assert_eq!(plan.remove_actions, vec![key(3)]);
+    let mut garbage = vec![old_output, old_content, old_list, orphan];
+    garbage.sort();
+    assert_eq!(plan.remove_blobs, garbage);
+    assert_eq!(plan.freed().blobs, 4);
+    assert_eq!(plan.kept.blobs, 4);
+    assert_eq!(plan.kept_actions, 2);
+
+    let report = store.sweep(&plan).expect("sweep");
+    assert_eq!(report.actions_removed, 1);
+    assert_eq!(report.blobs_removed, plan.freed());
+    assert_eq!(
+        blob_digests(&store),
+        [content, list, output, manifest]
+            .iter()
+            .map(|b| b.digest)
+            .collect()
+    );
+    assert!(store.get_action(&key(1)).expect("get").is_some());
+    assert!(store.get_action(&key(2)).expect("get").is_some());
+    assert_eq!(
+        store.get_action_checked(&key(3)).expect("get"),
+        Lookup::Miss
+    );
+
+    // A second collection finds nothing more.
+    let again = store
+        .inventory(&references)
+        .expect("inventory")
+        .plan(&roots, None);
+    assert!(again.remove_actions.is_empty() && again.remove_blobs.is_empty());
+}
+
+#[test]
+fn gc_with_max_size_evicts_oldest_roots_first() {
+    let (_dir, store) = new_store();
+    let shared = store.put_bytes(&[1u8; 100]).expect("put");
+    let old = store.put_bytes(&[2u8; 1000]).expect("put");
+    let new = store.put_bytes(&[3u8; 10]).expect("put");
+    store
+        .put_action(
+            &key(1),
+            &ActionResult::new().with("a", shared).with("b", old),
+        )
+        .expect("put");
+    store
+        .put_action(
+            &key(2),
+            &ActionResult::new().with("a", shared).with("b", new),
+        )
+        .expect("put");
+    let roots = [
+        root("//new", 2_000, &[key(2)], &[]),
+        root("//old", 1_000, &[key(1)], &[]),
+    ];
+    let inventory = store
+        .inventory(&|_: &Artifact| Ok(Vec::new()))
+        .expect("inventory");
+    assert_eq!(inventory.usage().bytes, 1110);
+
+    let fits = inventory.plan(&roots, Some(1110));
+    assert!(fits.evicted.is_empty() && fits.remove_blobs.is_empty());
+
+    let plan = inventory.plan(&roots, Some(500));
+    assert_eq!(plan.evicted, vec!["//old".to_owned()]);
+    assert_eq!(plan.remove_actions, vec![key(1)]);
+    assert_eq!(plan.remove_blobs, vec![old]);
+    assert_eq!(plan.kept.bytes, 110);
+
+    let everything = inventory.plan(&roots, Some(0));
+    assert_eq!(
+        everything.evicted,
+        vec!["//old".to_owned(), "//new".to_owned()]
+    );
+    assert_eq!(everything.kept, Usage::default());
+    assert_eq!(everything.remove_blobs.len(), 3);
+
+    store.sweep(&plan).expect("sweep");
+    assert_eq!(
+        blob_digests(&store),
+        [shared.digest, new.digest].into_iter().collect()
+    );
+}
+
+#[test]
+fn gc_stops_when_references_cannot_be_read() {
+    let (_dir, store) = new_store();
+    let not_a_list = store.put_bytes(b"not a digest").expect("put");
+    store
+        .put_action(&key(1), &ActionResult::new().with("list", not_a_list))
+        .expect("put");
+    let error = store
+        .inventory(&list_references(&store))
+        .expect_err("bad list");
+    assert!(
+        matches!(&error, StoreError::References { digest, .. } if *digest == not_a_list.digest),
+        "{error}"
+    );
+}
+
+#[test]
+fn blobs_by_class() {
+    let (_dir, store) = new_store();
+    let content = store.put_bytes(b"content").expect("put");
+    let list = put_list(&store, &[content]);
+    let segment = store.put_bytes(b"segment").expect("put");
+    store.put_bytes(b"manifest").expect("put");
+    store
+        .put_action(
+            &key(1),
+            &ActionResult::new()
+                .with("list", list)
+                .with("segment", segment),
+        )
+        .expect("put");
+    store
+        .put_action(&key(2), &ActionResult::new().with("zz", segment))
+        .expect("put");
+    let classes = store
+        .inventory(&list_references(&store))
+        .expect("inventory")
+        .by_class();
+    let blobs = |class: BlobClass| classes.get(&class).map(|u| u.blobs);
+    assert_eq!(blobs(BlobClass::Artifact("list".into())), Some(1));
+    assert_eq!(blobs(BlobClass::Artifact("segment".into())), Some(1));
+    assert_eq!(blobs(BlobClass::Artifact("zz".into())), None);
+    assert_eq!(blobs(BlobClass::Referenced), Some(1));
+    assert_eq!(blobs(BlobClass::Other), Some(1));
+}
+
+/// Overwrites the first byte of a blob file, keeping its size.
+fn damage(store: &Store, blob: &BlobRef) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = store.blob_path(&blob.digest);
+    fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut bytes = fs_err::read(&path).expect("read");
+    bytes[0] ^= 0xff;
+    fs_err::write(&path, bytes).expect("write");
+}
+
+#[test]
+fn verify_deletes_damaged_blobs_and_the_records_that_need_them() {
+    let (_dir, store) = new_store();
+    let good = store.put_bytes(b"good").expect("put");
+    let bad = store.put_bytes(b"bad!").expect("put");
+    let content = store.put_bytes(b"content").expect("put");
+    let list = put_list(&store, &[content]);
+    let gone = store.put_bytes(b"gone").expect("put");
+    store
+        .put_action(&key(1), &ActionResult::new().with("out", good))
+        .expect("put");
+    store
+        .put_action(
+            &key(2),
+            &ActionResult::new().with("out", good).with("x", bad),
+        )
+        .expect("put");
+    store
+        .put_action(&key(3), &ActionResult::new().with("list", list))
+        .expect("put");
+    store
+        .put_action(&key(4), &ActionResult::new().with("out", gone))
+        .expect("put");
+    // A record that is not JSON, written behind the API's back.
+    {
+        let txn = store.inner.db.begin_write().expect("write txn");
+        {
+            let mut actions = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("actions"))
+                .expect("table");
+            actions
+                .insert(key(5).to_string().as_str(), b"{not json".as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    damage(&store, &bad);
+    damage(&store, &content);
+    store.remove_blob(&gone.digest).expect("remove");
+
+    let report = store.verify(&list_references(&store)).expect("verify");
+    assert_eq!(report.checked.blobs, 4);
+    assert_eq!(report.actions_checked, 5);
+    let mut damaged: Vec<BlobDigest> = vec![bad.digest, content.digest];
+    damaged.sort();
+    assert_eq!(
+        report
+            .damaged_blobs
+            .iter()
+            .map(|d| d.digest)
+            .collect::<Vec<_>>(),
+        damaged
+    );
+    assert!(
+        report
+            .damaged_blobs
+            .iter()
+            .all(|d| matches!(d.damage, BlobDamage::Corrupt { .. }))
+    );
+    let dropped: Vec<(String, RecordDamage)> = report
+        .dropped_actions
+        .iter()
+        .map(|d| (d.key.clone(), d.damage.clone()))
+        .collect();
+    assert_eq!(dropped.len(), 4, "{dropped:?}");
+    assert_eq!(
+        dropped[0],
+        (
+            key(2).to_string(),
+            RecordDamage::Output {
+                artifact: "x".into(),
+                blob: bad
+            }
+        )
+    );
+    assert_eq!(
+        dropped[1],
+        (
+            key(3).to_string(),
+            RecordDamage::Reference {
+                artifact: "list".into(),
+                digest: content.digest
+            }
+        )
+    );
+    assert_eq!(
+        dropped[2],
+        (
+            key(4).to_string(),
+            RecordDamage::Output {
+                artifact: "out".into(),
+                blob: gone
+            }
+        )
+    );
+    assert!(matches!(dropped[3].1, RecordDamage::Unreadable { .. }));
+
+    assert_eq!(
+        blob_digests(&store),
+        [good.digest, list.digest].into_iter().collect()
+    );
+    assert_eq!(
+        store.list_actions().expect("list").len(),
+        1,
+        "only the sound record stays"
+    );
+    let again = store
+        .verify(&list_references(&store))
+        .expect("verify again");
+    assert!(again.damaged_blobs.is_empty() && again.dropped_actions.is_empty());
+}
+
+#[test]
+fn clean_removes_everything_but_the_lock_and_the_store_reopens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("open");
+    let blob = store.put_bytes(b"data").expect("put");
+    store
+        .put_action(&key(1), &ActionResult::new().with("out", blob))
+        .expect("put");
+    let in_use = Store::clean(dir.path(), &|_| {}).expect_err("open in this process");
+    assert!(matches!(in_use, StoreError::InUse { .. }), "{in_use}");
+    assert_eq!(in_use.category(), ErrorCategory::Internal);
+    drop(store);
+
+    let report = Store::clean(dir.path(), &|_| {}).expect("clean");
+    assert!(report.files >= 2, "{report:?}");
+    assert!(report.bytes >= 4);
+    let left: Vec<String> = fs_err::read_dir(dir.path().join("store-v1"))
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["lock".to_owned()]);
+
+    let store = Store::open(dir.path()).expect("reopen after clean");
+    assert!(!store.has_blob(&blob));
+    assert_eq!(store.get_action(&key(1)).expect("get"), None);
+    store.put_bytes(b"new").expect("put after clean");
+    drop(store);
+
+    let nothing = tempfile::tempdir().expect("temp dir");
+    assert_eq!(
+        Store::clean(nothing.path(), &|_| {}).expect("clean an empty root"),
+        CleanReport::default()
+    );
+}
+
+#[test]
+fn clean_waits_for_the_lock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(Store::open(dir.path()).expect("create store"));
+    let lock_path = dir.path().join("store-v1/lock");
+    let holder = fs_err::OpenOptions::new()
+        .write(true)
+        .open(&lock_path)
+        .expect("open lock");
+    holder.file().lock().expect("take lock");
+    let (notified_tx, notified_rx) = mpsc::channel();
+    let root = dir.path().to_owned();
+    let cleaner = std::thread::spawn(move || {
+        Store::clean(&root, &|message| {
+            notified_tx.send(message.to_owned()).expect("send");
+        })
+    });
+    let message = notified_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("notified");
+    assert!(
+        message.starts_with("waiting for the store lock"),
+        "{message}"
+    );
+    assert!(
+        dir.path().join("store-v1/index.redb").exists(),
+        "nothing removed while waiting"
+    );
+    holder.file().unlock().expect("unlock");
+    cleaner.join().expect("join").expect("clean");
+    assert!(!dir.path().join("store-v1/index.redb").exists());
+}

@@ -1,2 +1,9 @@
 mod oci;
 mod support_smoke;
+mod build_registry;
+mod boot;
+mod cli_errors;
+mod outputs;
+mod volumes_sbom;
+mod store;
+mod explain;

@@ -1,4 +1,4 @@
-//! `lkb build`.
+//! `lkb build` and `lkb explain` (a build that prints why each executed action ran).
 
 use std::sync::Arc;
 
@@ -9,48 +9,91 @@ use lkb_rules::formats::Format;
 use lkb_rules::compress::Codec;
 
 use crate::args::{BuildArgs, Compression, GlobalArgs};
-use crate::ops::build::{BuildReport, BuildRequest, build, outputs_by_dir};
+use crate::ops::build::{BuildReport, BuildRequest, execute, outputs_by_dir};
+use crate::ops::plan::{PlanRequest, plan};
 use crate::printer;
-use crate::reporter::{CliReporter, JSON_VERSION};
+use crate::reporter::{CliReporter, Explain, JSON_VERSION};
 use crate::settings::Settings;
 
+/// Output formats from `-f`, in order, without repeats.
+pub(crate) fn parse_formats(args: &[String]) -> anyhow::Result<Vec<Format>> {
+    let mut formats = Vec::new();
+    for f in args {
+        let format: Format = f.parse()?;
+        if !formats.contains(&format) {
+            formats.push(format);
+        }
+    }
+    Ok(formats)
+}
+
+/// The segment codec of `--initrd-compression`.
+pub(crate) fn codec(compression: Compression) -> Codec {
+    match compression {
+        Compression::Gzip => Codec::Gzip { level: 6 },
+        Compression::Zstd => Codec::Zstd { level: 3 },
+        Compression::None => Codec::None,
+    }
+}
+
+/// The async runtime commands run their operation on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `lkb build`; with `--explain` (`explain`) each executed action's line says why it ran.
 pub(crate) fn run(
     global: &GlobalArgs,
     args: &BuildArgs,
     settings: &Settings,
     explain: bool,
 ) -> anyhow::Result<()> {
-    let mut formats = Vec::new();
-    for f in &args.formats {
-        let format: Format = f.parse()?;
-        if !formats.contains(&format) {
-            formats.push(format);
-        }
-    }
+    let explain = if explain {
+        Explain::Progress
+    } else {
+        Explain::Off
+    };
+    build_with(global, args, settings, explain)
+}
+
+/// `lkb explain`: a build whose result is one line per executed action on stdout.
+pub(crate) fn explain(
+    global: &GlobalArgs,
+    args: &BuildArgs,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    build_with(global, args, settings, Explain::Only)
+}
+
+fn build_with(
+    global: &GlobalArgs,
+    args: &BuildArgs,
+    settings: &Settings,
+    explain: Explain,
+) -> anyhow::Result<()> {
     let req = BuildRequest {
-        targets: args.targets.clone(),
-        formats,
-        dir: args.dir.clone(),
-        name: args.name.clone(),
-        jobs: args.jobs,
-        arch: args.arch.clone(),
-        locked: args.locked,
-        offline: args.offline,
-        pull: args.pull,
-        rebuild: args.rebuild,
-        codec: match args.initrd_compression {
-            Compression::Gzip => Codec::Gzip { level: 6 },
-            Compression::Zstd => Codec::Zstd { level: 3 },
-            Compression::None => Codec::None,
+        plan: PlanRequest {
+            targets: args.targets.clone(),
+            formats: parse_formats(&args.formats)?,
+            dir: args.dir.clone(),
+            name: args.name.clone(),
+            arch: args.arch.clone(),
+            locked: args.locked,
+            offline: args.offline,
+            pull: args.pull,
+            codec: codec(args.initrd_compression),
+            no_sbom: args.no_sbom,
         },
+        jobs: args.jobs,
+        rebuild: args.rebuild,
         check: args.check,
     };
     let reporter = Arc::new(CliReporter::new(global.progress, global.quiet, explain));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     let cancel = CancelToken::new();
     let result = runtime.block_on(async {
         let on_ctrl_c = cancel.clone();
@@ -67,7 +110,9 @@ pub(crate) fn run(
             }
         });
         let notify = |line: &str| reporter.line(line);
-        build(settings, &req, reporter.clone(), &notify, cancel.clone()).await
+        let plan = plan(settings, &req.plan, &notify).await?;
+        reporter.images_moved(&plan.moved);
+        execute(plan, &req, reporter.clone(), cancel.clone()).await
     });
     reporter.finish();
     let report = result?;

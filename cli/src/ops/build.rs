@@ -1,42 +1,27 @@
-//! `build`: expand → load → resolve → lower → execute → output.
+//! `build`: [`plan`](crate::ops::plan::plan) (expand → load → resolve → lower), then
+//! execute → output.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use lkb_engine::{BuildOptions, BuildStats, CancelToken, GraphBuilder, Reporter, Scheduler};
-use lkb_rules::actions::{FileData, FileItem};
-use lkb_rules::compress::Codec;
-use lkb_rules::config::{self, Config, FileContent, IdMap};
-use lkb_rules::formats::{Format, OutputSpec};
-use lkb_rules::layer::Limits;
-use lkb_rules::lock::{LOCK_FILE, LockError, LockFile};
-use lkb_rules::lower::{LowerInput, lower};
-use lkb_rules::oci::{
-    DockerConfig, ImageSources, OciLayout, Platform, RegistryClient, RegistryConfig,
-};
-use lkb_rules::resolve::Resolver;
-use lkb_rules::workspace::{self, Target, Workspace};
+use anyhow::Context;
+use lkb_engine::{BuildOptions, BuildStats, CancelToken, Reporter, Scheduler};
 use lkb_store::{BlobRef, MetaTable, Store};
 
-use crate::errors::UsageError;
+use crate::ops::cache::RootRecord;
+use crate::ops::plan::{Plan, PlanRequest, plan};
 use crate::settings::Settings;
+
+pub use crate::ops::plan::{expand_targets, image_refs, load_config, open_store};
 
 /// What to build and how.
 #[derive(Debug, Clone, Default)]
 pub struct BuildRequest {
-    pub targets: Vec<String>,
-    pub formats: Vec<Format>,
-    pub dir: Option<PathBuf>,
-    pub name: Option<String>,
+    /// What to plan: targets, formats, images.
+    pub plan: PlanRequest,
     pub jobs: Option<usize>,
-    pub arch: Option<String>,
-    pub locked: bool,
-    pub offline: bool,
-    pub pull: bool,
     pub rebuild: bool,
-    pub codec: Codec,
     /// Build a second time ignoring the cache and report actions whose outputs differ.
     pub check: bool,
 }
@@ -62,89 +47,8 @@ pub struct BuildReport {
     pub stats: BuildStats,
 }
 
-/// Turns the command-line targets into build targets.
-pub fn expand_targets(
-    args: &[String],
-    cwd: &Path,
-    name: Option<&str>,
-) -> anyhow::Result<(Option<Workspace>, Vec<Target>)> {
-    let workspace = Workspace::discover(cwd)?;
-    let labels = args.iter().filter(|a| workspace::is_label(a)).count();
-    if labels > 0 && labels < args.len() {
-        bail!(UsageError(
-            "give either labels (//pkg:name) or yml files, not both".into()
-        ));
-    }
-    let mut targets = Vec::new();
-    if labels > 0 {
-        let ws = workspace
-            .as_ref()
-            .ok_or_else(|| workspace::WorkspaceError::NoWorkspace {
-                start: cwd.to_path_buf(),
-                label: args[0].clone(),
-            })?;
-        for label in args {
-            for t in ws.expand(label)? {
-                if !targets.iter().any(|x: &Target| x.label == t.label) {
-                    targets.push(t);
-                }
-            }
-        }
-    } else {
-        let files: Vec<PathBuf> = args.iter().map(|a| cwd.join(a)).collect();
-        targets.push(workspace::target_from_files(&files, workspace.as_ref())?);
-    }
-    if let Some(name) = name {
-        if targets.len() > 1 {
-            bail!(UsageError("--name needs exactly one target".into()));
-        }
-        targets[0].name = name.to_string();
-    }
-    Ok((workspace, targets))
-}
-
-/// Parses and merges the yml files of a target (pure apart from reading the files).
-pub fn load_config(target: &Target) -> anyhow::Result<Config> {
-    let mut configs = Vec::new();
-    for file in &target.files {
-        let text = fs_err::read_to_string(file)?;
-        configs.push(config::parse_config(&text, file)?);
-    }
-    Ok(config::merge(configs)?)
-}
-
-/// Every image reference a config uses, canonical.
-pub fn image_refs(config: &Config) -> BTreeSet<String> {
-    let mut refs = BTreeSet::new();
-    if let Some(image) = config.kernel.as_ref().and_then(|k| k.image()) {
-        refs.insert(config::expand_ref(image));
-    }
-    for i in &config.init {
-        refs.insert(config::expand_ref(&i.value));
-    }
-    for spec in config
-        .onboot
-        .iter()
-        .chain(&config.onshutdown)
-        .chain(&config.services)
-    {
-        refs.insert(spec.reference());
-    }
-    for v in &config.volumes {
-        if let Some(image) = &v.image {
-            refs.insert(config::expand_ref(&image.value));
-        }
-    }
-    refs
-}
-
-pub fn open_store(settings: &Settings, reporter: &dyn Fn(&str)) -> anyhow::Result<Store> {
-    let store = Store::open_with(&settings.store, reporter)
-        .with_context(|| format!("cannot open the store at {}", settings.store.display()))?;
-    Ok(store)
-}
-
-/// Builds every target of `req`.
+/// Builds every target of `req`: [`plan`], then [`execute`]. Images whose pin moved are
+/// announced through `notify` before anything runs.
 pub async fn build(
     settings: &Settings,
     req: &BuildRequest,
@@ -152,109 +56,21 @@ pub async fn build(
     notify: &(dyn Fn(&str) + Sync),
     cancel: CancelToken,
 ) -> anyhow::Result<BuildReport> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let (workspace, targets) = expand_targets(&req.targets, &cwd, req.name.as_deref())?;
-    let formats = if req.formats.is_empty() {
-        vec![Format::KernelInitrd]
-    } else {
-        req.formats.clone()
-    };
-
-    // load
-    let mut configs = Vec::new();
-    for target in &targets {
-        let config = load_config(target)?;
-        for warning in &config.warnings {
-            notify(&format!("warning: {warning}"));
-        }
-        configs.push(config);
+    let plan = plan(settings, &req.plan, notify).await?;
+    for moved in &plan.moved {
+        notify(&moved.to_string());
     }
+    execute(plan, req, reporter, cancel).await
+}
 
-    let store = open_store(settings, notify)?;
-
-    // resolve
-    let platform = match &req.arch {
-        Some(arch) => Platform::linux(arch),
-        None => Platform::host(),
-    };
-    let layouts = workspace
-        .as_ref()
-        .map(|ws| ws.layouts())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.exists())
-        .map(|p| {
-            OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let registry = if req.offline {
-        None
-    } else {
-        let docker = match &settings.docker_config {
-            Some(path) if path.exists() => DockerConfig::load(path)?,
-            _ => DockerConfig::empty(),
-        };
-        let insecure = workspace
-            .as_ref()
-            .map(|ws| ws.manifest.images.insecure_registries.clone())
-            .unwrap_or_default();
-        Some(RegistryClient::new(RegistryConfig {
-            insecure,
-            docker_config: docker,
-            ..RegistryConfig::default()
-        })?)
-    };
-    let sources = Arc::new(ImageSources::new(layouts, registry));
-    let lock_path = workspace.as_ref().map(|ws| ws.root.join(LOCK_FILE));
-    let old_lock = match &lock_path {
-        Some(p) => LockFile::read(p)?,
-        None => LockFile::default(),
-    };
-    let refs: BTreeSet<String> = configs.iter().flat_map(image_refs).collect();
-    let resolver = Resolver {
-        sources: Arc::clone(&sources),
-        store: store.clone(),
-        platform,
-        lock: old_lock.clone(),
-        pull: req.pull,
-        offline: req.offline,
-    };
-    let (images, new_lock) = resolver.resolve_all(&refs).await?;
-    let changes = old_lock.diff(&new_lock);
-    if req.locked && !changes.is_empty() {
-        return Err(LockError::Drift {
-            changes: changes.join("\n"),
-        }
-        .into());
-    }
-
-    // lower
-    let mut g = GraphBuilder::new();
-    let mut planned: Vec<(PathBuf, Vec<OutputSpec>)> = Vec::new();
-    for (target, config) in targets.iter().zip(&configs) {
-        let files = resolve_files(config, target, settings, &store)?;
-        let input = LowerInput {
-            config,
-            images: &images,
-            files,
-            sources: Arc::clone(&sources) as _,
-            codec: req.codec,
-            limits: Limits::default(),
-        };
-        let outputs = lower(&mut g, &target.name, &formats, &input)
-            .with_context(|| format!("cannot plan {}", target.label))?;
-        let dir = match &req.dir {
-            Some(d) => cwd.join(d),
-            None => workspace
-                .as_ref()
-                .map_or_else(|| cwd.clone(), |ws| ws.root.clone())
-                .join("lkb-out")
-                .join(&target.package),
-        };
-        planned.push((dir, outputs));
-    }
-    let graph = g.build()?;
-
+/// Runs a plan's graph, writes its outputs and records the GC roots, and (only then) updates
+/// `lkb.lock`.
+pub async fn execute(
+    plan: Plan,
+    req: &BuildRequest,
+    reporter: Arc<dyn Reporter>,
+    cancel: CancelToken,
+) -> anyhow::Result<BuildReport> {
     // execute
     let opts = BuildOptions {
         jobs: req.jobs.unwrap_or(BuildOptions::default().jobs).max(1),
@@ -262,6 +78,13 @@ pub async fn build(
         cancel,
         ..BuildOptions::default()
     };
+    let Plan {
+        store,
+        graph,
+        targets,
+        lock,
+        ..
+    } = plan;
     let outcome = Scheduler::run(&graph, &store, &opts, Arc::clone(&reporter)).await?;
     if req.check {
         let again = BuildOptions {
@@ -282,8 +105,8 @@ pub async fn build(
 
     // output: only now, after everything succeeded, touch the output directories.
     let mut written = Vec::new();
-    for (dir, outputs) in &planned {
-        for spec in outputs {
+    for target in &targets {
+        for spec in &target.outputs {
             let result = outcome
                 .results
                 .get(&spec.node)
@@ -294,102 +117,21 @@ pub async fn build(
             if blob.size == 0 {
                 continue;
             }
-            let path = dir.join(&spec.file_name);
+            let path = target.dir.join(&spec.file_name);
             place_output(&store, blob, &path)?;
             written.push(path);
         }
     }
-    for (target, (_, outputs)) in targets.iter().zip(&planned) {
-        let roots: Vec<String> = outputs
-            .iter()
-            .filter_map(|o| outcome.results.get(&o.node)?.get(&o.artifact))
-            .map(|b| b.digest.to_string())
-            .collect();
-        store.put_meta(
-            MetaTable::Roots,
-            &target.label,
-            serde_json::to_string(&roots)?.as_bytes(),
-        )?;
+    for target in &targets {
+        RootRecord::of_build(&store, &graph, &outcome, &target.outputs, &lock.lock)
+            .put(&store, &target.label)?;
     }
-    if let Some(path) = &lock_path
-        && !changes.is_empty()
-    {
-        new_lock.write(path)?;
-    }
+    lock.write()?;
     Ok(BuildReport {
         targets: targets.into_iter().map(|t| t.label).collect(),
         outputs: written,
         stats: outcome.stats,
     })
-}
-
-/// Turns `files:` entries into lowering inputs: reads host sources into the store, resolves
-/// owners, renders metadata.
-fn resolve_files(
-    config: &Config,
-    target: &Target,
-    settings: &Settings,
-    store: &Store,
-) -> anyhow::Result<Vec<FileItem>> {
-    let ids = IdMap::from_config(config);
-    let base = target
-        .files
-        .last()
-        .and_then(|f| f.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let mut items = Vec::new();
-    for (index, spec) in config.files.iter().enumerate() {
-        let data = match spec.content() {
-            FileContent::Directory => FileData::Directory,
-            FileContent::Symlink(t) => FileData::Symlink(t.to_string()),
-            FileContent::Contents(c) => FileData::Inline(c.as_bytes().to_vec()),
-            FileContent::Metadata(_) => {
-                bail!(UsageError(format!(
-                    "{}: files[{index}]: `metadata` files are not supported by lkb yet",
-                    spec.span
-                )))
-            }
-            FileContent::Source(source) => {
-                let path = match (source.strip_prefix("~/"), &settings.home) {
-                    (Some(rest), Some(home)) => home.join(rest),
-                    _ => base.join(source),
-                };
-                match fs_err::File::open(&path) {
-                    Ok(mut file) => FileData::Blob(store.put_reader(&mut file, None)?),
-                    Err(_) if spec.optional => continue,
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e).context(format!(
-                            "{}: files[{index}]: cannot read source {source}",
-                            spec.span
-                        )));
-                    }
-                }
-            }
-        };
-        let uid = spec
-            .uid
-            .as_ref()
-            .map(|u| ids.resolve_id(u))
-            .transpose()?
-            .unwrap_or(0);
-        let gid = spec
-            .gid
-            .as_ref()
-            .map(|g| ids.resolve_id(g))
-            .transpose()?
-            .unwrap_or(0);
-        items.push(FileItem {
-            path: spec.archive_path().to_string(),
-            data,
-            mode: spec.effective_mode(),
-            uid,
-            gid,
-            parent_mode: spec.parent_dir_mode(),
-            index,
-        });
-    }
-    Ok(items)
 }
 
 /// What the store remembers about an output file it wrote.

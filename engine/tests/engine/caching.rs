@@ -66,7 +66,12 @@ async fn changing_a_leaf_reruns_exactly_its_dependents() {
     let second = world.run(&after.graph).await;
     assert_eq!(world.counts.executed(), ["leaf_a", "mid_a", "top"]);
     assert_eq!((second.stats.executed, second.stats.cached), (3, 2));
-    assert_eq!(second.reasons[&after.leaf_a], RebuildReason::ParamsChanged);
+    assert_eq!(
+        second.reasons[&after.leaf_a],
+        RebuildReason::ParamsChanged {
+            fields: vec!["salt".to_owned()]
+        }
+    );
     let blob = |outcome: &lkb_engine::BuildOutcome, node| outcome.results[&node].outputs[0].blob;
     assert_eq!(
         second.reasons[&after.mid_a],
@@ -76,6 +81,7 @@ async fn changing_a_leaf_reruns_exactly_its_dependents() {
             artifact: "out".to_owned(),
             old: Some(blob(&first, before.leaf_a).digest),
             new: Some(blob(&second, after.leaf_a).digest),
+            origin: Some("leaf_a salt changed".to_owned()),
         }
     );
     assert_eq!(
@@ -86,6 +92,7 @@ async fn changing_a_leaf_reruns_exactly_its_dependents() {
             artifact: "out".to_owned(),
             old: Some(blob(&first, before.mid_a).digest),
             new: Some(blob(&second, after.mid_a).digest),
+            origin: Some("leaf_a salt changed".to_owned()),
         }
     );
     assert_eq!(
@@ -116,7 +123,9 @@ async fn identical_upstream_output_cuts_off_downstream() {
     );
     assert_eq!(
         second.reasons[&changed.leaf_a],
-        RebuildReason::ParamsChanged
+        RebuildReason::ParamsChanged {
+            fields: vec!["salt".to_owned()]
+        }
     );
     assert_ne!(
         second.keys[&changed.leaf_a],
@@ -257,6 +266,7 @@ async fn history_is_kept_per_identity() {
             artifact: "out".to_owned(),
             old: Some(record.inputs[1].outputs[0].blob.digest),
             new: None,
+            origin: None,
         }
     );
     assert!(

@@ -3,8 +3,10 @@
 mod support;
 
 mod caching;
+mod explain;
 mod failure;
 mod graph;
+mod probe;
 mod random;
 mod scheduling;
 

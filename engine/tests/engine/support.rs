@@ -87,6 +87,8 @@ pub struct CountingAction {
     pub class: ActionClass,
     pub behaviour: Behaviour,
     pub delay: Duration,
+    /// What [`Action::source`] says (not part of the key).
+    pub source: Option<String>,
     pub counts: Arc<Counts>,
 }
 
@@ -99,6 +101,7 @@ impl CountingAction {
             class: ActionClass::Cpu,
             behaviour: Behaviour::Derived,
             delay: Duration::ZERO,
+            source: None,
             counts: counts.clone(),
         }
     }
@@ -125,6 +128,11 @@ impl CountingAction {
 
     pub fn version(mut self, version: u32) -> Self {
         self.version = version;
+        self
+    }
+
+    pub fn source(mut self, source: &str) -> Self {
+        self.source = Some(source.to_owned());
         self
     }
 
@@ -168,21 +176,29 @@ impl Action for CountingAction {
     }
 
     fn params(&self, key: &mut KeyHasher) {
-        key.str(&self.name)
-            .str(&self.salt)
-            .field("behaviour", |key| {
-                match &self.behaviour {
-                    Behaviour::Derived => key.str("derived"),
-                    Behaviour::Fixed(bytes) => key.str("fixed").str(bytes),
-                    Behaviour::Fail(category) => key.str("fail").str(&format!("{category:?}")),
-                    Behaviour::Panic => key.str("panic"),
-                    Behaviour::UntilCancelled => key.str("until-cancelled"),
-                };
-            });
+        key.field("name", |key| {
+            key.str(&self.name);
+        })
+        .field("salt", |key| {
+            key.str(&self.salt);
+        })
+        .field("behaviour", |key| {
+            match &self.behaviour {
+                Behaviour::Derived => key.str("derived"),
+                Behaviour::Fixed(bytes) => key.str("fixed").str(bytes),
+                Behaviour::Fail(category) => key.str("fail").str(&format!("{category:?}")),
+                Behaviour::Panic => key.str("panic"),
+                Behaviour::UntilCancelled => key.str("until-cancelled"),
+            };
+        });
     }
 
     fn class(&self) -> ActionClass {
         self.class
+    }
+
+    fn source(&self) -> Option<String> {
+        self.source.clone()
     }
 
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {

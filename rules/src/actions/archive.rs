@@ -48,9 +48,15 @@ impl Action for SegmentAction {
         format!("segment {}", self.what)
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.str(&self.artifact)
-            .str(&self.codec.params())
-            .u64(cpio::CPIO_FORMAT_VERSION.into());
+        key.field("artifact", |key| {
+            key.str(&self.artifact);
+        })
+        .field("codec", |key| {
+            key.str(&self.codec.params());
+        })
+        .field("cpio_format", |key| {
+            key.u64(cpio::CPIO_FORMAT_VERSION.into());
+        });
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let tree = *artifact(ctx.input(0)?, &self.artifact)?;
@@ -90,7 +96,9 @@ impl Action for InitrdAction {
         "initrd".into()
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.bool(self.ucode);
+        key.field("ucode", |key| {
+            key.bool(self.ucode);
+        });
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let mut parts = Vec::new();
@@ -139,11 +147,14 @@ impl Action for RootfsTarAction {
         "rootfs-tar".into()
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.u64(self.artifacts.len() as u64);
-        for a in &self.artifacts {
-            key.str(a);
-        }
-        key.u64(tarball::TAR_FORMAT_VERSION.into());
+        key.field("artifacts", |key| {
+            key.list(self.artifacts.iter(), |key, artifact| {
+                key.str(artifact);
+            });
+        })
+        .field("tar_format", |key| {
+            key.u64(tarball::TAR_FORMAT_VERSION.into());
+        });
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let blobs: Vec<BlobRef> = ctx
@@ -182,7 +193,9 @@ impl Action for KernelInitrdTarAction {
         "kernel-initrd-tar".into()
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.u64(tarball::TAR_FORMAT_VERSION.into());
+        key.field("tar_format", |key| {
+            key.u64(tarball::TAR_FORMAT_VERSION.into());
+        });
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let kernel = ctx.input(0)?;
@@ -224,4 +237,74 @@ fn write_tar(out: &mut dyn Write, trees: &[Tree], store: &Store) -> Result<(), A
     }
     w.finish().map_err(fail)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(old: &dyn Action, new: &dyn Action) -> Vec<String> {
+        let (old, new) = (
+            lkb_engine::params_digest(old),
+            lkb_engine::params_digest(new),
+        );
+        lkb_engine::ParamsDigest::changed_fields(
+            old.fields.iter().map(|(p, d)| (p.as_str(), d)),
+            new.fields.iter().map(|(p, d)| (p.as_str(), d)),
+        )
+    }
+
+    fn segment(codec: Codec) -> SegmentAction {
+        SegmentAction {
+            artifact: "tree".into(),
+            codec,
+            what: "files".into(),
+        }
+    }
+
+    #[test]
+    fn segment_params_name_the_codec() {
+        let gzip = segment(Codec::Gzip { level: 6 });
+        assert!(changed(&gzip, &segment(Codec::Gzip { level: 6 })).is_empty());
+        assert_eq!(
+            changed(&gzip, &segment(Codec::Gzip { level: 9 })),
+            ["codec"]
+        );
+        assert_eq!(
+            changed(&gzip, &segment(Codec::Zstd { level: 3 })),
+            ["codec"]
+        );
+        let initrd = segment(Codec::None);
+        let kernel = SegmentAction {
+            artifact: "initrd".into(),
+            ..segment(Codec::None)
+        };
+        assert_eq!(changed(&initrd, &kernel), ["artifact"]);
+    }
+
+    #[test]
+    fn other_archive_params_are_named() {
+        let fields = |action: &dyn Action| -> Vec<String> {
+            lkb_engine::params_digest(action)
+                .fields
+                .into_iter()
+                .map(|(path, _)| path)
+                .collect()
+        };
+        assert_eq!(fields(&InitrdAction { ucode: true }), ["ucode"]);
+        assert_eq!(
+            fields(&RootfsTarAction {
+                artifacts: vec!["rootfs".into(), "tree".into()],
+            }),
+            ["artifacts", "tar_format"]
+        );
+        assert_eq!(fields(&KernelInitrdTarAction), ["tar_format"]);
+        assert_eq!(
+            changed(
+                &InitrdAction { ucode: true },
+                &InitrdAction { ucode: false }
+            ),
+            ["ucode"]
+        );
+    }
 }

@@ -37,10 +37,16 @@ impl Action for FetchBlobAction {
         format!("fetch {}", self.layer.digest)
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.digest(&self.layer.digest).u64(self.layer.size);
+        key.field("blob", |key| {
+            key.digest(&self.layer.digest).u64(self.layer.size);
+        });
     }
     fn class(&self) -> ActionClass {
         ActionClass::Io
+    }
+    /// The image, so that what a new layer changes downstream is traced back to it.
+    fn source(&self) -> Option<String> {
+        Some(format!("image {}", self.reference.canonical()))
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let wanted = BlobRef {
@@ -85,8 +91,10 @@ impl Action for UnpackLayerAction {
         format!("unpack {}", self.layer.digest)
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.str(&self.layer.media_type);
-        limits_key(&self.limits, key);
+        key.field("media_type", |key| {
+            key.str(&self.layer.media_type);
+        })
+        .field("limits", |key| limits_key(&self.limits, key));
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let blob = *artifact(ctx.input(0)?, "blob")?;

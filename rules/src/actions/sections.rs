@@ -155,7 +155,12 @@ impl Action for InitRootAction {
         format!("init-root {}", self.location)
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.str(&self.source).str(&self.location);
+        key.field("image", |key| {
+            key.str(&self.source);
+        })
+        .field("location", |key| {
+            key.str(&self.location);
+        });
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let image = *artifact(ctx.input(0)?, "tree")?;
@@ -197,13 +202,27 @@ impl Action for BundleAction {
         format!("bundle {}", self.bundle)
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.str(&self.bundle)
-            .opt_str(self.root.as_deref())
-            .bool(self.readonly)
-            .bytes(&self.config_json)
-            .bytes(&self.runtime_json)
-            .str(&self.source)
-            .str(&self.location);
+        key.field("path", |key| {
+            key.str(&self.bundle);
+        })
+        .field("root", |key| {
+            key.opt_str(self.root.as_deref());
+        })
+        .field("readonly", |key| {
+            key.bool(self.readonly);
+        })
+        .field("config.json", |key| {
+            key.bytes(&self.config_json);
+        })
+        .field("runtime.json", |key| {
+            key.bytes(&self.runtime_json);
+        })
+        .field("image", |key| {
+            key.str(&self.source);
+        })
+        .field("location", |key| {
+            key.str(&self.location);
+        });
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let image = match &self.root {
@@ -305,12 +324,22 @@ impl Action for KernelAction {
         "kernel".into()
     }
     fn params(&self, key: &mut KeyHasher) {
-        key.str(&self.source)
-            .str(&self.binary)
-            .opt_str(self.tar.as_deref())
-            .opt_str(self.ucode.as_deref())
-            .str(&self.cmdline);
-        limits_key(&self.limits, key);
+        key.field("image", |key| {
+            key.str(&self.source);
+        })
+        .field("binary", |key| {
+            key.str(&self.binary);
+        })
+        .field("tar", |key| {
+            key.opt_str(self.tar.as_deref());
+        })
+        .field("ucode", |key| {
+            key.opt_str(self.ucode.as_deref());
+        })
+        .field("cmdline", |key| {
+            key.str(&self.cmdline);
+        })
+        .field("limits", |key| limits_key(&self.limits, key));
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let image = *artifact(ctx.input(0)?, "tree")?;
@@ -451,22 +480,15 @@ impl Action for FilesAction {
     fn identity(&self) -> String {
         "files".into()
     }
+    /// One field per entry, named as in the yml (`files[3]`, so the index is part of the
+    /// key), with one field per attribute: `files[3].contents`, `files[3].mode`, …
     fn params(&self, key: &mut KeyHasher) {
-        key.u64(self.items.len() as u64);
-        for item in &self.items {
-            key.str(&item.path);
-            match &item.data {
-                FileData::Directory => key.str("dir"),
-                FileData::Symlink(t) => key.str("symlink").str(t),
-                FileData::Inline(b) => key.str("inline").bytes(b),
-                FileData::Blob(b) => key.str("blob").digest(&b.digest).u64(b.size),
-            };
-            key.u64(item.mode.into())
-                .u64(item.uid.into())
-                .u64(item.gid.into())
-                .u64(item.parent_mode.into())
-                .u64(item.index as u64);
-        }
+        key.field("files", |key| {
+            key.u64(self.items.len() as u64);
+            for item in &self.items {
+                key.field(&format!("[{}]", item.index), |key| file_item_key(item, key));
+            }
+        });
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let store = ctx.store().clone();
@@ -477,6 +499,51 @@ impl Action for FilesAction {
         })
         .await
     }
+}
+
+fn file_item_key(item: &FileItem, key: &mut KeyHasher) {
+    key.field("path", |key| {
+        key.str(&item.path);
+    });
+    let kind = match &item.data {
+        FileData::Directory => "directory",
+        FileData::Symlink(_) => "symlink",
+        FileData::Inline(_) => "inline",
+        FileData::Blob(_) => "source",
+    };
+    key.field("kind", |key| {
+        key.str(kind);
+    });
+    match &item.data {
+        FileData::Directory => {}
+        FileData::Symlink(target) => {
+            key.field("target", |key| {
+                key.str(target);
+            });
+        }
+        FileData::Inline(bytes) => {
+            key.field("contents", |key| {
+                key.bytes(bytes);
+            });
+        }
+        FileData::Blob(blob) => {
+            key.field("contents", |key| {
+                key.digest(&blob.digest).u64(blob.size);
+            });
+        }
+    }
+    key.field("mode", |key| {
+        key.u64(item.mode.into());
+    })
+    .field("uid", |key| {
+        key.u64(item.uid.into());
+    })
+    .field("gid", |key| {
+        key.u64(item.gid.into());
+    })
+    .field("parent_mode", |key| {
+        key.u64(item.parent_mode.into());
+    });
 }
 
 fn files_tree(store: &Store, items: &[FileItem]) -> Result<Tree, ActionError> {
@@ -581,6 +648,157 @@ mod tests {
                 .expect("resolv"),
             NO_RESOLV.as_bytes()
         );
+    }
+
+    /// The fields `--explain` names when an action's params go from `old` to `new`.
+    fn changed(old: &dyn Action, new: &dyn Action) -> Vec<String> {
+        let (old, new) = (
+            lkb_engine::params_digest(old),
+            lkb_engine::params_digest(new),
+        );
+        lkb_engine::ParamsDigest::changed_fields(
+            old.fields.iter().map(|(p, d)| (p.as_str(), d)),
+            new.fields.iter().map(|(p, d)| (p.as_str(), d)),
+        )
+    }
+
+    fn file(index: usize, path: &str, data: FileData) -> FileItem {
+        FileItem {
+            path: path.into(),
+            data,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            parent_mode: 0o755,
+            index,
+        }
+    }
+
+    fn files(contents: &[&str]) -> FilesAction {
+        FilesAction {
+            items: contents
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    file(
+                        i,
+                        &format!("etc/f{i}"),
+                        FileData::Inline(c.as_bytes().into()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn files_params_name_the_entry_and_attribute() {
+        let base = files(&["a", "b", "c", "d"]);
+        assert!(changed(&base, &files(&["a", "b", "c", "d"])).is_empty());
+        assert_eq!(
+            changed(&base, &files(&["a", "b", "c", "D"])),
+            ["files[3].contents"]
+        );
+        let mut moded = files(&["a", "b", "c", "d"]);
+        moded.items[1].mode = 0o600;
+        moded.items[2].uid = 1000;
+        assert_eq!(changed(&base, &moded), ["files[1].mode", "files[2].uid"]);
+        let mut linked = files(&["a", "b", "c", "d"]);
+        linked.items[0].data = FileData::Symlink("/etc/f1".into());
+        assert_eq!(
+            changed(&base, &linked),
+            ["files[0].kind", "files[0].target", "files[0].contents"]
+        );
+        assert_eq!(
+            changed(&base, &files(&["a", "b", "c", "d", "e"])),
+            ["files[4]"]
+        );
+        // The index is part of the key: the same entry at another position differs.
+        let first = FilesAction {
+            items: vec![file(0, "etc/x", FileData::Directory)],
+        };
+        let second = FilesAction {
+            items: vec![file(1, "etc/x", FileData::Directory)],
+        };
+        assert_ne!(
+            lkb_engine::params_hash(&first),
+            lkb_engine::params_hash(&second)
+        );
+        assert_eq!(changed(&first, &second), ["files[1]", "files[0]"]);
+    }
+
+    fn kernel() -> KernelAction {
+        KernelAction {
+            source: "localhost/kernel:1".into(),
+            binary: "/kernel".into(),
+            tar: Some("/kernel.tar".into()),
+            ucode: None,
+            cmdline: "console=ttyS0".into(),
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn kernel_params_name_each_setting() {
+        let base = kernel();
+        let cmdline = KernelAction {
+            cmdline: "console=ttyS0 quiet".into(),
+            ..kernel()
+        };
+        assert_eq!(changed(&base, &cmdline), ["cmdline"]);
+        let parts = KernelAction {
+            binary: "/bzImage".into(),
+            tar: None,
+            ucode: Some("/ucode.cpio".into()),
+            ..kernel()
+        };
+        assert_eq!(changed(&base, &parts), ["binary", "tar", "ucode"]);
+        let image = KernelAction {
+            source: "localhost/kernel:2".into(),
+            ..kernel()
+        };
+        assert_eq!(changed(&base, &image), ["image"]);
+        let limits = KernelAction {
+            limits: Limits {
+                max_entries: 7,
+                ..Limits::default()
+            },
+            ..kernel()
+        };
+        assert_eq!(changed(&base, &limits), ["limits"]);
+    }
+
+    fn bundle() -> BundleAction {
+        BundleAction {
+            bundle: "containers/onboot/000-dhcpcd".into(),
+            root: Some("lower".into()),
+            readonly: true,
+            config_json: b"{}".to_vec(),
+            runtime_json: b"{}".to_vec(),
+            source: "localhost/dhcpcd:1".into(),
+            location: "onboot[0]".into(),
+        }
+    }
+
+    #[test]
+    fn bundle_params_name_the_json_documents() {
+        let base = bundle();
+        let config = BundleAction {
+            config_json: br#"{"env":["A=1"]}"#.to_vec(),
+            ..bundle()
+        };
+        assert_eq!(changed(&base, &config), ["config.json"]);
+        let runtime = BundleAction {
+            runtime_json: br#"{"mounts":[]}"#.to_vec(),
+            readonly: false,
+            ..bundle()
+        };
+        assert_eq!(changed(&base, &runtime), ["readonly", "runtime.json"]);
+        let moved = BundleAction {
+            bundle: "containers/onboot/001-dhcpcd".into(),
+            location: "onboot[1]".into(),
+            ..bundle()
+        };
+        assert_eq!(changed(&base, &moved), ["path", "location"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::error::{ConfigError, ConfigWarning, Spanned, did_you_mean};
 use super::fields;
 use super::image::{check_reference, image_spec};
+use super::template::TemplateValues;
 use super::types::{Config, FileSpec, ImageSpec, Kernel, MetadataFormat, Volume, VolumeFormat};
 use super::yaml::{Node, Reader, child, item};
 
@@ -22,10 +23,21 @@ const TOP_KEYS: &[&str] = &[
 
 /// Parses and checks one linuxkit.yml file. Pure: `file` is only used in locations.
 pub fn parse_config(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    parse_config_with(text, file, &TemplateValues::new())
+}
+
+/// [`parse_config`] with `@pkg:` template scalars replaced by their resolved values (see
+/// [`super::resolve_templates`]); replaced values keep the template's location. Pure.
+pub fn parse_config_with(
+    text: &str,
+    file: &Path,
+    templates: &TemplateValues,
+) -> Result<Config, ConfigError> {
     let r = Reader::new(Arc::from(file), text);
-    let Some(doc) = r.load()? else {
+    let Some(mut doc) = r.load()? else {
         return Ok(Config::default());
     };
+    templates.substitute(&mut doc);
     let map = r.map(&doc, "", TOP_KEYS)?;
     let mut config = Config::default();
     if let Some(node) = map.get("kernel") {

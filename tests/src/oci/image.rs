@@ -314,6 +314,38 @@ impl IndexBuilder {
         ))
     }
 
+    /// Adds a BuildKit-style SBOM attestation for `subject`: an `unknown/unknown` manifest whose
+    /// one layer is an in-toto statement (`application/vnd.in-toto+json`, annotated
+    /// `in-toto.io/predicate-type: https://spdx.dev/Document`) with `spdx` as its predicate,
+    /// the shape LinuxKit reads SBOMs from.
+    pub fn spdx_attestation_for(self, subject: &Image, spdx: &Value) -> anyhow::Result<Self> {
+        const SPDX: &str = "https://spdx.dev/Document";
+        let statement = json!({
+            "_type": "https://in-toto.io/Statement/v0.1",
+            "predicateType": SPDX,
+            "subject": [{ "name": "_", "digest": { "sha256": subject.digest().hex() } }],
+            "predicate": spdx,
+        });
+        let layer = Layer::from_tar(serde_json::to_vec(&statement)?)
+            .compression(Compression::None)
+            .media_type("application/vnd.in-toto+json");
+        let mut attestation = ImageBuilder::new()
+            .platform(Platform::unknown())
+            .layer(layer)
+            .build()?;
+        let mut manifest = attestation.manifest_json();
+        manifest["layers"][0]["annotations"] = json!({ "in-toto.io/predicate-type": SPDX });
+        attestation.manifest = Blob::json(attestation.manifest.media_type.clone(), &manifest);
+        let digest = subject.digest().to_string();
+        Ok(self.image_with_annotations(
+            attestation,
+            &[
+                ("vnd.docker.reference.digest", &digest),
+                ("vnd.docker.reference.type", "attestation-manifest"),
+            ],
+        ))
+    }
+
     /// Adds an index annotation.
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.annotations.insert(key.to_owned(), value.to_owned());

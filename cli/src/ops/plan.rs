@@ -1,0 +1,422 @@
+//! `plan`: expand → load → resolve → lower, shared by `build` and `query`.
+//!
+//! Planning reads yml files and host sources, resolves images (through `lkb.lock`, OCI
+//! layouts and registries, storing manifests and configs) and lowers every target into one
+//! action graph. It runs no action and writes nothing outside the store: the lock file is
+//! written by [`build`](crate::ops::build) after a successful build ([`LockUpdate::write`]).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use lkb_engine::{Graph, GraphBuilder};
+use lkb_rules::actions::{FileData, FileItem};
+use lkb_rules::compress::Codec;
+use lkb_rules::config::{self, Config, FileContent, IdMap};
+use lkb_rules::formats::{Format, OutputSpec};
+use lkb_rules::layer::Limits;
+use lkb_rules::lock::{LOCK_FILE, LockError, LockFile};
+use lkb_rules::lower::{LowerInput, SbomOptions, index_requests, lower};
+use lkb_rules::oci::{
+    DockerConfig, ImageRef, ImageSources, OciLayout, Platform, RegistryClient, RegistryConfig,
+};
+use lkb_rules::resolve::Resolver;
+use lkb_rules::workspace::{self, Target, Workspace};
+use lkb_store::{BlobDigest, Store};
+
+use crate::errors::UsageError;
+use crate::settings::Settings;
+
+/// What to plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    pub targets: Vec<String>,
+    /// Output formats; empty means `kernel+initrd`.
+    pub formats: Vec<Format>,
+    pub dir: Option<PathBuf>,
+    pub name: Option<String>,
+    pub arch: Option<String>,
+    pub locked: bool,
+    pub offline: bool,
+    pub pull: bool,
+    pub codec: Codec,
+    /// Leave out `sbom.spdx.json`.
+    pub no_sbom: bool,
+}
+
+/// An image whose pin changed since `lkb.lock` was written: the same ref now names another
+/// manifest (the tag moved, or the OCI layout holds a new image under it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMove {
+    /// The canonical ref, as in `lkb.lock`.
+    pub reference: String,
+    pub platform: String,
+    /// The manifest digest of the old pin.
+    pub old: BlobDigest,
+    /// The manifest digest it resolves to now.
+    pub new: BlobDigest,
+}
+
+impl ImageMove {
+    /// What fetches of this image name as their [`source`](lkb_engine::Action::source), so
+    /// reasons downstream can say the image moved.
+    pub fn source(&self) -> String {
+        let canonical = ImageRef::parse(&self.reference)
+            .map_or_else(|_| self.reference.clone(), |r| r.canonical());
+        format!("image {canonical}")
+    }
+}
+
+impl fmt::Display for ImageMove {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "image {} moved: {} → {}",
+            self.reference, self.old, self.new
+        )
+    }
+}
+
+/// The pins of `old` that `new` points elsewhere.
+fn moved_images(old: &LockFile, new: &LockFile) -> Vec<ImageMove> {
+    new.pins
+        .iter()
+        .filter_map(|(key, pin)| {
+            let before = old.pins.get(key)?;
+            (before.manifest != pin.manifest).then(|| ImageMove {
+                reference: key.reference.clone(),
+                platform: key.platform.clone(),
+                old: before.manifest,
+                new: pin.manifest,
+            })
+        })
+        .collect()
+}
+
+/// One planned target: where its outputs go and which nodes produce them.
+#[derive(Debug)]
+pub struct PlannedTarget {
+    pub label: String,
+    /// The output directory.
+    pub dir: PathBuf,
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// The lock file as it should be after a successful build.
+#[derive(Debug)]
+pub struct LockUpdate {
+    /// `lkb.lock` of the workspace; `None` outside a workspace.
+    pub path: Option<PathBuf>,
+    pub lock: LockFile,
+    /// How it differs from the file on disk (empty: nothing to write).
+    pub changes: Vec<String>,
+}
+
+impl LockUpdate {
+    /// Writes the lock file if there is one and it changed.
+    pub fn write(&self) -> anyhow::Result<()> {
+        if let Some(path) = &self.path
+            && !self.changes.is_empty()
+        {
+            self.lock.write(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every target lowered into one graph, ready to execute or query.
+#[derive(Debug)]
+pub struct Plan {
+    pub store: Store,
+    pub graph: Graph,
+    pub targets: Vec<PlannedTarget>,
+    pub lock: LockUpdate,
+    /// Images whose pin moved since the lock file was written.
+    pub moved: Vec<ImageMove>,
+}
+
+/// Turns the command-line targets into build targets.
+pub fn expand_targets(
+    args: &[String],
+    cwd: &Path,
+    name: Option<&str>,
+) -> anyhow::Result<(Option<Workspace>, Vec<Target>)> {
+    let workspace = Workspace::discover(cwd)?;
+    let labels = args.iter().filter(|a| workspace::is_label(a)).count();
+    if labels > 0 && labels < args.len() {
+        bail!(UsageError(
+            "give either labels (//pkg:name) or yml files, not both".into()
+        ));
+    }
+    let mut targets = Vec::new();
+    if labels > 0 {
+        let ws = workspace
+            .as_ref()
+            .ok_or_else(|| workspace::WorkspaceError::NoWorkspace {
+                start: cwd.to_path_buf(),
+                label: args[0].clone(),
+            })?;
+        for label in args {
+            for t in ws.expand(label)? {
+                if !targets.iter().any(|x: &Target| x.label == t.label) {
+                    targets.push(t);
+                }
+            }
+        }
+    } else {
+        let files: Vec<PathBuf> = args.iter().map(|a| cwd.join(a)).collect();
+        targets.push(workspace::target_from_files(&files, workspace.as_ref())?);
+    }
+    if let Some(name) = name {
+        if targets.len() > 1 {
+            bail!(UsageError("--name needs exactly one target".into()));
+        }
+        targets[0].name = name.to_string();
+    }
+    Ok((workspace, targets))
+}
+
+/// Parses and merges the yml files of a target (pure apart from reading the files).
+pub fn load_config(target: &Target) -> anyhow::Result<Config> {
+    let mut configs = Vec::new();
+    for file in &target.files {
+        let text = fs_err::read_to_string(file)?;
+        configs.push(config::parse_config(&text, file)?);
+    }
+    Ok(config::merge(configs)?)
+}
+
+/// Every image reference a config uses, canonical.
+pub fn image_refs(config: &Config) -> BTreeSet<String> {
+    let mut refs = BTreeSet::new();
+    if let Some(image) = config.kernel.as_ref().and_then(|k| k.image()) {
+        refs.insert(config::expand_ref(image));
+    }
+    for i in &config.init {
+        refs.insert(config::expand_ref(&i.value));
+    }
+    for spec in config
+        .onboot
+        .iter()
+        .chain(&config.onshutdown)
+        .chain(&config.services)
+    {
+        refs.insert(spec.reference());
+    }
+    for v in &config.volumes {
+        if let Some(image) = &v.image {
+            refs.insert(config::expand_ref(&image.value));
+        }
+    }
+    refs
+}
+
+pub fn open_store(settings: &Settings, reporter: &dyn Fn(&str)) -> anyhow::Result<Store> {
+    let store = Store::open_with(&settings.store, reporter)
+        .with_context(|| format!("cannot open the store at {}", settings.store.display()))?;
+    Ok(store)
+}
+
+/// Expands, loads, resolves and lowers every target of `req` into one graph. Warnings and
+/// store-lock waits go to `notify`.
+pub async fn plan(
+    settings: &Settings,
+    req: &PlanRequest,
+    notify: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Plan> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let (workspace, targets) = expand_targets(&req.targets, &cwd, req.name.as_deref())?;
+    let formats = if req.formats.is_empty() {
+        vec![Format::KernelInitrd]
+    } else {
+        req.formats.clone()
+    };
+
+    // load
+    let mut configs = Vec::new();
+    for target in &targets {
+        let config = load_config(target)?;
+        for warning in &config.warnings {
+            notify(&format!("warning: {warning}"));
+        }
+        configs.push(config);
+    }
+
+    let store = open_store(settings, notify)?;
+
+    // resolve
+    let platform = match &req.arch {
+        Some(arch) => Platform::linux(arch),
+        None => Platform::host(),
+    };
+    let layouts = workspace
+        .as_ref()
+        .map(|ws| ws.layouts())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.exists())
+        .map(|p| {
+            OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let registry = if req.offline {
+        None
+    } else {
+        let docker = match &settings.docker_config {
+            Some(path) if path.exists() => DockerConfig::load(path)?,
+            _ => DockerConfig::empty(),
+        };
+        let insecure = workspace
+            .as_ref()
+            .map(|ws| ws.manifest.images.insecure_registries.clone())
+            .unwrap_or_default();
+        Some(RegistryClient::new(RegistryConfig {
+            insecure,
+            docker_config: docker,
+            ..RegistryConfig::default()
+        })?)
+    };
+    let sources = Arc::new(ImageSources::new(layouts, registry));
+    let lock_path = workspace.as_ref().map(|ws| ws.root.join(LOCK_FILE));
+    let old_lock = match &lock_path {
+        Some(p) => LockFile::read(p)?,
+        None => LockFile::default(),
+    };
+    let refs: BTreeSet<String> = configs.iter().flat_map(image_refs).collect();
+    let resolver = Resolver {
+        sources: Arc::clone(&sources),
+        store: store.clone(),
+        platform,
+        lock: old_lock.clone(),
+        pull: req.pull,
+        offline: req.offline,
+    };
+    let (images, new_lock) = resolver.resolve_all(&refs).await?;
+    let changes = old_lock.diff(&new_lock);
+    let moved = moved_images(&old_lock, &new_lock);
+    if req.locked && !changes.is_empty() {
+        return Err(LockError::Drift {
+            changes: changes.join("\n"),
+        }
+        .into());
+    }
+    let indexes = resolver
+        .resolve_indexes(&images, &index_requests(&configs, !req.no_sbom))
+        .await?;
+
+    // lower
+    let mut g = GraphBuilder::new();
+    let mut planned = Vec::new();
+    for (target, config) in targets.iter().zip(&configs) {
+        let files = resolve_files(config, target, settings, &store)?;
+        let input = LowerInput {
+            config,
+            images: &images,
+            files,
+            sources: Arc::clone(&sources) as _,
+            codec: req.codec,
+            limits: Limits::default(),
+            indexes: &indexes,
+            sbom: (!req.no_sbom).then(SbomOptions::default),
+        };
+        let outputs = lower(&mut g, &target.name, &formats, &input)
+            .with_context(|| format!("cannot plan {}", target.label))?;
+        let dir = match &req.dir {
+            Some(d) => cwd.join(d),
+            None => workspace
+                .as_ref()
+                .map_or_else(|| cwd.clone(), |ws| ws.root.clone())
+                .join("lkb-out")
+                .join(&target.package),
+        };
+        planned.push(PlannedTarget {
+            label: target.label.clone(),
+            dir,
+            outputs,
+        });
+    }
+    let graph = g.build()?;
+
+    Ok(Plan {
+        store,
+        graph,
+        targets: planned,
+        lock: LockUpdate {
+            path: lock_path,
+            lock: new_lock,
+            changes,
+        },
+        moved,
+    })
+}
+
+/// Turns `files:` entries into lowering inputs: reads host sources into the store, resolves
+/// owners, renders metadata.
+fn resolve_files(
+    config: &Config,
+    target: &Target,
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<Vec<FileItem>> {
+    let ids = IdMap::from_config(config);
+    let base = target
+        .files
+        .last()
+        .and_then(|f| f.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut items = Vec::new();
+    for (index, spec) in config.files.iter().enumerate() {
+        let data = match spec.content() {
+            FileContent::Directory => FileData::Directory,
+            FileContent::Symlink(t) => FileData::Symlink(t.to_string()),
+            FileContent::Contents(c) => FileData::Inline(c.as_bytes().to_vec()),
+            FileContent::Metadata(_) => {
+                bail!(UsageError(format!(
+                    "{}: files[{index}]: `metadata` files are not supported by lkb yet",
+                    spec.span
+                )))
+            }
+            FileContent::Source(source) => {
+                let path = match (source.strip_prefix("~/"), &settings.home) {
+                    (Some(rest), Some(home)) => home.join(rest),
+                    _ => base.join(source),
+                };
+                match fs_err::File::open(&path) {
+                    Ok(mut file) => FileData::Blob(store.put_reader(&mut file, None)?),
+                    Err(_) if spec.optional => continue,
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "{}: files[{index}]: cannot read source {source}",
+                            spec.span
+                        )));
+                    }
+                }
+            }
+        };
+        let uid = spec
+            .uid
+            .as_ref()
+            .map(|u| ids.resolve_id(u))
+            .transpose()?
+            .unwrap_or(0);
+        let gid = spec
+            .gid
+            .as_ref()
+            .map(|g| ids.resolve_id(g))
+            .transpose()?
+            .unwrap_or(0);
+        items.push(FileItem {
+            path: spec.archive_path().to_string(),
+            data,
+            mode: spec.effective_mode(),
+            uid,
+            gid,
+            parent_mode: spec.parent_dir_mode(),
+            index,
+        });
+    }
+    Ok(items)
+}
