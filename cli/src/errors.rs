@@ -67,13 +67,14 @@ pub(crate) fn exit_code(category: ErrorCategory) -> u8 {
 pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     let category = category(error);
     let mut lines = vec![format!("error: {error}")];
-    let mut last = error.to_string();
+    let mut printed = error.to_string();
     for cause in error.chain().skip(1) {
         let text = cause.to_string();
-        if !last.contains(&text) {
+        // Some errors already include their causes in their message; print each text once.
+        if !printed.contains(&text) {
             lines.push(format!("  caused by: {text}"));
+            printed.push_str(&text);
         }
-        last = text;
     }
     if category == ErrorCategory::Internal {
         lines.push("note: this is a bug in lkb; please report it with the command you ran".into());

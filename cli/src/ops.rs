@@ -2,5 +2,6 @@
 
 pub mod build;
 pub mod cache;
+pub mod config;
 pub mod plan;
 pub mod query;

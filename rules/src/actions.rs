@@ -41,10 +41,10 @@ mod volume;
 pub use apkdb::{APK_INSTALLED, ApkDbAction};
 pub use archive::{InitrdAction, KernelInitrdTarAction, RootfsTarAction, SegmentAction};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
+pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
 pub use sections::{
     BundleAction, FileData, FileItem, FilesAction, InitRootAction, KernelAction, RootFilter,
 };
-pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
 pub use volume::{VolumeAction, VolumeContent};
 
 use lkb_engine::ActionError;

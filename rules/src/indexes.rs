@@ -18,8 +18,7 @@ use lkb_store::{BlobDigest, BlobRef};
 
 use crate::oci::{
     DOCKER_MANIFEST, Descriptor, ImageIndex, ImageManifest, ImageRef, ImageSource as _, LayerDesc,
-    Manifest,
-    OCI_MANIFEST, OciError, parse_manifest, sha256_digest,
+    Manifest, OCI_MANIFEST, OciError, parse_manifest, sha256_digest,
 };
 use crate::resolve::{ImageInfo, ResolveError, Resolver};
 
@@ -208,7 +207,10 @@ impl Resolver {
         let (_, manifest) = self.indexed_manifest(r, attestation).await?;
         let mut layers = Vec::new();
         for layer in &manifest.layers {
-            let spdx = layer.annotations.get(ANNOTATION_PREDICATE_TYPE).map(String::as_str)
+            let spdx = layer
+                .annotations
+                .get(ANNOTATION_PREDICATE_TYPE)
+                .map(String::as_str)
                 == Some(SPDX_PREDICATE_TYPE);
             if !spdx || layer.media_type != IN_TOTO_MEDIA_TYPE {
                 continue;

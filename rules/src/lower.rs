@@ -233,8 +233,10 @@ impl Lowering<'_, '_> {
         let reference = crate::config::expand_ref(&image.value);
         if volume.format == VolumeFormat::Filesystem {
             let merged = self.image(&reference)?;
-            self.sbom_sources
-                .push((reference.clone(), format!("containers/volumes/{name}/lower/")));
+            self.sbom_sources.push((
+                reference.clone(),
+                format!("containers/volumes/{name}/lower/"),
+            ));
             let action = VolumeAction {
                 name,
                 location,
@@ -246,9 +248,8 @@ impl Lowering<'_, '_> {
             .platforms
             .iter()
             .map(|p| {
-                Platform::parse(&p.value).map_err(|e| {
-                    ConfigError::new(p.span.clone(), format!("volume `{name}`: {e}"))
-                })
+                Platform::parse(&p.value)
+                    .map_err(|e| ConfigError::new(p.span.clone(), format!("volume `{name}`: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let info = Arc::clone(self.info(&reference)?);
@@ -523,7 +524,9 @@ mod tests {
     use super::*;
     use crate::actions::FetchBlobAction;
     use crate::indexes::IndexedManifest;
-    use crate::oci::{DescriptorPlatform, ImageSources, OCI_MANIFEST, ResolvedImage, sha256_digest};
+    use crate::oci::{
+        DescriptorPlatform, ImageSources, OCI_MANIFEST, ResolvedImage, sha256_digest,
+    };
 
     const YML: &str = "\
 init:
@@ -577,7 +580,9 @@ onboot:
         IndexedManifest {
             descriptor: Descriptor {
                 media_type: OCI_MANIFEST.into(),
-                digest: desc(&format!("{seed} manifest"), OCI_MANIFEST).digest.to_string(),
+                digest: desc(&format!("{seed} manifest"), OCI_MANIFEST)
+                    .digest
+                    .to_string(),
                 size: 10,
                 platform: Some(DescriptorPlatform {
                     architecture: arch.into(),
@@ -591,7 +596,10 @@ onboot:
             },
             manifest: desc(&format!("{seed} manifest"), OCI_MANIFEST),
             config: desc(&format!("{seed} config"), "config"),
-            layers: vec![shared.clone(), desc(&format!("{seed} own layer"), "tar+gzip")],
+            layers: vec![
+                shared.clone(),
+                desc(&format!("{seed} own layer"), "tar+gzip"),
+            ],
         }
     }
 
@@ -694,7 +702,13 @@ onboot:
         assert_eq!(
             kinds(&graph, &trees),
             [
-                "init-root", "init-root", "apk-db", "volume", "volume", "volume", "bundle",
+                "init-root",
+                "init-root",
+                "apk-db",
+                "volume",
+                "volume",
+                "volume",
+                "bundle",
                 "sbom"
             ]
         );
@@ -773,7 +787,10 @@ onboot:
 
     #[test]
     fn oci_volume_needs_an_index_and_valid_platforms() {
-        let yml = YML.replace("example.com/lkb/vol:1\n    format", "example.com/lkb/init-b:1\n    format");
+        let yml = YML.replace(
+            "example.com/lkb/vol:1\n    format",
+            "example.com/lkb/init-b:1\n    format",
+        );
         let f = fixture(&yml);
         let err = lower_tar(&f, None).expect_err("not an index");
         assert_eq!(err.category(), ErrorCategory::User);
@@ -829,9 +846,18 @@ onboot:
         };
         let p = |s: &str| Platform::parse(s).expect("platform");
         assert!(platform_wanted(&[], &entry("amd64", None)));
-        assert!(platform_wanted(&[p("linux/arm64")], &entry("arm64", Some("v8"))));
-        assert!(platform_wanted(&[p("linux/arm64/v8")], &entry("arm64", Some("v8"))));
-        assert!(!platform_wanted(&[p("linux/arm64/v8")], &entry("arm64", None)));
+        assert!(platform_wanted(
+            &[p("linux/arm64")],
+            &entry("arm64", Some("v8"))
+        ));
+        assert!(platform_wanted(
+            &[p("linux/arm64/v8")],
+            &entry("arm64", Some("v8"))
+        ));
+        assert!(!platform_wanted(
+            &[p("linux/arm64/v8")],
+            &entry("arm64", None)
+        ));
         assert!(!platform_wanted(&[p("linux/amd64")], &entry("arm64", None)));
         let mut bare = entry("amd64", None);
         bare.platform = None;

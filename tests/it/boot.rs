@@ -130,16 +130,18 @@ fn bundles(log: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The console lines between the boot marker and the first `LKB-BUNDLE` line: the init's
-/// `ls /containers/onboot /containers/services`.
+/// The names printed between the boot marker and the first `LKB-BUNDLE` line by the init's
+/// `ls /containers/onboot /containers/services` (the console is a tty, so busybox may print
+/// several names per line; `dir:` headings are left out).
 fn containers_listing(log: &str) -> Vec<String> {
     let start = log.find(BOOT_MARKER).unwrap();
     log[start..]
         .lines()
         .skip(1)
         .take_while(|l| !l.starts_with("LKB-BUNDLE"))
-        .filter(|l| !l.starts_with("LKB-") && !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
+        .filter(|l| !l.starts_with("LKB-") && !l.trim_end().ends_with(':'))
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
         .collect()
 }
 

@@ -38,7 +38,11 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// Runs a program, fails the test unless it exits 0, returns stdout.
 pub(crate) fn run_tool(cmd: &mut Command, stdin: Option<&[u8]>) -> Vec<u8> {
     let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -146,7 +150,7 @@ fn extract_initrd(initrd: &Path, dest: &Path) -> Vec<Vec<String>> {
 }
 
 /// Every path below `root` (relative, no trailing `/`), not following symlinks.
-fn walk(root: &Path) -> BTreeSet<String> {
+pub(crate) fn walk(root: &Path) -> BTreeSet<String> {
     fn go(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
         for entry in fs_err::read_dir(dir).unwrap() {
             let entry = entry.unwrap();
@@ -268,16 +272,19 @@ fn noise(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// The lower layer of [`two_layer_image`]; the same `tag` gives the same bytes.
+fn base_layer(tag: &str) -> Layer {
+    Layer::new()
+        .dir("etc")
+        .file("etc/which", format!("{tag}\n"))
+        .dir("data")
+        .file("data/a.bin", noise(300_000, 1))
+}
+
 /// A two-layer image whose layers are big enough to tell fetched bytes apart.
 fn two_layer_image(tag: &str) -> Image {
     ImageBuilder::new()
-        .layer(
-            Layer::new()
-                .dir("etc")
-                .file("etc/which", format!("{tag}\n"))
-                .dir("data")
-                .file("data/a.bin", noise(300_000, 1)),
-        )
+        .layer(base_layer(tag))
         .layer(
             Layer::new()
                 .compression(Compression::Zstd)
@@ -294,7 +301,11 @@ fn two_layer_image(tag: &str) -> Image {
 fn store_file_names(store: &Path) -> BTreeSet<String> {
     walk(store)
         .into_iter()
-        .filter_map(|p| Path::new(&p).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter_map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .collect()
 }
 
@@ -342,7 +353,7 @@ fn long_gnu_layer() -> Layer {
         .symlink("gnu/rel-long", &format!("{e}/{f}"))
 }
 
-fn layered_plus_long_image() -> Image {
+pub(crate) fn layered_plus_long_image() -> Image {
     ImageBuilder::new()
         .layer(synthetic::layered_base())
         .layer(synthetic::layered_changes())
@@ -368,7 +379,10 @@ fn layered_plus_long_expected() -> BTreeMap<String, Node> {
     tree.insert("long".into(), Node::Dir { mode: 0o755 });
     tree.insert(format!("long/{a}"), Node::Dir { mode: 0o755 });
     tree.insert(dir.clone(), Node::Dir { mode: 0o750 });
-    tree.insert(file.clone(), file_node("very long path\n", 0o640, 4242, 4343));
+    tree.insert(
+        file.clone(),
+        file_node("very long path\n", 0o640, 4242, 4343),
+    );
     tree.insert(
         format!("{dir}/hard-{}", "d".repeat(120)),
         Node::HardLink(file.clone()),
@@ -427,7 +441,9 @@ fn multi_layer_registry_image_extracts_to_the_expected_tree() {
     assert!(
         listings[0]
             .iter()
-            .all(|n| n.starts_with("containers/onboot/000-x") || n == "containers" || n == "containers/onboot"),
+            .all(|n| n.starts_with("containers/onboot/000-x")
+                || n == "containers"
+                || n == "containers/onboot"),
         "{:?}",
         listings[0]
     );
@@ -450,7 +466,10 @@ fn multi_layer_registry_image_extracts_to_the_expected_tree() {
     // The bundle spec comes from the image config and label.
     let config: Value =
         serde_json::from_slice(&fs_err::read(bundle.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["process"]["args"], serde_json::json!(["/usr/bin/tool", "--flag"]));
+    assert_eq!(
+        config["process"]["args"],
+        serde_json::json!(["/usr/bin/tool", "--flag"])
+    );
     assert_eq!(config["process"]["cwd"], "/home/user");
     let env: Vec<&str> = config["process"]["env"]
         .as_array()
@@ -477,23 +496,33 @@ fn image_shared_by_two_services_is_fetched_unpacked_and_extracted_once() {
     let registry = Registry::start().unwrap();
     let image = two_layer_image("shared");
     registry.push_image("lkb/shared", "1", &image).unwrap();
+    // Another image on the same base layer: only its own layer is new.
+    let cousin = ImageBuilder::new()
+        .layer(base_layer("shared"))
+        .layer(Layer::new().dir("data").file("data/cousin", "cousin\n"))
+        .build()
+        .unwrap();
+    assert_eq!(cousin.layers[0].digest, image.layers[0].digest);
+    registry.push_image("lkb/cousin", "1", &cousin).unwrap();
     let ws = workspace(&[], &[]).unwrap();
     let reference = format!("{}/lkb/shared:1", registry.addr());
     write(
         ws.path(),
         "two.yml",
         &format!(
-            "services:\n  - name: first\n    image: {reference}\n  - name: second\n    image: {reference}\n    command: [\"/bin/second\"]\n"
+            "services:\n  - name: first\n    image: {reference}\n  - name: second\n    image: {reference}\n    command: [\"/bin/second\"]\n  - name: cousin\n    image: {}/lkb/cousin:1\n    command: [\"/bin/cousin\"]\n",
+            registry.addr()
         ),
     );
     let lkb = Lkb::new(ws.path()).unwrap();
     let run = lkb.build(&["two.yml"]).unwrap().ok().unwrap();
 
-    let layer_bytes: u64 = image.layers.iter().map(|l| l.size()).sum();
-    assert_eq!(run.executed("fetch").len(), 2, "{}", run.stderr);
-    assert_eq!(run.executed("unpack").len(), 2, "{}", run.stderr);
-    assert_eq!(run.executed("merge").len(), 1, "{}", run.stderr);
-    assert_eq!(run.executed("bundle").len(), 2, "{}", run.stderr);
+    let layer_bytes: u64 =
+        image.layers.iter().map(|l| l.size()).sum::<u64>() + cousin.layers[1].size();
+    assert_eq!(run.executed("fetch").len(), 3, "{}", run.stderr);
+    assert_eq!(run.executed("unpack").len(), 3, "{}", run.stderr);
+    assert_eq!(run.executed("merge").len(), 2, "{}", run.stderr);
+    assert_eq!(run.executed("bundle").len(), 3, "{}", run.stderr);
     assert_eq!(summary_u64(&run, "/bytes_fetched"), layer_bytes);
     // No action ran twice under another name.
     let labels: Vec<String> = run
@@ -520,9 +549,7 @@ fn image_shared_by_two_services_is_fetched_unpacked_and_extracted_once() {
     // LinuxKit's de-duplication: the second bundle has no image filesystem of its own.
     assert_eq!(
         walk(&second),
-        BTreeSet::from(
-            ["config.json", "runtime.json", "rootfs", "tmp"].map(String::from)
-        ),
+        BTreeSet::from(["config.json", "runtime.json", "rootfs", "tmp"].map(String::from)),
         "second bundle holds more than its spec"
     );
     let runtime: Value =
@@ -550,7 +577,21 @@ fn image_shared_by_two_services_is_fetched_unpacked_and_extracted_once() {
     assert_eq!(overlay["destination"], "/containers/services/second/rootfs");
     let config: Value =
         serde_json::from_slice(&fs_err::read(second.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["process"]["args"], serde_json::json!(["/bin/second"]));
+    assert_eq!(
+        config["process"]["args"],
+        serde_json::json!(["/bin/second"])
+    );
+    // The cousin image is a different image: extracted on its own, base layer included.
+    let cousin_root = root.join("containers/services/cousin/lower");
+    assert_eq!(
+        fs_err::read(cousin_root.join("data/a.bin")).unwrap(),
+        noise(300_000, 1)
+    );
+    assert_eq!(
+        fs_err::read_to_string(cousin_root.join("data/cousin")).unwrap(),
+        "cousin\n"
+    );
+    assert!(!cousin_root.join("data/b.bin").exists());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,10 +639,8 @@ fn multi_platform_index_yields_the_requested_architecture() {
         let root = ws.path().join(format!("{dir}-x"));
         extract_initrd(&ws.path().join(dir).join("multi-initrd.img"), &root);
         let read = |bundle: &str| {
-            fs_err::read_to_string(
-                root.join(format!("containers/onboot/{bundle}/lower/etc/arch")),
-            )
-            .unwrap()
+            fs_err::read_to_string(root.join(format!("containers/onboot/{bundle}/lower/etc/arch")))
+                .unwrap()
         };
         (read("000-oci"), read("001-docker"))
     };
@@ -685,6 +724,42 @@ fn tampered_blob_fails_names_both_digests_writes_nothing_and_recovers() {
             "the store kept a file named {bad}"
         );
     }
+
+    // A tampered image config is caught the same way, while resolving.
+    let other = ImageBuilder::new()
+        .layer(Layer::new().file("x", "x\n"))
+        .entrypoint(&["/x"])
+        .build()
+        .unwrap();
+    registry
+        .push_image("lkb/tamper-config", "1", &other)
+        .unwrap();
+    registry.corrupt_blob(&other.config.digest).unwrap();
+    let bad_config =
+        Digest::of(&fs_err::read(registry.blob_data_path(&other.config.digest)).unwrap());
+    write(
+        ws.path(),
+        "config.yml",
+        &format!(
+            "onboot:\n  - name: c\n    image: {}/lkb/tamper-config:1\n",
+            registry.addr()
+        ),
+    );
+    let run = lkb.build(&["config.yml"]).unwrap();
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&other.config.digest.to_string()),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&bad_config.to_string()),
+        "{}",
+        run.stderr
+    );
+    assert!(!ws.path().join("lkb-out").exists());
+    let names = store_file_names(&lkb.store.path().join("store-v1"));
+    assert!(!names.contains(other.config.digest.hex()) && !names.contains(bad_config.hex()));
 
     // Put the right bytes back (a re-push of the same blob); the same store now builds.
     registry
@@ -840,6 +915,40 @@ fn unreachable_registry_fails_with_one_clear_message() {
     assert!(!ws.path().join("lkb-out").exists());
 }
 
+/// The error's causes are printed once: a `caused by:` line that only repeats text already
+/// on the `error:` line is noise.
+#[test]
+fn unreachable_registry_message_does_not_repeat_its_causes() {
+    let port = free_port().unwrap();
+    let ws = workspace(&[], &[]).unwrap();
+    write(
+        ws.path(),
+        "gone.yml",
+        &format!("onboot:\n  - name: g\n    image: 127.0.0.1:{port}/lkb/gone:1\n"),
+    );
+    let run = Lkb::new(ws.path())
+        .unwrap()
+        .run(&["build", "gone.yml"])
+        .unwrap();
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let error = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap();
+    for cause in run
+        .stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("caused by: "))
+    {
+        assert!(
+            !error.contains(cause),
+            "`{cause}` is already in the error line:\n{}",
+            run.stderr
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. no-op rebuild, lock file, --locked, --pull, --offline
 
@@ -886,7 +995,12 @@ fn rebuild_is_a_noop_lock_pins_locked_refuses_drift_offline_uses_the_store() {
 
     // 2nd build: nothing runs, nothing is fetched, nothing is rewritten.
     let second = lkb.build(&["sys.yml"]).unwrap().ok().unwrap();
-    assert_eq!(summary_u64(&second, "/actions/executed"), 0, "{}", second.stderr);
+    assert_eq!(
+        summary_u64(&second, "/actions/executed"),
+        0,
+        "{}",
+        second.stderr
+    );
     assert_eq!(
         summary_u64(&second, "/actions/cached"),
         summary_u64(&second, "/actions/total")
@@ -899,7 +1013,12 @@ fn rebuild_is_a_noop_lock_pins_locked_refuses_drift_offline_uses_the_store() {
     registry.push_image("lkb/app", "1", &v2).unwrap();
     // Pinned: a plain build keeps using v1.
     let pinned = lkb.build(&["sys.yml"]).unwrap().ok().unwrap();
-    assert_eq!(summary_u64(&pinned, "/actions/executed"), 0, "{}", pinned.stderr);
+    assert_eq!(
+        summary_u64(&pinned, "/actions/executed"),
+        0,
+        "{}",
+        pinned.stderr
+    );
     // --locked --pull: the pin would change → refused, nothing touched.
     let drift = lkb.build(&["sys.yml", "--locked", "--pull"]).unwrap();
     assert_eq!(drift.code, 2, "{}", drift.stderr);
@@ -916,7 +1035,21 @@ fn rebuild_is_a_noop_lock_pins_locked_refuses_drift_offline_uses_the_store() {
     // Registry gone: --offline with the warm store builds, even a changed config.
     drop(registry);
     let offline = lkb.build(&["sys.yml", "--offline"]).unwrap().ok().unwrap();
-    assert_eq!(summary_u64(&offline, "/actions/executed"), 0, "{}", offline.stderr);
+    assert_eq!(
+        summary_u64(&offline, "/actions/executed"),
+        0,
+        "{}",
+        offline.stderr
+    );
+    // Pinned and stored: even without --offline the no-op build needs no registry.
+    let pinned = lkb.build(&["sys.yml"]).unwrap().ok().unwrap();
+    assert_eq!(
+        summary_u64(&pinned, "/actions/executed"),
+        0,
+        "{}",
+        pinned.stderr
+    );
+    assert_eq!(files.iter().map(|f| stat(f)).collect::<Vec<_>>(), before);
     write(
         ws.path(),
         "sys.yml",

@@ -11,9 +11,9 @@ use std::process::Command;
 
 use lkb_tests::cli::{Lkb, Run, example_layout, repo_root, workspace};
 
-use crate::build_registry::{drop_sbom, initrd_archives, run_tool};
+use crate::build_registry::{drop_sbom, initrd_archives, layered_plus_long_image, run_tool, walk};
 use lkb_tests::examples::INIT_SCRIPT;
-use lkb_tests::oci::{Artifact, Image, OciLayout, Platform};
+use lkb_tests::oci::{Artifact, Digest, Image, OciLayout, Platform};
 use serde_json::{Value, json};
 
 const KERNEL_REF: &str = "localhost/lkb-examples/kernel:1";
@@ -75,7 +75,12 @@ fn lines(bytes: Vec<u8>) -> Vec<String> {
 fn cpio_names(archives: &[Vec<u8>]) -> Vec<Vec<String>> {
     archives
         .iter()
-        .map(|a| lines(run_tool(Command::new("cpio").args(["-it", "--quiet"]), Some(a))))
+        .map(|a| {
+            lines(run_tool(
+                Command::new("cpio").args(["-it", "--quiet"]),
+                Some(a),
+            ))
+        })
         .collect()
 }
 
@@ -201,7 +206,10 @@ fn assert_contains_fs(root: &Path, expected: &BTreeMap<String, Fs>, skip: &[&str
             Fs::File(content, mode) => {
                 assert!(meta.file_type().is_file(), "{path}");
                 assert_eq!(meta.mode() & 0o7777, *mode, "mode of {path}");
-                assert!(&fs_err::read(&full).unwrap() == content, "content of {path}");
+                assert!(
+                    &fs_err::read(&full).unwrap() == content,
+                    "content of {path}"
+                );
             }
             Fs::Symlink(target) => assert_eq!(
                 fs_err::read_link(&full).unwrap().to_string_lossy(),
@@ -281,7 +289,11 @@ fn parse_newc(archive: &[u8]) -> Vec<Rec> {
             } else {
                 String::new()
             },
-            rdev: if matches!(kind, 'c' | 'b') { rdev } else { (0, 0) },
+            rdev: if matches!(kind, 'c' | 'b') {
+                rdev
+            } else {
+                (0, 0)
+            },
         };
         if kind == '-' && nlink > 1 {
             match groups.get(&ino) {
@@ -373,6 +385,129 @@ fn parse_tar(bytes: &[u8]) -> Vec<(Rec, BTreeMap<String, String>)> {
     out
 }
 
+/// Files of the rootfs tar that the initrd does not hold (they are written beside it).
+const OUTSIDE_INITRD: [&str; 2] = ["boot/kernel", "boot/cmdline"];
+
+/// Asserts that the rootfs tar and the initrd hold the same entries, apart from
+/// [`OUTSIDE_INITRD`]: the same names in the same order (`tar -t` vs `cpio -t`), the same type,
+/// mode, owner, size, mtime and link target per entry (parsed), and that GNU tar and GNU cpio
+/// extract them to the same tree. Returns the tar's entries with their PAX records.
+fn assert_tar_agrees_with_initrd(
+    scratch: &Path,
+    tar_path: &Path,
+    initrd: &Path,
+) -> Vec<(Rec, BTreeMap<String, String>)> {
+    let tar_names = lines(run_tool(Command::new("tar").arg("-tf").arg(tar_path), None));
+    let archives = initrd_archives(initrd);
+    let cpio_all: Vec<String> = cpio_names(&archives).into_iter().flatten().collect();
+    let tar_inside: Vec<String> = tar_names
+        .iter()
+        .filter(|n| !OUTSIDE_INITRD.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        tar_inside, cpio_all,
+        "tar -t and cpio -t list different names"
+    );
+
+    let tar_entries = parse_tar(&fs_err::read(tar_path).unwrap());
+    let tar_recs: Vec<Rec> = tar_entries
+        .iter()
+        .map(|(r, _)| r.clone())
+        .filter(|r| !OUTSIDE_INITRD.contains(&r.name.as_str()))
+        .collect();
+    let cpio_recs: Vec<Rec> = archives.iter().flat_map(|a| parse_newc(a)).collect();
+    assert_eq!(tar_recs.len(), cpio_recs.len());
+    for (t, c) in tar_recs.iter().zip(&cpio_recs) {
+        if t.kind == 'h' || c.kind == 'h' {
+            // A hard link's own header fields mean nothing (it is the target's inode).
+            assert_eq!(
+                (&t.name, t.kind, &t.link),
+                (&c.name, c.kind, &c.link),
+                "hard links disagree"
+            );
+        } else {
+            assert_eq!(t, c, "tar and initrd disagree");
+        }
+    }
+
+    // Later entries win in both; the extracted trees are the same.
+    let from_tar = scratch.join("from-tar");
+    fs_err::create_dir_all(&from_tar).unwrap();
+    run_tool(
+        Command::new("tar")
+            .arg("-xpf")
+            .arg(tar_path)
+            .args(["--numeric-owner", "-C"])
+            .arg(&from_tar),
+        None,
+    );
+    for name in OUTSIDE_INITRD {
+        let _ = fs_err::remove_file(from_tar.join(name));
+    }
+    let from_cpio = scratch.join("from-cpio");
+    cpio_extract(&archives, &from_cpio);
+    let (a, b) = (snapshot(&from_tar), snapshot(&from_cpio));
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let differing: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}:\n  tar:  {:?}\n  cpio: {:?}", a.get(k), b.get(k)))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "tar and cpio extract differently:\n{}",
+        differing.join("\n")
+    );
+    tar_entries
+}
+
+/// Type, permissions, owner, size, content digest, mtime (files), link target, and hard-link
+/// group (the first path of the inode, in path order) of every path below `root`.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let mut first_of_inode: BTreeMap<u64, String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for path in walk(root) {
+        let full = root.join(&path);
+        let m = fs_err::symlink_metadata(&full).unwrap();
+        let ft = m.file_type();
+        let common = format!("{:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid());
+        let desc = if ft.is_dir() {
+            format!("dir {common}")
+        } else if ft.is_symlink() {
+            format!(
+                "symlink {}:{} -> {}",
+                m.uid(),
+                m.gid(),
+                fs_err::read_link(&full).unwrap().display()
+            )
+        } else if ft.is_file() {
+            let group = if m.nlink() > 1 {
+                first_of_inode
+                    .entry(m.ino())
+                    .or_insert_with(|| path.clone())
+                    .clone()
+            } else {
+                String::new()
+            };
+            format!(
+                "file {common} size {} mtime {} {} nlink {} {group}",
+                m.len(),
+                m.mtime(),
+                Digest::of(&fs_err::read(&full).unwrap()),
+                m.nlink()
+            )
+        } else if ft.is_char_device() || ft.is_block_device() {
+            format!("device {common} rdev {:x}", m.rdev())
+        } else {
+            format!("other {common}")
+        };
+        out.insert(path, desc);
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. the initrd through gzip and cpio
 
@@ -388,7 +523,9 @@ fn initrd_extracts_with_cpio_into_the_linuxkit_layout() {
         .collect();
     assert_eq!(
         written,
-        BTreeSet::from(["minimal-kernel", "minimal-initrd.img", "minimal-cmdline"].map(String::from))
+        BTreeSet::from(
+            ["minimal-kernel", "minimal-initrd.img", "minimal-cmdline"].map(String::from)
+        )
     );
     assert_eq!(
         fs_err::read_to_string(out.join("minimal-cmdline")).unwrap(),
@@ -401,10 +538,17 @@ fn initrd_extracts_with_cpio_into_the_linuxkit_layout() {
     drop_sbom(&mut names);
     assert_eq!(names.len(), 4, "kernel, init, onboot, service: {names:#?}");
     assert_eq!(names[0][0], "boot");
-    assert!(names[0].iter().all(|n| n == "boot" || n.starts_with("lib")), "{:#?}", names[0]);
+    assert!(
+        names[0].iter().all(|n| n == "boot" || n.starts_with("lib")),
+        "{:#?}",
+        names[0]
+    );
     assert!(names[1].contains(&"init".to_string()));
     assert!(names[1].contains(&"bin/busybox".to_string()));
-    for (archive, bundle) in [(2, "containers/onboot/000-dhcpcd"), (3, "containers/services/getty")] {
+    for (archive, bundle) in [
+        (2, "containers/onboot/000-dhcpcd"),
+        (3, "containers/services/getty"),
+    ] {
         assert!(
             names[archive]
                 .iter()
@@ -413,7 +557,10 @@ fn initrd_extracts_with_cpio_into_the_linuxkit_layout() {
             names[archive]
         );
         for generated in ["config.json", "runtime.json", "tmp", "rootfs", "lower"] {
-            assert!(names[archive].contains(&format!("{bundle}/{generated}")), "{bundle}/{generated}");
+            assert!(
+                names[archive].contains(&format!("{bundle}/{generated}")),
+                "{bundle}/{generated}"
+            );
         }
     }
 
@@ -431,7 +578,11 @@ fn initrd_extracts_with_cpio_into_the_linuxkit_layout() {
     };
     let mut modules = BTreeMap::new();
     apply_tar(kernel_tar, &mut modules);
-    assert!(modules.keys().any(|k| k.starts_with("lib/modules/") && k.ends_with(".ko")));
+    assert!(
+        modules
+            .keys()
+            .any(|k| k.starts_with("lib/modules/") && k.ends_with(".ko"))
+    );
     assert_contains_fs(&root, &modules, &[]);
     let Some(Fs::File(kernel_bytes, _)) = kernel.get("kernel") else {
         panic!("no kernel in {KERNEL_REF}");
@@ -441,26 +592,39 @@ fn initrd_extracts_with_cpio_into_the_linuxkit_layout() {
     // The init image at /, with init's resolv.conf symlink.
     let init = image_fs(INIT_REF);
     assert_contains_fs(&root, &init, &["etc/resolv.conf", "etc/hosts"]);
-    assert_eq!(fs_err::read_to_string(root.join("init")).unwrap(), INIT_SCRIPT);
+    assert_eq!(
+        fs_err::read_to_string(root.join("init")).unwrap(),
+        INIT_SCRIPT
+    );
     let busybox = fs_err::symlink_metadata(root.join("bin/busybox")).unwrap();
     assert!(busybox.file_type().is_file() && busybox.mode() & 0o111 != 0);
     assert_eq!(
         fs_err::read_link(root.join("etc/resolv.conf")).unwrap(),
         Path::new("/run/resolvconf/resolv.conf")
     );
-    assert_eq!(fs_err::read_to_string(root.join("etc/hosts")).unwrap(), HOSTS);
+    assert_eq!(
+        fs_err::read_to_string(root.join("etc/hosts")).unwrap(),
+        HOSTS
+    );
     for dir in ["dev", "proc", "sys"] {
         assert!(root.join(dir).is_dir(), "{dir}");
     }
 
     // The onboot bundle.
     let dhcpcd = root.join("containers/onboot/000-dhcpcd");
-    assert_contains_fs(&dhcpcd.join("lower"), &image_fs(DHCPCD_REF), &["etc/resolv.conf", "etc/hosts"]);
+    assert_contains_fs(
+        &dhcpcd.join("lower"),
+        &image_fs(DHCPCD_REF),
+        &["etc/resolv.conf", "etc/hosts"],
+    );
     assert_eq!(
         fs_err::read_to_string(dhcpcd.join("lower/etc/resolv.conf")).unwrap(),
         NO_RESOLV
     );
-    assert_eq!(fs_err::read_to_string(dhcpcd.join("lower/etc/hosts")).unwrap(), HOSTS);
+    assert_eq!(
+        fs_err::read_to_string(dhcpcd.join("lower/etc/hosts")).unwrap(),
+        HOSTS
+    );
     assert!(dhcpcd.join("tmp").is_dir() && dhcpcd.join("rootfs").is_dir());
     let config = read_json(&dhcpcd.join("config.json"));
     assert_eq!(
@@ -476,14 +640,19 @@ fn initrd_extracts_with_cpio_into_the_linuxkit_layout() {
         .find(|m| m["type"] == "overlay")
         .unwrap_or_else(|| panic!("{runtime}"));
     assert!(
-        strings(&overlay["options"]).contains(&"lowerdir=/containers/onboot/000-dhcpcd/lower".to_string()),
+        strings(&overlay["options"])
+            .contains(&"lowerdir=/containers/onboot/000-dhcpcd/lower".to_string()),
         "{overlay}"
     );
 
     // The service bundle: the image's own command, the yml's env.
     let getty = root.join("containers/services/getty");
     let getty_fs = image_fs(GETTY_REF);
-    assert_contains_fs(&getty.join("lower"), &getty_fs, &["etc/resolv.conf", "etc/hosts"]);
+    assert_contains_fs(
+        &getty.join("lower"),
+        &getty_fs,
+        &["etc/resolv.conf", "etc/hosts"],
+    );
     let config = read_json(&getty.join("config.json"));
     assert!(strings(&config["process"]["env"]).contains(&"INSECURE=true".to_string()));
     let image_config = example_image(GETTY_REF).config_json();
@@ -505,13 +674,27 @@ fn initrd_extracts_with_cpio_into_the_linuxkit_layout() {
 fn tar_output_agrees_with_the_initrd_entry_for_entry() {
     let ws = example_workspace(&[("minimal.yml", &repo_yml("minimal.yml"))]);
     let lkb = Lkb::new(ws.path()).unwrap();
-    build_ok(&lkb, &["minimal.yml", "--dir", "out", "-f", "kernel+initrd", "-f", "tar"]);
+    build_ok(
+        &lkb,
+        &[
+            "minimal.yml",
+            "--dir",
+            "out",
+            "-f",
+            "kernel+initrd",
+            "-f",
+            "tar",
+        ],
+    );
     let out = ws.path().join("out");
     let tar_path = out.join("minimal.tar");
 
     // GNU tar reads it; boot/kernel and boot/cmdline are in it with the right sizes.
     let listing = lines(run_tool(
-        Command::new("tar").args(["-tvf"]).arg(&tar_path).arg("--numeric-owner"),
+        Command::new("tar")
+            .args(["-tvf"])
+            .arg(&tar_path)
+            .arg("--numeric-owner"),
         None,
     ));
     let size_of = |name: &str| -> u64 {
@@ -521,67 +704,29 @@ fn tar_output_agrees_with_the_initrd_entry_for_entry() {
             .unwrap_or_else(|| panic!("{name} not in tar -tv:\n{}", listing.join("\n")));
         line.split_whitespace().nth(2).unwrap().parse().unwrap()
     };
-    assert_eq!(size_of("boot/kernel"), fs_err::metadata(out.join("minimal-kernel")).unwrap().len());
-    assert_eq!(size_of("boot/cmdline"), "console=tty0 console=ttyS0".len() as u64);
-    let tar_names = lines(run_tool(Command::new("tar").arg("-tf").arg(&tar_path), None));
+    assert_eq!(
+        size_of("boot/kernel"),
+        fs_err::metadata(out.join("minimal-kernel")).unwrap().len()
+    );
+    assert_eq!(
+        size_of("boot/cmdline"),
+        "console=tty0 console=ttyS0".len() as u64
+    );
+    let tar_names = lines(run_tool(
+        Command::new("tar").arg("-tf").arg(&tar_path),
+        None,
+    ));
     assert_eq!(tar_names.len(), listing.len());
 
-    // The same names in the same order as `cpio -t` over the initrd's archives, apart from
-    // the two files that the initrd carries outside itself.
-    let archives = initrd_archives(&out.join("minimal-initrd.img"));
-    let cpio_all: Vec<String> = cpio_names(&archives).into_iter().flatten().collect();
-    let outside = ["boot/kernel", "boot/cmdline"];
-    let tar_inside: Vec<String> = tar_names
-        .iter()
-        .filter(|n| !outside.contains(&n.as_str()))
-        .cloned()
-        .collect();
-    assert_eq!(tar_names.len(), tar_inside.len() + 2);
-    assert_eq!(tar_inside, cpio_all);
-
-    // Entry for entry: type, mode, owner, size, mtime, link target.
-    let tar_bytes = fs_err::read(&tar_path).unwrap();
-    let tar_entries = parse_tar(&tar_bytes);
-    let tar_recs: Vec<Rec> = tar_entries
-        .iter()
-        .map(|(r, _)| r.clone())
-        .filter(|r| !outside.contains(&r.name.as_str()))
-        .collect();
-    let cpio_recs: Vec<Rec> = archives.iter().flat_map(|a| parse_newc(a)).collect();
-    assert_eq!(tar_recs.len(), cpio_recs.len());
-    for (t, c) in tar_recs.iter().zip(&cpio_recs) {
-        assert_eq!(t, c, "tar and initrd disagree");
-    }
-
-    // Both extract to the same tree (GNU tar vs GNU cpio, later entries win in both).
-    let from_tar = ws.path().join("from-tar");
-    fs_err::create_dir_all(&from_tar).unwrap();
-    run_tool(
-        Command::new("tar")
-            .args(["-xpf"])
-            .arg(&tar_path)
-            .args(["--numeric-owner", "-C"])
-            .arg(&from_tar),
-        None,
-    );
-    let from_cpio = ws.path().join("from-cpio");
-    cpio_extract(&archives, &from_cpio);
-    fs_err::remove_file(from_tar.join("boot/kernel")).unwrap();
-    fs_err::remove_file(from_tar.join("boot/cmdline")).unwrap();
-    let diff = Command::new("diff")
-        .args(["-r", "--no-dereference"])
-        .arg(&from_tar)
-        .arg(&from_cpio)
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "trees differ:\n{}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    let tar_entries =
+        assert_tar_agrees_with_initrd(ws.path(), &tar_path, &out.join("minimal-initrd.img"));
+    assert_eq!(tar_entries.len(), tar_names.len());
 
     // LinuxKit's provenance records on every entry (but the SBOM, as in LinuxKit).
-    for (rec, pax) in tar_entries.iter().filter(|(r, _)| r.name != "sbom.spdx.json") {
+    for (rec, pax) in tar_entries
+        .iter()
+        .filter(|(r, _)| r.name != "sbom.spdx.json")
+    {
         assert!(
             pax.contains_key("LINUXKIT.source") && pax.contains_key("LINUXKIT.location"),
             "{} has no provenance: {pax:?}",
@@ -593,20 +738,124 @@ fn tar_output_agrees_with_the_initrd_entry_for_entry() {
             .iter()
             .find(|(r, _)| r.name == name)
             .unwrap_or_else(|| panic!("{name} not in the tar"));
-        (pax["LINUXKIT.source"].clone(), pax["LINUXKIT.location"].clone())
+        (
+            pax["LINUXKIT.source"].clone(),
+            pax["LINUXKIT.location"].clone(),
+        )
     };
     let expect = |name: &str, source: &str, location: &str| {
-        assert_eq!(provenance(name), (source.to_owned(), location.to_owned()), "{name}");
+        assert_eq!(
+            provenance(name),
+            (source.to_owned(), location.to_owned()),
+            "{name}"
+        );
     };
     expect("boot/kernel", KERNEL_REF, "kernel");
     expect("boot/cmdline", KERNEL_REF, "kernel");
     expect("init", INIT_REF, "init[0]");
     expect("bin/busybox", INIT_REF, "init[0]");
-    expect("containers/onboot/000-dhcpcd/config.json", DHCPCD_REF, "onboot[0]");
-    expect("containers/onboot/000-dhcpcd/lower/etc/hosts", DHCPCD_REF, "onboot[0]");
-    expect("containers/services/getty/runtime.json", GETTY_REF, "services[0]");
-    let kernel_rec = &tar_entries.iter().find(|(r, _)| r.name == "boot/cmdline").unwrap().0;
+    expect(
+        "containers/onboot/000-dhcpcd/config.json",
+        DHCPCD_REF,
+        "onboot[0]",
+    );
+    expect(
+        "containers/onboot/000-dhcpcd/lower/etc/hosts",
+        DHCPCD_REF,
+        "onboot[0]",
+    );
+    expect(
+        "containers/services/getty/runtime.json",
+        GETTY_REF,
+        "services[0]",
+    );
+    let kernel_rec = &tar_entries
+        .iter()
+        .find(|(r, _)| r.name == "boot/cmdline")
+        .unwrap()
+        .0;
     assert_eq!((kernel_rec.mode, kernel_rec.mtime), (0o644, DEFAULT_MTIME));
+}
+
+/// The same agreement on an image that has what the examples lack: hard links, names and
+/// link targets over 255 bytes, owners other than root, setuid, whiteouts and an opaque dir;
+/// plus a `files:` entry with its own owner. The image comes from an OCI layout.
+#[test]
+fn tar_and_initrd_agree_on_hard_links_long_names_and_owners() {
+    let image = layered_plus_long_image();
+    let layout_dir = tempfile::tempdir().unwrap();
+    let mut layout = OciLayout::create(layout_dir.path()).unwrap();
+    layout.add("localhost/lkb-tests/layered:1", &image).unwrap();
+    let ws = workspace(&[layout_dir.path()], &[]).unwrap();
+    write(
+        ws.path(),
+        "layered.yml",
+        "onboot:\n  - name: x\n    image: localhost/lkb-tests/layered:1\nservices:\n  - name: ro\n    image: localhost/lkb-tests/layered:1\n    readonly: true\nfiles:\n  - path: etc/owned/by-someone\n    contents: \"mine\\n\"\n    mode: \"0640\"\n    uid: 1234\n    gid: 5678\n",
+    );
+    let lkb = Lkb::new(ws.path()).unwrap();
+    build_ok(
+        &lkb,
+        &[
+            "layered.yml",
+            "--dir",
+            "out",
+            "-f",
+            "kernel+initrd",
+            "-f",
+            "tar",
+        ],
+    );
+    let out = ws.path().join("out");
+    let entries = assert_tar_agrees_with_initrd(
+        ws.path(),
+        &out.join("layered.tar"),
+        &out.join("layered-initrd.img"),
+    );
+    let find = |name: &str| {
+        entries
+            .iter()
+            .find(|(r, _)| r.name == name)
+            .unwrap_or_else(|| panic!("{name} not in the tar"))
+    };
+    let lower = "containers/onboot/000-x/lower";
+    let link = &find(&format!("{lower}/usr/bin/tool-hardlink")).0;
+    assert_eq!(
+        (link.kind, link.link.as_str()),
+        ('h', &*format!("{lower}/usr/bin/tool"))
+    );
+    assert_eq!(find(&format!("{lower}/usr/bin/setuid")).0.mode, 0o4755);
+    let owned = &find("etc/owned/by-someone").0;
+    assert_eq!((owned.mode, owned.uid, owned.gid), (0o640, 1234, 5678));
+    assert_eq!(
+        find("etc/owned/by-someone").1["LINUXKIT.location"],
+        "files[0]"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|(r, _)| r.name.len() > 255 && r.kind == '-')
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|(r, _)| r.link.len() > 255 && r.kind == 'l')
+    );
+    assert!(!entries.iter().any(|(r, _)| r.name.contains(".wh.")));
+    // The read-only service re-uses the onboot container's extraction.
+    let runtime = entries
+        .iter()
+        .find(|(r, _)| r.name == "containers/services/ro/runtime.json")
+        .unwrap();
+    assert_eq!(runtime.1["LINUXKIT.location"], "services[0]");
+    let root = ws.path().join("from-cpio");
+    let ro_runtime = read_json(&root.join("containers/services/ro/runtime.json"));
+    assert_eq!(ro_runtime["mounts"][0]["source"], format!("/{lower}"));
+    assert_eq!(
+        ro_runtime["mounts"][0]["destination"],
+        "/containers/services/ro/rootfs"
+    );
+    assert!(!root.join("containers/services/ro/tmp").exists());
+    assert!(root.join("containers/services/ro/rootfs").is_dir());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -618,21 +867,37 @@ fn tar_kernel_initrd_holds_the_kernel_initrd_and_cmdline_bytes() {
     let lkb = Lkb::new(ws.path()).unwrap();
     let run = build_ok(
         &lkb,
-        &["minimal.yml", "--dir", "out", "--format", "kernel+initrd", "--format", "tar-kernel-initrd"],
+        &[
+            "minimal.yml",
+            "--dir",
+            "out",
+            "--format",
+            "kernel+initrd",
+            "--format",
+            "tar-kernel-initrd",
+        ],
     );
     let out = ws.path().join("out");
     let reported: BTreeSet<PathBuf> = strings(&run.summary().unwrap()["outputs"])
         .into_iter()
         .map(PathBuf::from)
         .collect();
-    let expected: BTreeSet<PathBuf> = ["minimal-kernel", "minimal-initrd.img", "minimal-cmdline", "minimal-initrd.tar"]
-        .iter()
-        .map(|n| out.join(n))
-        .collect();
+    let expected: BTreeSet<PathBuf> = [
+        "minimal-kernel",
+        "minimal-initrd.img",
+        "minimal-cmdline",
+        "minimal-initrd.tar",
+    ]
+    .iter()
+    .map(|n| out.join(n))
+    .collect();
     assert_eq!(reported, expected);
 
     let tar_path = out.join("minimal-initrd.tar");
-    let listing = lines(run_tool(Command::new("tar").arg("-tf").arg(&tar_path), None));
+    let listing = lines(run_tool(
+        Command::new("tar").arg("-tf").arg(&tar_path),
+        None,
+    ));
     let mut sorted = listing.clone();
     sorted.sort();
     assert_eq!(sorted, ["cmdline", "initrd.img", "kernel"]);
@@ -648,7 +913,11 @@ fn tar_kernel_initrd_holds_the_kernel_initrd_and_cmdline_bytes() {
     let unpacked = ws.path().join("unpacked");
     fs_err::create_dir_all(&unpacked).unwrap();
     run_tool(
-        Command::new("tar").arg("-xf").arg(&tar_path).arg("-C").arg(&unpacked),
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tar_path)
+            .arg("-C")
+            .arg(&unpacked),
         None,
     );
     for (inner, outer) in [
@@ -661,6 +930,125 @@ fn tar_kernel_initrd_holds_the_kernel_initrd_and_cmdline_bytes() {
             "{inner} differs from {outer}"
         );
     }
+}
+
+/// Microcode: the raw `ucode` file goes in front of the gzip segments of the initrd, into
+/// `NAME-initrd.tar` as `ucode.cpio` and into the rootfs tar as `boot/ucode.cpio`. An empty
+/// cmdline writes no `NAME-cmdline` and no `cmdline` in `NAME-initrd.tar` (reference §3.1/3.2).
+#[test]
+fn ucode_is_prepended_and_an_empty_cmdline_is_left_out() {
+    let layout_dir = tempfile::tempdir().unwrap();
+    let mut layout = OciLayout::create(layout_dir.path()).unwrap();
+    let kernel = lkb_tests::synthetic::fake_kernel_image().unwrap();
+    layout
+        .add("localhost/lkb-tests/fake-kernel:1", &kernel)
+        .unwrap();
+    layout
+        .add(
+            "localhost/lkb-tests/hello:1",
+            &lkb_tests::synthetic::hello_image().unwrap(),
+        )
+        .unwrap();
+    let ws = workspace(&[layout_dir.path()], &[]).unwrap();
+    write(
+        ws.path(),
+        "u.yml",
+        "kernel:\n  image: localhost/lkb-tests/fake-kernel:1\n  ucode: intel-ucode.cpio\nonboot:\n  - name: hello\n    image: localhost/lkb-tests/hello:1\n",
+    );
+    let lkb = Lkb::new(ws.path()).unwrap();
+    build_ok(
+        &lkb,
+        &[
+            "u.yml",
+            "--dir",
+            "out",
+            "-f",
+            "kernel+initrd,tar-kernel-initrd,tar",
+        ],
+    );
+    let out = ws.path().join("out");
+    let written: BTreeSet<String> = fs_err::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        written,
+        BTreeSet::from(["u-kernel", "u-initrd.img", "u-initrd.tar", "u.tar"].map(String::from))
+    );
+    let fs = {
+        let mut tree = BTreeMap::new();
+        for layer in &kernel.layers {
+            apply_tar(&layer.uncompressed().unwrap(), &mut tree);
+        }
+        tree
+    };
+    let Some(Fs::File(ucode, _)) = fs.get("intel-ucode.cpio") else {
+        panic!("no ucode in the fake kernel");
+    };
+
+    let initrd = fs_err::read(out.join("u-initrd.img")).unwrap();
+    assert!(
+        initrd.starts_with(ucode),
+        "the initrd does not start with the ucode"
+    );
+    let rest = ws.path().join("segments.gz");
+    fs_err::write(&rest, &initrd[ucode.len()..]).unwrap();
+    let archives = initrd_archives(&rest);
+    let mut names = cpio_names(&archives);
+    drop_sbom(&mut names);
+    assert_eq!(names.len(), 2, "{names:#?}");
+    assert!(names[0].contains(&"lib/modules/0.0.0-fake/modules.dep".to_string()));
+    assert!(
+        !names[0].iter().any(|n| n.starts_with("boot/")),
+        "{:?}",
+        names[0]
+    );
+    assert!(names[1].contains(&"containers/onboot/000-hello/lower/hello".to_string()));
+
+    let inner = parse_tar(&fs_err::read(out.join("u-initrd.tar")).unwrap());
+    let inner_names: BTreeSet<&str> = inner.iter().map(|(r, _)| r.name.as_str()).collect();
+    assert_eq!(
+        inner_names,
+        BTreeSet::from(["kernel", "initrd.img", "ucode.cpio"])
+    );
+    let unpacked = ws.path().join("unpacked");
+    fs_err::create_dir_all(&unpacked).unwrap();
+    run_tool(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(out.join("u-initrd.tar"))
+            .arg("-C")
+            .arg(&unpacked),
+        None,
+    );
+    assert!(fs_err::read(unpacked.join("ucode.cpio")).unwrap() == *ucode);
+    assert!(fs_err::read(unpacked.join("initrd.img")).unwrap() == initrd);
+    assert!(
+        fs_err::read(unpacked.join("kernel")).unwrap()
+            == fs_err::read(out.join("u-kernel")).unwrap()
+    );
+
+    let rootfs = parse_tar(&fs_err::read(out.join("u.tar")).unwrap());
+    let boot: Vec<&str> = rootfs
+        .iter()
+        .map(|(r, _)| r.name.as_str())
+        .filter(|n| n.starts_with("boot"))
+        .collect();
+    assert!(
+        boot.contains(&"boot/kernel") && boot.contains(&"boot/ucode.cpio"),
+        "{boot:?}"
+    );
+    let from_tar = ws.path().join("rootfs");
+    fs_err::create_dir_all(&from_tar).unwrap();
+    run_tool(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(out.join("u.tar"))
+            .arg("-C")
+            .arg(&from_tar),
+        None,
+    );
+    assert!(fs_err::read(from_tar.join("boot/ucode.cpio")).unwrap() == *ucode);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -678,7 +1066,10 @@ fn several_yml_files_merge_in_order_and_outputs_follow_the_last() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(written, BTreeSet::from(["b-kernel", "b-initrd.img", "b-cmdline"].map(String::from)));
+    assert_eq!(
+        written,
+        BTreeSet::from(["b-kernel", "b-initrd.img", "b-cmdline"].map(String::from))
+    );
     assert_eq!(
         fs_err::read_to_string(ab.join("b-cmdline")).unwrap(),
         "console=ttyS0 lkb.merged=1"
@@ -706,7 +1097,10 @@ fn several_yml_files_merge_in_order_and_outputs_follow_the_last() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(written, BTreeSet::from(["a-kernel", "a-initrd.img", "a-cmdline"].map(String::from)));
+    assert_eq!(
+        written,
+        BTreeSet::from(["a-kernel", "a-initrd.img", "a-cmdline"].map(String::from))
+    );
     assert_eq!(
         fs_err::read_to_string(ba.join("a-cmdline")).unwrap(),
         "console=tty0 console=ttyS0"
@@ -740,7 +1134,10 @@ fn recursive_pattern_builds_every_target_and_a_rebuild_touches_nothing() {
         .iter()
         .flat_map(|n| ["kernel", "initrd.img", "cmdline"].map(|s| out.join(format!("{n}-{s}"))))
         .collect();
-    let reported: BTreeSet<PathBuf> = strings(&summary["outputs"]).into_iter().map(PathBuf::from).collect();
+    let reported: BTreeSet<PathBuf> = strings(&summary["outputs"])
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
     assert_eq!(reported, files.iter().cloned().collect::<BTreeSet<_>>());
     assert_eq!(
         fs_err::read_dir(&out).unwrap().count(),
@@ -756,7 +1153,11 @@ fn recursive_pattern_builds_every_target_and_a_rebuild_touches_nothing() {
     assert!(root.join("containers/onboot/000-rngd1/lower").is_dir());
     assert!(!root.join("containers/services/rngd/lower").exists());
     for service in ["getty", "dhcpcd", "sshd"] {
-        assert!(root.join(format!("containers/services/{service}/lower")).is_dir(), "{service}");
+        assert!(
+            root.join(format!("containers/services/{service}/lower"))
+                .is_dir(),
+            "{service}"
+        );
     }
     assert_eq!(
         fs_err::read_to_string(root.join("etc/motd")).unwrap(),
@@ -767,7 +1168,12 @@ fn recursive_pattern_builds_every_target_and_a_rebuild_touches_nothing() {
     // Second run: nothing executes and no output file is rewritten.
     let before: Vec<_> = files.iter().map(|f| stat(f)).collect();
     let second = build_ok(&lkb, &["//examples/..."]);
-    assert_eq!(summary_u64(&second, "/actions/executed"), 0, "{}", second.stderr);
+    assert_eq!(
+        summary_u64(&second, "/actions/executed"),
+        0,
+        "{}",
+        second.stderr
+    );
     assert_eq!(
         summary_u64(&second, "/actions/cached"),
         summary_u64(&first, "/actions/total")
@@ -780,21 +1186,41 @@ fn recursive_pattern_builds_every_target_and_a_rebuild_touches_nothing() {
     assert_eq!(summary_u64(&third, "/actions/executed"), 0);
     assert!(files[1].is_file());
     assert_eq!(
-        files.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, f)| stat(f)).collect::<Vec<_>>(),
-        before.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, s)| *s).collect::<Vec<_>>()
+        files
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, f)| stat(f))
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, s)| *s)
+            .collect::<Vec<_>>()
     );
 }
 
 /// LinuxKit's `tarInitrdKernel` writes `kernel`, `initrd.img`, `cmdline` (then `ucode.cpio`) in
 /// that order (reference §3.1); tools that stream the tar may rely on the kernel coming first.
 #[test]
-#[ignore = "bug: tar-kernel-initrd entries come out sorted (cmdline, initrd.img, kernel): \
-            KernelInitrdTarAction puts them in a Tree, which iterates in path order"]
 fn tar_kernel_initrd_lists_its_files_in_linuxkit_order() {
     let ws = example_workspace(&[("minimal.yml", &repo_yml("minimal.yml"))]);
     let lkb = Lkb::new(ws.path()).unwrap();
-    build_ok(&lkb, &["minimal.yml", "--dir", "out", "--format", "tar-kernel-initrd"]);
+    build_ok(
+        &lkb,
+        &[
+            "minimal.yml",
+            "--dir",
+            "out",
+            "--format",
+            "tar-kernel-initrd",
+        ],
+    );
     let tar_path = ws.path().join("out/minimal-initrd.tar");
-    let listing = lines(run_tool(Command::new("tar").arg("-tf").arg(&tar_path), None));
+    let listing = lines(run_tool(
+        Command::new("tar").arg("-tf").arg(&tar_path),
+        None,
+    ));
     assert_eq!(listing, ["kernel", "initrd.img", "cmdline"]);
 }

@@ -267,7 +267,7 @@ fn builds_killed_at_random_points_leave_a_usable_store() {
     let cold = started.elapsed();
     let expected = outputs(&ws.path().join("reference"));
 
-    let mut random = Random(0x5eed_1b5_c0ffee);
+    let mut random = Random(0x0005_eed1_b5c0_ffee);
     for iteration in 0..10 {
         let lkb = Lkb::new(ws.path()).unwrap();
         let mut delays = Vec::new();
@@ -402,7 +402,7 @@ fn gc_keeps_rooted_targets_warm_and_removes_orphans() {
         "{}",
         gc.stdout
     );
-    assert!(cas_usage(&lkb).1 <= total - 1);
+    assert!(cas_usage(&lkb).1 < total);
     let ls = cache_ok(&lkb, &["ls"]);
     assert!(!ls.stdout.contains(MINIMAL), "{}", ls.stdout);
     assert!(ls.stdout.contains("//examples:other"), "{}", ls.stdout);

@@ -267,7 +267,14 @@ struct Outputs {
 
 /// `lkb build --arch amd64 --format tar,kernel+initrd ARGS` into `<cwd>/out`.
 fn build(lkb: &Lkb, args: &[&str]) -> (Run, Outputs) {
-    let mut all = vec!["--arch", "amd64", "--format", "tar,kernel+initrd", "--dir", "out"];
+    let mut all = vec![
+        "--arch",
+        "amd64",
+        "--format",
+        "tar,kernel+initrd",
+        "--dir",
+        "out",
+    ];
     all.extend_from_slice(args);
     let run = lkb.build(&all).unwrap().ok().unwrap();
     let stem = Path::new(args.last().unwrap())
@@ -347,12 +354,21 @@ fn blank_filesystem_and_oci_volumes_between_init_and_onboot() {
             ("containers/volumes", ("empty", "volume[0]")),
             ("containers/volumes/blank", ("empty", "volume[0]")),
             ("containers/volumes/blank/lower", ("empty", "volume[0]")),
-            ("containers/volumes/blank/merged", ("linuxkit.volumes", "volume[0]")),
-            ("containers/volumes/blank/tmp", ("linuxkit.volumes", "volume[0]")),
+            (
+                "containers/volumes/blank/merged",
+                ("linuxkit.volumes", "volume[0]")
+            ),
+            (
+                "containers/volumes/blank/tmp",
+                ("linuxkit.volumes", "volume[0]")
+            ),
         ]
     );
     for m in tar.iter().filter(|m| m.source().1 == "volume[0]") {
-        assert_eq!((m.kind, m.mode, m.uid, m.mtime), ('d', 0o755, 0, DEFAULT_MTIME));
+        assert_eq!(
+            (m.kind, m.mode, m.uid, m.mtime),
+            ('d', 0o755, 0, DEFAULT_MTIME)
+        );
     }
 
     // Filesystem: the amd64 image under lower, init-style resolv.conf.
@@ -384,14 +400,23 @@ fn blank_filesystem_and_oci_volumes_between_init_and_onboot() {
     expected.sort();
     assert_eq!(blobs.keys().cloned().collect::<Vec<_>>(), expected);
     assert!(!blobs.contains_key(amd_img.digest().hex()));
-    assert_eq!(blobs[vol.digest().hex()], vol.index.data, "the original index");
+    assert_eq!(
+        blobs[vol.digest().hex()],
+        vol.index.data,
+        "the original index"
+    );
     assert_eq!(blobs[arm_img.digest().hex()], arm_img.manifest.data);
     let marker = member(tar, &format!("{layout}/oci-layout"));
-    assert_eq!(marker.text(), "{\n\t\t\"imageLayoutVersion\": \"1.0.0\"\n\t}");
+    assert_eq!(
+        marker.text(),
+        "{\n\t\t\"imageLayoutVersion\": \"1.0.0\"\n\t}"
+    );
     assert_eq!((marker.mode, marker.mtime), (0o644, 0));
     let index_json = member(tar, &format!("{layout}/index.json"));
     assert!(
-        index_json.text().starts_with("{\n   \"schemaVersion\": 2,\n"),
+        index_json
+            .text()
+            .starts_with("{\n   \"schemaVersion\": 2,\n"),
         "{}",
         index_json.text()
     );
@@ -420,12 +445,25 @@ fn blank_filesystem_and_oci_volumes_between_init_and_onboot() {
             assert!(every.contains_key(blob.digest.hex()), "{}", blob.digest);
         }
     }
-    assert_eq!(every.len(), vol.images.iter().map(|i| i.blobs().count() + 1).sum::<usize>() + 1);
+    assert_eq!(
+        every.len(),
+        vol.images
+            .iter()
+            .map(|i| i.blobs().count() + 1)
+            .sum::<usize>()
+            + 1
+    );
 
     // The container binds the merged directories.
     let config = member(tar, "containers/onboot/000-app/config.json").text();
-    assert!(config.contains("\"/containers/volumes/fsvol/merged\""), "{config}");
-    assert!(config.contains("\"/containers/volumes/blank/merged\""), "{config}");
+    assert!(
+        config.contains("\"/containers/volumes/fsvol/merged\""),
+        "{config}"
+    );
+    assert!(
+        config.contains("\"/containers/volumes/blank/merged\""),
+        "{config}"
+    );
 
     // Pinned and stored: the rebuild needs no registry (index manifests come from the store).
     drop(registry);
@@ -440,8 +478,17 @@ fn oci_blobs(members: &[Member], layout: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for m in members.iter().filter(|m| m.path.starts_with(&prefix)) {
         let hex = m.path[prefix.len()..].to_owned();
-        assert_eq!(Digest::of(&m.data).hex(), hex, "blob content matches its name");
-        assert_eq!((m.kind, m.mode, m.uid, m.mtime), ('f', 0o644, 0, 0), "{}", m.path);
+        assert_eq!(
+            Digest::of(&m.data).hex(),
+            hex,
+            "blob content matches its name"
+        );
+        assert_eq!(
+            (m.kind, m.mode, m.uid, m.mtime),
+            ('f', 0o644, 0, 0),
+            "{}",
+            m.path
+        );
         out.insert(hex, m.data.clone());
     }
     out
@@ -466,8 +513,9 @@ fn read_only_volume_bound_read_write_is_a_user_error() {
     let run = lkb.build(&["--format", "tar", "ro.yml"]).unwrap();
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("volume `conf` is read-only, but attempting to write into container read-write"),
+        run.stderr.contains(
+            "volume `conf` is read-only, but attempting to write into container read-write"
+        ),
         "{}",
         run.stderr
     );
@@ -492,7 +540,10 @@ fn volume_from_an_earlier_file_is_bound_from_a_later_one() {
     let lkb = Lkb::new(ws.path()).unwrap();
     let (_, out) = build(&lkb, &["--no-sbom", "base.yml", "app.yml"]);
     let config = member(&out.tar, "containers/onboot/000-app/config.json").text();
-    assert!(config.contains("\"/containers/volumes/shared/merged\""), "{config}");
+    assert!(
+        config.contains("\"/containers/volumes/shared/merged\""),
+        "{config}"
+    );
     assert_eq!(
         member(&out.tar, "containers/volumes/shared/lower").source(),
         ("empty", "volume[0]")
@@ -507,11 +558,16 @@ fn apk_databases_of_init_images_are_united_after_them() {
     let registry = Registry::start().unwrap();
     let addr = registry.addr();
     let db = "lib/apk/db/installed";
-    let a = image(Platform::linux_amd64(), &[(db, "P:busybox\nV:1.36\n"), ("bin/a", "a")]);
+    let a = image(
+        Platform::linux_amd64(),
+        &[(db, "P:busybox\nV:1.36\n"), ("bin/a", "a")],
+    );
     let b = image(Platform::linux_amd64(), &[("bin/b", "b")]);
     let c = image(Platform::linux_amd64(), &[(db, "P:musl\nV:1.2\n")]);
     for (name, img) in [("a", &a), ("b", &b), ("c", &c)] {
-        registry.push_image(&format!("lkb/init-{name}"), "1", img).unwrap();
+        registry
+            .push_image(&format!("lkb/init-{name}"), "1", img)
+            .unwrap();
     }
     let vol = image(Platform::linux_amd64(), &[(db, "P:volume\n")]);
     registry.push_image("lkb/vol", "1", &vol).unwrap();
@@ -535,10 +591,17 @@ fn apk_databases_of_init_images_are_united_after_them() {
     assert_eq!(dbs.len(), 3, "a, c and the union");
     let (at, union) = dbs[2];
     assert_eq!(union.text(), "P:busybox\nV:1.36\n\n\nP:musl\nV:1.2\n\n\n");
-    assert_eq!((union.kind, union.mode, union.uid, union.gid, union.mtime), ('f', 0o644, 0, 0, 0));
+    assert_eq!(
+        (union.kind, union.mode, union.uid, union.gid, union.mtime),
+        ('f', 0o644, 0, 0, 0)
+    );
     assert_eq!(union.source(), ("LINUXKIT.apkinit", "init"));
     // After every init image, before the volume.
-    let last_init = out.tar.iter().rposition(|m| m.source().1.starts_with("init[")).unwrap();
+    let last_init = out
+        .tar
+        .iter()
+        .rposition(|m| m.source().1.starts_with("init["))
+        .unwrap();
     assert!(last_init < at);
     assert_eq!(out.tar[at + 1].source().1, "volume[0]");
 
@@ -558,9 +621,15 @@ fn apk_databases_of_init_images_are_united_after_them() {
 
 fn sbom_workspace(registry: &Registry) -> tempfile::TempDir {
     let addr = registry.addr();
-    registry.push_image("lkb/init", "1", &multi_arch("init", "bin/init")).unwrap();
-    registry.push_image("lkb/vol", "1", &multi_arch("vol", "srv/vol")).unwrap();
-    registry.push_image("lkb/svc", "1", &multi_arch("svc", "usr/bin/svc")).unwrap();
+    registry
+        .push_image("lkb/init", "1", &multi_arch("init", "bin/init"))
+        .unwrap();
+    registry
+        .push_image("lkb/vol", "1", &multi_arch("vol", "srv/vol"))
+        .unwrap();
+    registry
+        .push_image("lkb/svc", "1", &multi_arch("svc", "usr/bin/svc"))
+        .unwrap();
     // No attestation at all: contributes nothing.
     let plain = image(Platform::linux_amd64(), &[("bin/plain", "plain")]);
     registry.push_image("lkb/plain", "1", &plain).unwrap();
@@ -588,7 +657,10 @@ fn sbom_merges_the_attestations_and_is_reproducible_across_stores() {
 
     let last = out.tar.last().unwrap();
     assert_eq!(last.path, "sbom.spdx.json");
-    assert_eq!((last.kind, last.mode, last.uid, last.gid, last.mtime), ('f', 0o644, 0, 0, DEFAULT_MTIME));
+    assert_eq!(
+        (last.kind, last.mode, last.uid, last.gid, last.mtime),
+        ('f', 0o644, 0, 0, DEFAULT_MTIME)
+    );
     assert!(last.pax.is_empty(), "{:?}", last.pax);
     assert!(last.data.ends_with(b"}\n"));
 
@@ -601,7 +673,10 @@ fn sbom_merges_the_attestations_and_is_reproducible_across_stores() {
         json!(["Organization: LinuxKit", "Tool: linuxkit"])
     );
     let namespace = doc["documentNamespace"].as_str().unwrap();
-    assert!(namespace.starts_with("https://github.com/linuxkit/linuxkit/sbom-"), "{namespace}");
+    assert!(
+        namespace.starts_with("https://github.com/linuxkit/linuxkit/sbom-"),
+        "{namespace}"
+    );
     // amd64 documents only; init at `/`, the volume and the (first) service under their lower
     // directories; the de-duplicated second service adds nothing.
     let names = |key: &str, field: &str| -> Vec<String> {
@@ -612,7 +687,10 @@ fn sbom_merges_the_attestations_and_is_reproducible_across_stores() {
             .map(|v| v[field].as_str().unwrap_or_default().to_owned())
             .collect()
     };
-    assert_eq!(names("packages", "name"), ["init-amd64", "vol-amd64", "svc-amd64"]);
+    assert_eq!(
+        names("packages", "name"),
+        ["init-amd64", "vol-amd64", "svc-amd64"]
+    );
     assert_eq!(
         names("files", "fileName"),
         [
@@ -623,14 +701,26 @@ fn sbom_merges_the_attestations_and_is_reproducible_across_stores() {
     );
     assert_eq!(
         names("packages", "packageFileName"),
-        ["", "containers/volumes/data/lower", "containers/services/svc/lower"]
+        [
+            "",
+            "containers/volumes/data/lower",
+            "containers/services/svc/lower"
+        ]
     );
     assert_eq!(doc["relationships"].as_array().unwrap().len(), 3);
 
     // Another store, another output directory: the same bytes, SBOM included.
     let second_dir = tempfile::tempdir().unwrap();
-    fs_err::copy(ws.path().join("lkb.toml"), second_dir.path().join("lkb.toml")).unwrap();
-    fs_err::copy(ws.path().join("sbom.yml"), second_dir.path().join("sbom.yml")).unwrap();
+    fs_err::copy(
+        ws.path().join("lkb.toml"),
+        second_dir.path().join("lkb.toml"),
+    )
+    .unwrap();
+    fs_err::copy(
+        ws.path().join("sbom.yml"),
+        second_dir.path().join("sbom.yml"),
+    )
+    .unwrap();
     let second = Lkb::new(second_dir.path()).unwrap();
     let (_, again) = build(&second, &["sbom.yml"]);
     assert_eq!(again.tar.last().unwrap().data, last.data);
@@ -658,18 +748,30 @@ fn no_sbom_leaves_it_out_and_an_sbom_without_attestations_is_still_written() {
     let (run, out) = build(&lkb, &["--no-sbom", "sbom.yml"]);
     assert!(out.tar.iter().all(|m| m.path != "sbom.spdx.json"));
     assert!(run.executed("sbom").is_empty());
-    assert!(out.tar.last().unwrap().path.starts_with("containers/services/again/"));
+    assert!(
+        out.tar
+            .last()
+            .unwrap()
+            .path
+            .starts_with("containers/services/again/")
+    );
 
     // Only images without attestations: the document is written anyway, with no packages.
     write(
         ws.path(),
         "plain.yml",
-        &format!("onboot:\n  - name: plain\n    image: {}/lkb/plain:1\n", registry.addr()),
+        &format!(
+            "onboot:\n  - name: plain\n    image: {}/lkb/plain:1\n",
+            registry.addr()
+        ),
     );
     let (_, out) = build(&lkb, &["plain.yml"]);
     let last = out.tar.last().unwrap();
     assert_eq!(last.path, "sbom.spdx.json");
     let doc: Value = serde_json::from_slice(&last.data).unwrap();
-    assert!(doc.get("packages").is_none() && doc.get("files").is_none(), "{doc}");
+    assert!(
+        doc.get("packages").is_none() && doc.get("files").is_none(),
+        "{doc}"
+    );
     assert_eq!(doc["SPDXID"], "SPDXRef-DOCUMENT");
 }

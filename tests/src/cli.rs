@@ -178,28 +178,39 @@ pub fn workspace(layouts: &[&Path], insecure: &[&str]) -> anyhow::Result<tempfil
     Ok(dir)
 }
 
-/// Splits a decompressed initrd into its cpio archives (each ends with a `TRAILER!!!` entry
-/// and zero padding), so each can be handed to `cpio -i` in turn.
-pub fn split_cpio_archives(mut data: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    const TRAILER: &[u8] = b"TRAILER!!!\0";
+/// Splits a decompressed initrd into its newc cpio archives by walking the headers (each
+/// archive ends with a `TRAILER!!!` entry and zero padding to 512 bytes), so each can be handed
+/// to `cpio -i` in turn. Searching for the trailer's bytes would not do: busybox contains them.
+pub fn split_cpio_archives(data: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let align = |p: usize| (p + 3) & !3;
     let mut archives = Vec::new();
-    while !data.is_empty() {
-        if data.iter().all(|b| *b == 0) {
-            break;
+    let mut start = 0;
+    while data[start..].iter().any(|b| *b != 0) {
+        let mut pos = start;
+        loop {
+            let header = data
+                .get(pos..pos + 110)
+                .with_context(|| format!("truncated cpio header at offset {pos}"))?;
+            if &header[..6] != b"070701" {
+                bail!("no newc header at offset {pos}");
+            }
+            let field = |i: usize| -> anyhow::Result<usize> {
+                let text = std::str::from_utf8(&header[6 + 8 * i..14 + 8 * i])?;
+                Ok(usize::from_str_radix(text, 16)?)
+            };
+            let (size, namesize) = (field(6)?, field(11)?);
+            let name = data
+                .get(pos + 110..pos + 110 + namesize.saturating_sub(1))
+                .with_context(|| format!("truncated cpio name at offset {pos}"))?;
+            let is_trailer = name == b"TRAILER!!!";
+            pos = align(align(pos + 110 + namesize) + size);
+            if is_trailer {
+                break;
+            }
         }
-        let at = find(data, TRAILER).context("cpio archive without trailer")?;
-        // Name, then pad the header+name to 4 bytes; the trailer has no data.
-        let header_start = at - 110;
-        let end = header_start + (110 + TRAILER.len()).div_ceil(4) * 4;
-        // Archives are zero-padded to 512-byte blocks.
-        let end = end.div_ceil(512) * 512;
-        let end = end.min(data.len());
-        archives.push(data[..end].to_vec());
-        data = &data[end..];
+        let end = (start + (pos - start).div_ceil(512) * 512).min(data.len());
+        archives.push(data[start..end].to_vec());
+        start = end;
     }
     Ok(archives)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -1,4 +1,4 @@
-//! `build`: [`plan`](crate::ops::plan::plan) (expand → load → resolve → lower), then
+//! `build`: [`plan`] (expand → load → resolve → lower), then
 //! execute → output.
 
 use std::collections::BTreeMap;
@@ -71,13 +71,6 @@ pub async fn execute(
     reporter: Arc<dyn Reporter>,
     cancel: CancelToken,
 ) -> anyhow::Result<BuildReport> {
-    // execute
-    let opts = BuildOptions {
-        jobs: req.jobs.unwrap_or(BuildOptions::default().jobs).max(1),
-        rebuild: req.rebuild,
-        cancel,
-        ..BuildOptions::default()
-    };
     let Plan {
         store,
         graph,
@@ -85,6 +78,14 @@ pub async fn execute(
         lock,
         ..
     } = plan;
+
+    // execute
+    let opts = BuildOptions {
+        jobs: req.jobs.unwrap_or(BuildOptions::default().jobs).max(1),
+        rebuild: req.rebuild,
+        cancel,
+        ..BuildOptions::default()
+    };
     let outcome = Scheduler::run(&graph, &store, &opts, Arc::clone(&reporter)).await?;
     if req.check {
         let again = BuildOptions {

@@ -6,7 +6,9 @@
 //! After a successful build, each target's row in [`MetaTable::Roots`] (key: the target label)
 //! is a [`RootRecord`]: when it was built, its output blobs, the key of every action its
 //! outputs needed (the whole sub-graph, not only the last step), and the image metadata blobs
-//! (pinned manifests, indexes, configs) that resolving its images reads from the store. Rows
+//! (manifests, indexes, configs) reachable from the pins of the build's lock file, which
+//! resolving reads from the store before any action runs (the lock file is per workspace, so
+//! this may include other targets' images; they are small). Rows
 //! whose key starts with `output:` are output-file records, not roots. Rows written before
 //! this format are a bare JSON list of output digests; they still count, and keep the
 //! actions that produced those outputs (nothing upstream).
@@ -329,7 +331,9 @@ pub fn gc(
         return Ok(Collection::default());
     };
     let roots = Roots::read(&store)?;
-    let inventory = store.inventory(&references(&store))?;
+    let inventory = store
+        .inventory(&references(&store))
+        .context("cannot collect garbage (`lkb cache verify` drops damaged cache entries)")?;
     let plan = inventory.plan(&roots.gc_roots(&inventory), max_size);
     // Roots go first: a crash after this leaves garbage for the next run, never a root that
     // names deleted records.
@@ -414,6 +418,8 @@ pub fn parse_size(text: &str) -> anyhow::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use lkb_store::{ActionKey, ActionResult, Store};
+
     use super::{RootRecord, parse_size};
 
     #[test]
@@ -448,5 +454,47 @@ mod tests {
         let json = serde_json::to_vec(&current).expect("encode");
         assert_eq!(RootRecord::decode(&json).expect("decode"), current);
         assert!(RootRecord::decode(b"{\"oops\":1}").is_err());
+    }
+
+    #[test]
+    fn a_legacy_root_keeps_the_actions_that_produced_its_outputs() {
+        let dir = std::env::temp_dir().join(format!("lkb-cache-legacy-{}", std::process::id()));
+        let store = Store::open(&dir).expect("open store");
+        let output = store.put_bytes(b"output").expect("put");
+        let other = store.put_bytes(b"other").expect("put");
+        let producer = ActionKey::from_bytes([1; 32]);
+        let unrelated = ActionKey::from_bytes([2; 32]);
+        store
+            .put_action(&producer, &ActionResult::new().with("out", output))
+            .expect("put");
+        store
+            .put_action(&unrelated, &ActionResult::new().with("out", other))
+            .expect("put");
+        let inventory = store
+            .inventory(&|_: &lkb_store::Artifact| Ok(Vec::new()))
+            .expect("inventory");
+
+        let legacy =
+            RootRecord::decode(format!("[\"{}\"]", output.digest).as_bytes()).expect("decode");
+        let root = legacy.gc_root("//t:t", &inventory);
+        assert_eq!(root.actions, vec![producer]);
+        assert_eq!(root.blobs, vec![output.digest]);
+        assert_eq!(root.recorded_at_ms, 0);
+
+        let current = RootRecord {
+            built_at_ms: 5,
+            outputs: vec![output.digest],
+            actions: vec![],
+            blobs: vec![other.digest],
+            legacy: false,
+        };
+        let root = current.gc_root("//t:t", &inventory);
+        assert!(
+            root.actions.is_empty(),
+            "a current record names its actions itself"
+        );
+        assert_eq!(root.blobs, vec![output.digest, other.digest]);
+        drop(store);
+        fs_err::remove_dir_all(&dir).expect("remove the test store");
     }
 }

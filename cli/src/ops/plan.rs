@@ -178,12 +178,13 @@ pub fn expand_targets(
     Ok((workspace, targets))
 }
 
-/// Parses and merges the yml files of a target (pure apart from reading the files).
+/// Parses and merges the yml files of a target (pure apart from reading the files, and
+/// `git` for `@pkg:` templates).
 pub fn load_config(target: &Target) -> anyhow::Result<Config> {
     let mut configs = Vec::new();
     for file in &target.files {
         let text = fs_err::read_to_string(file)?;
-        configs.push(config::parse_config(&text, file)?);
+        configs.push(config::parse_local_config(&text, file)?);
     }
     Ok(config::merge(configs)?)
 }
@@ -373,11 +374,8 @@ fn resolve_files(
             FileContent::Directory => FileData::Directory,
             FileContent::Symlink(t) => FileData::Symlink(t.to_string()),
             FileContent::Contents(c) => FileData::Inline(c.as_bytes().to_vec()),
-            FileContent::Metadata(_) => {
-                bail!(UsageError(format!(
-                    "{}: files[{index}]: `metadata` files are not supported by lkb yet",
-                    spec.span
-                )))
+            FileContent::Metadata(format) => {
+                FileData::Inline(config::render_metadata(config, format))
             }
             FileContent::Source(source) => {
                 let path = match (source.strip_prefix("~/"), &settings.home) {

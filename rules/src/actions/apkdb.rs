@@ -82,9 +82,7 @@ fn union_tree(store: &Store, trees: &[Tree]) -> Result<Tree, ActionError> {
     entry
         .pax
         .insert("LINUXKIT.source".into(), "LINUXKIT.apkinit".into());
-    entry
-        .pax
-        .insert("LINUXKIT.location".into(), "init".into());
+    entry.pax.insert("LINUXKIT.location".into(), "init".into());
     tree.insert(entry)
         .map_err(|e| ActionError::new(e.category(), e))?;
     Ok(tree)

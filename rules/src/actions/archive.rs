@@ -169,7 +169,7 @@ impl Action for RootfsTarAction {
                 .iter()
                 .map(|b| load_tree(&store, b))
                 .collect::<Result<Vec<_>, _>>()?;
-            let blob = to_blob(&store, |out| write_tar(out, &trees, &store))?;
+            let blob = to_blob(&store, |out| write_tar(out, trees.iter().flat_map(Tree::iter), &store))?;
             Ok(single("tar", blob))
         })
         .await
@@ -185,6 +185,10 @@ pub struct KernelInitrdTarAction;
 impl Action for KernelInitrdTarAction {
     fn kind(&self) -> &'static str {
         "kernel-initrd-tar"
+    }
+    fn version(&self) -> u32 {
+        // 2: entries in LinuxKit's order instead of path order.
+        2
     }
     fn label(&self) -> String {
         "kernel+initrd tar".into()
@@ -210,31 +214,28 @@ impl Action for KernelInitrdTarAction {
         }
         let store = ctx.store().clone();
         ctx.blocking(move || {
-            let mut tree = Tree::new();
-            for (name, blob) in files.into_iter().filter(|(_, b)| b.size > 0) {
-                tree.insert(Entry::file(
-                    name,
-                    blob,
-                    Meta::new(0o644, 0, 0, DEFAULT_MTIME),
-                ))
-                .map_err(|e| ActionError::new(e.category(), e))?;
-            }
-            let blob = to_blob(&store, |out| {
-                write_tar(out, std::slice::from_ref(&tree), &store)
-            })?;
+            // LinuxKit's order (kernel, initrd.img, cmdline, ucode.cpio), not path order.
+            let entries: Vec<Entry> = files
+                .into_iter()
+                .filter(|(_, b)| b.size > 0)
+                .map(|(name, blob)| Entry::file(name, blob, Meta::new(0o644, 0, 0, DEFAULT_MTIME)))
+                .collect();
+            let blob = to_blob(&store, |out| write_tar(out, &entries, &store))?;
             Ok(single("tar", blob))
         })
         .await
     }
 }
 
-/// Writes the trees, in order, as one PAX tar archive.
-fn write_tar(out: &mut dyn Write, trees: &[Tree], store: &Store) -> Result<(), ActionError> {
+/// Writes entries, in the order given, as one PAX tar archive.
+fn write_tar<'a>(
+    out: &mut dyn Write,
+    entries: impl IntoIterator<Item = &'a Entry>,
+    store: &Store,
+) -> Result<(), ActionError> {
     let fail = |e: tarball::TarError| ActionError::new(e.category(), e);
     let mut w = tarball::TarWriter::new(out, store, &tarball::TarOptions::default());
-    for tree in trees {
-        w.append_entries(tree.iter()).map_err(fail)?;
-    }
+    w.append_entries(entries).map_err(fail)?;
     w.finish().map_err(fail)?;
     Ok(())
 }

@@ -85,9 +85,9 @@ impl Action for SbomAction {
             let mut merger = SbomMerger::default();
             for (prefix, blob) in &parts {
                 let statement = store.read_blob(&blob.digest)?;
-                merger
-                    .add_statement(prefix, &statement)
-                    .map_err(|e| ActionError::environment(format!("attestation {}: {e}", blob.digest)))?;
+                merger.add_statement(prefix, &statement).map_err(|e| {
+                    ActionError::environment(format!("attestation {}: {e}", blob.digest))
+                })?;
             }
             let tree = sbom_tree(&store, &merger.finish(created))?;
             Ok(single("tree", save_tree(&store, &tree)?))
@@ -201,8 +201,7 @@ impl SbomMerger {
         self.other_licenses
             .extend(take_array(&mut doc, "hasExtractedLicensingInfos"));
         self.relationships.extend(relationships);
-        self.annotations
-            .extend(take_array(&mut doc, "annotations"));
+        self.annotations.extend(take_array(&mut doc, "annotations"));
         self.external_refs
             .extend(take_array(&mut doc, "externalDocumentRefs"));
     }
@@ -269,7 +268,10 @@ fn relationship_key(r: &Value) -> String {
 /// Go's `filepath.Join(prefix, name)`: empty parts are skipped, the result is cleaned, and
 /// two empty parts give `""`.
 pub(crate) fn go_join(prefix: &str, name: &str) -> String {
-    let parts: Vec<&str> = [prefix, name].into_iter().filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&str> = [prefix, name]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
     if parts.is_empty() {
         return String::new();
     }
@@ -429,10 +431,22 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.ends_with(b"}\n"));
         let doc: Value = serde_json::from_slice(&a).expect("json");
-        let keys: Vec<&str> = doc.as_object().expect("object").keys().map(String::as_str).collect();
+        let keys: Vec<&str> = doc
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             keys,
-            ["spdxVersion", "dataLicense", "SPDXID", "name", "documentNamespace", "creationInfo"]
+            [
+                "spdxVersion",
+                "dataLicense",
+                "SPDXID",
+                "name",
+                "documentNamespace",
+                "creationInfo"
+            ]
         );
         let ns = doc["documentNamespace"].as_str().expect("namespace");
         let uuid = ns.strip_prefix(NAMESPACE_PREFIX).expect("prefix");
@@ -453,12 +467,18 @@ mod tests {
     #[test]
     fn rejects_other_predicates_and_garbage() {
         let mut m = SbomMerger::default();
-        let other = serde_json::to_vec(&json!({"predicateType": "https://slsa.dev/provenance/v0.2", "predicate": {}}))
-            .expect("json");
-        assert!(m.add_statement("", &other).expect_err("type").contains("predicate type"));
+        let other = serde_json::to_vec(
+            &json!({"predicateType": "https://slsa.dev/provenance/v0.2", "predicate": {}}),
+        )
+        .expect("json");
+        assert!(
+            m.add_statement("", &other)
+                .expect_err("type")
+                .contains("predicate type")
+        );
         assert!(m.add_statement("", b"not json").is_err());
-        let no_doc = serde_json::to_vec(&json!({"predicateType": SPDX_PREDICATE_TYPE}))
-            .expect("json");
+        let no_doc =
+            serde_json::to_vec(&json!({"predicateType": SPDX_PREDICATE_TYPE})).expect("json");
         assert!(m.add_statement("", &no_doc).is_err());
     }
 

@@ -82,9 +82,7 @@ impl Action for VolumeAction {
             match &self.content {
                 VolumeContent::Blank => k.str("blank"),
                 VolumeContent::Filesystem { source } => k.str("filesystem").str(source),
-                VolumeContent::Oci { source } => {
-                    k.str("oci").str(source).u64(OCI_LAYOUT_VERSION)
-                }
+                VolumeContent::Oci { source } => k.str("oci").str(source).u64(OCI_LAYOUT_VERSION),
             };
         });
     }
@@ -135,8 +133,7 @@ impl VolumeSpec {
                 (oci_layout(store, &lower, source, inputs)?, source.as_str())
             }
         };
-        tree.ensure_dir(&lower, GENERATED_DIR)
-            .map_err(tree_error)?;
+        tree.ensure_dir(&lower, GENERATED_DIR).map_err(tree_error)?;
         tag(&mut tree, source, &self.location);
         for dir in ["tmp", "merged"] {
             let mut entry = Entry::dir(format!("{}/{dir}", self.base), GENERATED_DIR);
@@ -326,7 +323,11 @@ mod tests {
             EntryKind::Hardlink { target } => assert_eq!(target, &format!("{lower}/srv/a")),
             other => panic!("{other:?}"),
         }
-        match &tree.get(&format!("{lower}/etc/resolv.conf")).expect("resolv").kind {
+        match &tree
+            .get(&format!("{lower}/etc/resolv.conf"))
+            .expect("resolv")
+            .kind
+        {
             EntryKind::Symlink { target } => assert_eq!(target, "/run/resolvconf/resolv.conf"),
             other => panic!("{other:?}"),
         }

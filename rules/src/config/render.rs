@@ -296,20 +296,19 @@ fn mount(mount: &Mount, f: Flavor) -> Node {
 
 /// A string map: yaml.v2 sorts keys its own way, encoding/json by bytes.
 fn string_map(map: &BTreeMap<String, String>, f: Flavor) -> Node {
-    let mut entries: Vec<(String, Node)> = map
-        .iter()
-        .map(|(k, v)| (k.clone(), Node::str(v)))
-        .collect();
+    let mut entries: Vec<(String, Node)> =
+        map.iter().map(|(k, v)| (k.clone(), Node::str(v))).collect();
     if f == Flavor::Yaml {
-        entries.sort_by(|(a, _), (b, _)| {
-            if yaml_v2::key_less(a, b) {
-                std::cmp::Ordering::Less
-            } else if yaml_v2::key_less(b, a) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
+        // yaml.v2's key order is not always transitive, so a library sort may reject it.
+        // Go's `sort.Sort` insertion-sorts up to 12 elements; this does the same for every
+        // size, which matches Go exactly whenever the order is consistent on the keys.
+        for i in 1..entries.len() {
+            let mut j = i;
+            while j > 0 && yaml_v2::key_less(&entries[j].0, &entries[j - 1].0) {
+                entries.swap(j, j - 1);
+                j -= 1;
             }
-        });
+        }
     }
     Node::Map(entries)
 }
@@ -376,13 +375,19 @@ fn image(spec: &ImageSpec, f: Flavor) -> Node {
         "noNewPrivileges",
         c.no_new_privileges.as_ref().map(|b| Node::Bool(b.value)),
     );
-    m.opt("oomScoreAdj", c.oom_score_adj.as_ref().map(|n| Node::int(n.value)));
+    m.opt(
+        "oomScoreAdj",
+        c.oom_score_adj.as_ref().map(|n| Node::int(n.value)),
+    );
     m.opt(
         "rootfsPropagation",
         c.rootfs_propagation.as_ref().map(|s| Node::str(s)),
     );
     m.opt("cgroupsPath", c.cgroups_path.as_ref().map(|s| Node::str(s)));
-    m.opt("resources", c.resources.as_ref().map(|r| resources(&r.value, f)));
+    m.opt(
+        "resources",
+        c.resources.as_ref().map(|r| resources(&r.value, f)),
+    );
     m.opt("sysctl", c.sysctl.as_ref().map(|s| string_map(s, f)));
     m.opt(
         "rlimits",
@@ -398,7 +403,10 @@ fn image(spec: &ImageSpec, f: Flavor) -> Node {
         "gidMappings",
         c.gid_mappings.as_ref().map(|l| id_mappings(&l.value, f)),
     );
-    m.opt("annotations", c.annotations.as_ref().map(|a| string_map(a, f)));
+    m.opt(
+        "annotations",
+        c.annotations.as_ref().map(|a| string_map(a, f)),
+    );
     m.opt("runtime", c.runtime.as_ref().map(|r| runtime(r, f)));
     m.done()
 }
@@ -426,7 +434,10 @@ fn runtime(runtime: &Runtime, f: Flavor) -> Node {
     if f == Flavor::Json || bind_ns != Node::Map(Vec::new()) {
         m.put("bindNS", bind_ns);
     }
-    m.opt("namespace", runtime.namespace.as_ref().map(|s| Node::str(s)));
+    m.opt(
+        "namespace",
+        runtime.namespace.as_ref().map(|s| Node::str(s)),
+    );
     m.done()
 }
 
@@ -469,11 +480,9 @@ fn json_node(value: &serde_json::Value) -> Node {
         serde_json::Value::Number(n) => Node::Number(n.to_string()),
         serde_json::Value::String(s) => Node::str(s),
         serde_json::Value::Array(items) => Node::Seq(items.iter().map(json_node).collect()),
-        serde_json::Value::Object(map) => Node::Map(
-            map.iter()
-                .map(|(k, v)| (k.clone(), json_node(v)))
-                .collect(),
-        ),
+        serde_json::Value::Object(map) => {
+            Node::Map(map.iter().map(|(k, v)| (k.clone(), json_node(v))).collect())
+        }
     }
 }
 
@@ -599,7 +608,11 @@ const RESOURCES: &[GoField] = &[
     GoField("cpu", "cpu", Go::Struct(CPU)),
     GoField("pids", "pids", Go::Struct(PIDS)),
     GoField("blockio", "blockIO", Go::Struct(BLOCK_IO)),
-    GoField("hugepagelimits", "hugepageLimits", Go::Slice(HUGEPAGE_LIMIT)),
+    GoField(
+        "hugepagelimits",
+        "hugepageLimits",
+        Go::Slice(HUGEPAGE_LIMIT),
+    ),
     GoField("network", "network", Go::Struct(NETWORK)),
     GoField("rdma", "", Go::EmptyMap),
     GoField("unified", "", Go::EmptyMap),
@@ -683,7 +696,11 @@ pub fn resolve_image(spec: &ImageSpec, image: &ImageSettings) -> ImageSpec {
         capabilities: match &yaml.capabilities {
             Some(list) => Some(list.clone()),
             None => merged(
-                [&label.capabilities, &label.capabilities_add, &yaml.capabilities_add],
+                [
+                    &label.capabilities,
+                    &label.capabilities_add,
+                    &yaml.capabilities_add,
+                ],
                 |a, b| a.value == b.value,
             ),
         },
@@ -797,5 +814,3 @@ fn merge_runtime(yaml: Option<&Runtime>, label: Option<&Runtime>) -> Option<Runt
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod difftest;

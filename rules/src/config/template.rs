@@ -218,7 +218,7 @@ pub enum PackageError {
 /// `linuxkit pkg show-tag --canonical <dir>` prints it.
 pub fn package_reference(dir: &Path) -> Result<String, PackageError> {
     let path = dir.join("build.yml");
-    let text = fs_err::read_to_string(&path).map_err(|source| PackageError::Read {
+    let text = std::fs::read_to_string(&path).map_err(|source| PackageError::Read {
         path: path.clone(),
         source,
     })?;
@@ -308,11 +308,17 @@ fn expand_tag(template: &str, hash: &str) -> Result<String, PackageError> {
         let end = after.find("}}").ok_or_else(|| fail("unclosed `{{`"))?;
         let mut action = &after[..end];
         let mut next = &after[end + 2..];
-        if let Some(trimmed) = action.strip_prefix('-').filter(|a| a.starts_with(char::is_whitespace)) {
+        if let Some(trimmed) = action
+            .strip_prefix('-')
+            .filter(|a| a.starts_with(char::is_whitespace))
+        {
             literal = literal.trim_end();
             action = trimmed;
         }
-        let trim_next = match action.strip_suffix('-').filter(|a| a.ends_with(char::is_whitespace)) {
+        let trim_next = match action
+            .strip_suffix('-')
+            .filter(|a| a.ends_with(char::is_whitespace))
+        {
             Some(trimmed) => {
                 action = trimmed;
                 true
@@ -423,7 +429,15 @@ fn tree_hash(dir: &Path) -> Result<String, PackageError> {
 
 /// Tracked files changed since `HEAD`, or untracked files, under `dir`.
 fn is_dirty(dir: &Path) -> Result<bool, PackageError> {
-    let diff = ["diff", "--no-ext-diff", "--exit-code", "--quiet", "HEAD", "--", "."];
+    let diff = [
+        "diff",
+        "--no-ext-diff",
+        "--exit-code",
+        "--quiet",
+        "HEAD",
+        "--",
+        ".",
+    ];
     let output = git(dir, &diff)?;
     match output.status.code() {
         Some(0) => {}
@@ -464,14 +478,16 @@ fn content_hash(dir: &Path) -> Result<String, PackageError> {
         if meta.is_dir() || meta.file_type().is_symlink() {
             continue;
         }
-        let Ok(mut file) = fs_err::File::open(&path) else {
+        let Ok(mut file) = std::fs::File::open(&path) else {
             continue;
         };
         loop {
-            let n = file.read(&mut buffer).map_err(|source| PackageError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let n = file
+                .read(&mut buffer)
+                .map_err(|source| PackageError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
             if n == 0 {
                 break;
             }
@@ -509,7 +525,13 @@ fn clean(path: &Path) -> PathBuf {
 
 /// SHA-1 (hex): LinuxKit folds `extra-sources` tree hashes into the package hash with it.
 fn sha1_hex(data: &[u8]) -> String {
-    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
     let mut message = data.to_vec();
     let bit_length = (data.len() as u64).wrapping_mul(8);
     message.push(0x80);

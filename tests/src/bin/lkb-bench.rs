@@ -5,6 +5,8 @@
 //!               [--seed N] [--runs N] [--cold-runs N] [--perf] [--store-dir <dir>]
 //! lkb-bench next --workspace <dir> --change files|toggle|service
 //! lkb-bench image --out <dir> [--scale F] [--seed N]
+//! lkb-bench serve <the options of run>
+//! lkb-bench codec gunzip FILES | gzip6 FILE | gzip6-split N FILE
 //! ```
 //!
 //! `run` generates a large layered image (seeded: the same bytes on every machine) and a small
@@ -43,7 +45,12 @@ const USAGE: &str = "usage:
       Edit the benchmark yml: a new files: content, flip between two contents, or the
       next service image tag (hyperfine --prepare hook).
   lkb-bench image --out <dir> [--scale F] [--seed N]
-      Only generate the big image (an OCI layout under <dir>) and print what it holds.";
+      Only generate the big image (an OCI layout under <dir>) and print what it holds.
+  lkb-bench serve <the options of run>
+      Set up images, registry and workspace as run does, print how to build, and keep the
+      registry up until stdin closes (for profiling by hand).
+  lkb-bench codec gunzip FILES | gzip6 FILE | gzip6-split N FILE
+      flate2/zlib-rs (lkb's gzip backend) alone, for the ceiling.";
 
 const HYPERFINE: &str = "/usr/bin/hyperfine";
 const TIME: &str = "/usr/bin/time";
@@ -142,6 +149,8 @@ fn main() -> anyhow::Result<()> {
     let command = raw.next().unwrap_or_default();
     match command.as_str() {
         "run" => run(parse_run(raw)?),
+        "serve" => serve(&parse_run(raw)?),
+        "codec" => codec(raw),
         "next" => {
             let mut workspace = None;
             let mut change = None;
@@ -1213,6 +1222,133 @@ fn parse_time(text: &str, measured: &mut Measured) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // The run
 
+/// The images, the registry serving them and the workspace that uses them.
+struct World {
+    big: Image,
+    stats: ImageStats,
+    registry: Registry,
+    ws: Workspace,
+}
+
+impl World {
+    fn start(args: &RunArgs) -> anyhow::Result<World> {
+        let (big, stats) = cached_big_image(&args.out.join("images"), args.seed, args.scale)?;
+        say(&image_summary(&stats))?;
+        let registry = Registry::start()?;
+        say(&format!(
+            "registry {} (pid {}), pushing...",
+            registry.addr(),
+            registry.pid()
+        ))?;
+        let pushed = Instant::now();
+        registry.push_image("bench/big", "1", &big)?;
+        // Version 0 is the starting point; every timed or measured run of (d) needs another.
+        let service_versions = args.runs + 2 + 4;
+        for version in 0..service_versions {
+            let image = service_image(args.seed, version)?;
+            registry.push_image("bench/service", &version.to_string(), &image)?;
+        }
+        say(&format!("  pushed in {:.1?}", pushed.elapsed()))?;
+        let state = State {
+            registry: registry.addr().to_owned(),
+            big: "bench/big:1".into(),
+            service_repo: "bench/service".into(),
+            service_versions,
+            service: 0,
+            revision: 0,
+            toggle: false,
+            files_text: "revision 0\n".into(),
+        };
+        let ws = Workspace::create(
+            &args.out.join("workspace"),
+            args.store_dir.as_deref(),
+            &args.examples,
+            &state,
+        )?;
+        Ok(World {
+            big,
+            stats,
+            registry,
+            ws,
+        })
+    }
+}
+
+/// `lkb-bench serve`: sets up the world and keeps the registry up until stdin closes, for
+/// profiling by hand.
+fn serve(args: &RunArgs) -> anyhow::Result<()> {
+    let world = World::start(args)?;
+    say(&format!(
+        "\nregistry {} is up; in {}:\n  LKB_STORE={} {} build {TARGET}\n\
+         (`{} next --workspace {} --change files|toggle|service` edits the yml)\n\
+         close stdin (or press Enter) to stop the registry",
+        world.registry.addr(),
+        world.ws.dir.display(),
+        world.ws.store.display(),
+        args.lkb.display(),
+        std::env::current_exe()?.display(),
+        world.ws.dir.display(),
+    ))?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
+}
+
+/// `lkb-bench codec`: the in-process ceiling, with the same gzip backend as lkb (flate2 on
+/// zlib-rs). `gunzip FILES` decompresses, `gzip6 FILE` compresses at level 6 in one thread,
+/// `gzip6-split N FILE` compresses N slices of the file at once (one thread each, as N
+/// independent segments would be).
+fn codec(mut raw: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let mode = raw
+        .next()
+        .context("codec needs gunzip, gzip6 or gzip6-split")?;
+    let mut sink = std::io::sink();
+    match mode.as_str() {
+        "gunzip" => {
+            for file in raw {
+                let input = std::io::BufReader::new(fs_err::File::open(&file)?);
+                std::io::copy(&mut flate2::read::GzDecoder::new(input), &mut sink)?;
+            }
+        }
+        "gzip6" => {
+            let file = raw.next().context("gzip6 needs a file")?;
+            let data = fs_err::read(&file)?;
+            let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::new(6));
+            encoder.write_all(&data)?;
+            encoder.finish()?;
+        }
+        "gzip6-split" => {
+            let parts: usize = raw.next().context("gzip6-split needs N")?.parse()?;
+            let file = raw.next().context("gzip6-split needs a file")?;
+            let data = fs_err::read(&file)?;
+            let chunk = data.len().div_ceil(parts.max(1));
+            std::thread::scope(|scope| -> anyhow::Result<()> {
+                let workers: Vec<_> = data
+                    .chunks(chunk.max(1))
+                    .map(|slice| {
+                        scope.spawn(move || -> std::io::Result<()> {
+                            let mut encoder = flate2::write::GzEncoder::new(
+                                std::io::sink(),
+                                flate2::Compression::new(6),
+                            );
+                            encoder.write_all(slice)?;
+                            encoder.finish().map(drop)
+                        })
+                    })
+                    .collect();
+                for worker in workers {
+                    worker
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("compression thread panicked"))??;
+                }
+                Ok(())
+            })?;
+        }
+        other => bail!("unknown codec mode {other:?}"),
+    }
+    Ok(())
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
     for tool in [HYPERFINE, TIME, lkb_tests::registry::REGISTRY_BINARY] {
         ensure!(Path::new(tool).exists(), "{tool} is not installed");
@@ -1232,40 +1368,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let machine = machine_info(&args.out)?;
     say(&machine)?;
 
-    let (big, stats) = cached_big_image(&args.out.join("images"), args.seed, args.scale)?;
-    say(&image_summary(&stats))?;
-
-    let registry = Registry::start()?;
-    say(&format!(
-        "registry {} (pid {}), pushing...",
-        registry.addr(),
-        registry.pid()
-    ))?;
-    let pushed = Instant::now();
-    registry.push_image("bench/big", "1", &big)?;
-    // Version 0 is the starting point; every timed or measured run of scenario (d) needs one.
-    let service_versions = args.runs + 2 + 4;
-    for version in 0..service_versions {
-        let image = service_image(args.seed, version)?;
-        registry.push_image("bench/service", &version.to_string(), &image)?;
-    }
-    say(&format!("  pushed in {:.1?}", pushed.elapsed()))?;
-    let state = State {
-        registry: registry.addr().to_owned(),
-        big: "bench/big:1".into(),
-        service_repo: "bench/service".into(),
-        service_versions,
-        service: 0,
-        revision: 0,
-        toggle: false,
-        files_text: "revision 0\n".into(),
-    };
-    let ws = Workspace::create(
-        &args.out.join("workspace"),
-        args.store_dir.as_deref(),
-        &args.examples,
-        &state,
-    )?;
+    let World {
+        big,
+        stats,
+        registry,
+        ws,
+    } = World::start(args)?;
     let lkb = runner.lkb_line();
     let mut scenarios = Vec::new();
 
@@ -1387,6 +1495,31 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         args.cold_runs,
         1,
     )?;
+    let exe = quote(&runner.self_exe);
+    let zlib_gunzip = runner.hyperfine(
+        &ceiling_ws,
+        "f-zlib-gunzip",
+        &format!("{exe} codec gunzip {}", gz_names.join(" ")),
+        None,
+        args.cold_runs,
+        1,
+    )?;
+    let zlib_gzip = runner.hyperfine(
+        &ceiling_ws,
+        "f-zlib-gzip6",
+        &format!("{exe} codec gzip6 big.tar"),
+        None,
+        args.cold_runs,
+        1,
+    )?;
+    let zlib_split = runner.hyperfine(
+        &ceiling_ws,
+        "f-zlib-gzip6-split",
+        &format!("{exe} codec gzip6-split 2 big.tar"),
+        None,
+        args.cold_runs,
+        1,
+    )?;
     scenarios.push(Scenario {
         id: "f1",
         title: format!(
@@ -1401,6 +1534,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         id: "f2",
         title: "(f) `gzip -6 -c` of the same uncompressed bytes".into(),
         timing: Some(gzip.clone()),
+        measured: None,
+        load,
+    });
+    scenarios.push(Scenario {
+        id: "f3",
+        title: "(f) the same decompression with flate2/zlib-rs (lkb's backend)".into(),
+        timing: Some(zlib_gunzip.clone()),
+        measured: None,
+        load,
+    });
+    scenarios.push(Scenario {
+        id: "f4",
+        title: "(f) the same level-6 compression with flate2/zlib-rs, one thread".into(),
+        timing: Some(zlib_gzip.clone()),
+        measured: None,
+        load,
+    });
+    scenarios.push(Scenario {
+        id: "f5",
+        title: "(f) zlib-rs level 6 of the same bytes in 2 halves on 2 threads".into(),
+        timing: Some(zlib_split),
         measured: None,
         load,
     });
@@ -1443,7 +1597,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         &machine,
         &stats,
         &scenarios,
-        (&gunzip, &gzip),
+        [(&gunzip, &gzip), (&zlib_gunzip, &zlib_gzip)],
         cold_max_rss,
         rss_scaled.as_ref(),
     );
@@ -1586,7 +1740,7 @@ fn report(
     machine: &str,
     stats: &ImageStats,
     scenarios: &[Scenario],
-    (gunzip, gzip): (&Timing, &Timing),
+    [(gunzip, gzip), (zlib_gunzip, zlib_gzip)]: [(&Timing, &Timing); 2],
     cold_max_rss: u64,
     scaled: Option<&(ImageStats, Measured, u64)>,
 ) -> String {
@@ -1628,10 +1782,16 @@ fn report(
         );
     }
     let ceiling = gunzip.mean + gzip.mean;
+    let zlib_ceiling = zlib_gunzip.mean + zlib_gzip.mean;
     let _ = writeln!(
         text,
         "| (f) ceiling: gunzip + gzip -6 (sum of means) | {} | | | | | | |",
         seconds(ceiling)
+    );
+    let _ = writeln!(
+        text,
+        "| (f) ceiling with zlib-rs: decompress + compress (sum of means) | {} | | | | | | |",
+        seconds(zlib_ceiling)
     );
     if let Some((bigger, measured, max_rss)) = scaled {
         let _ = writeln!(
@@ -1681,6 +1841,14 @@ fn report(
         cold / ceiling,
         seconds(ceiling),
         verdict(cold <= ceiling * 1.5)
+    );
+    let _ = writeln!(
+        text,
+        "| (stricter) cold ≤ 1.5 × the same work in zlib-rs | {} = {:.2} × {} | {} |",
+        seconds(cold),
+        cold / zlib_ceiling,
+        seconds(zlib_ceiling),
+        verdict(cold <= zlib_ceiling * 1.5)
     );
     let scaled_rss = scaled.map(|(_, _, r)| *r);
     let rss_ok = cold_max_rss <= 150 * 1024 && scaled_rss.is_none_or(|r| r <= 150 * 1024);

@@ -861,3 +861,176 @@ fn merged_files() {
         "    namespace: services.linuxkit\n- name: modprobe\n  image: docker.io/linuxkit/modprobe:1\n"
     ));
 }
+
+/// camelCase `resources` keys (which LinuxKit validates, then drops) take effect, and are
+/// written under the lower-cased runtime-spec Go field names yaml.v2 uses.
+#[test]
+fn resources_follow_the_runtime_spec_struct() {
+    let text = yaml(&config(
+        r#"onboot:
+  - name: x
+    image: x
+    resources:
+      memory:
+        kernelTCP: 5
+        disableOOMKiller: true
+      cpu:
+        realtimeRuntime: 7
+      hugepageLimits:
+        - pageSize: 2MB
+          limit: 4096
+      blockIO:
+        leafWeight: 3
+        weightDevice:
+          - major: 8
+            minor: 1
+            weight: 5
+            leafWeight: 6
+        throttleReadBpsDevice:
+          - major: 8
+            minor: 0
+            rate: 1000
+      network:
+        classID: 9
+"#,
+    ));
+    let start = text.find("  resources:\n").expect("resources");
+    let end = text.find("onshutdown:").expect("onshutdown");
+    assert_eq!(
+        &text[start..end],
+        r#"  resources:
+    devices: []
+    memory:
+      limit: null
+      reservation: null
+      swap: null
+      kernel: null
+      kerneltcp: 5
+      swappiness: null
+      disableoomkiller: true
+      usehierarchy: null
+      checkbeforeupdate: null
+    cpu:
+      shares: null
+      quota: null
+      burst: null
+      period: null
+      realtimeruntime: 7
+      realtimeperiod: null
+      cpus: ""
+      mems: ""
+      idle: null
+    pids: null
+    blockio:
+      weight: null
+      leafweight: 3
+      weightdevice:
+      - linuxblockiodevice:
+          major: 8
+          minor: 1
+        weight: 5
+        leafweight: 6
+      throttlereadbpsdevice:
+      - linuxblockiodevice:
+          major: 8
+          minor: 0
+        rate: 1000
+      throttlewritebpsdevice: []
+      throttlereadiopsdevice: []
+      throttlewriteiopsdevice: []
+    hugepagelimits:
+    - pagesize: 2MB
+      limit: 4096
+    network:
+      classid: 9
+      priorities: []
+    rdma: {}
+    unified: {}
+"#
+    );
+}
+
+fn label(text: &str) -> ImageConfig {
+    parse_label(text, "docker.io/linuxkit/x:1").expect("valid label")
+}
+
+#[test]
+fn resolve_image_precedence() {
+    let spec = config(
+        "onboot:\n- name: x\n  image: linuxkit/x:1\n  capabilities.add: [CAP_SYS_BOOT, CAP_SYS_ADMIN]\n  \
+         binds.add: [/a:/a]\n  net: \"\"\n  pid: host\n  runtime:\n    bindNS:\n      net: /run/netns/x\n",
+    )
+    .onboot
+    .remove(0);
+    let settings = ImageSettings {
+        label: label(
+            r#"{"capabilities":["CAP_SYS_ADMIN"],"binds":["/b:/b"],"binds.add":["/a:/a"],"net":"new","pid":"new","readonly":true,"runtime":{"mkdir":["/m"],"bindNS":{"net":"/label","ipc":"/ipc"}}}"#,
+        ),
+        command: vec!["/bin/x".into(), "-v".into()],
+        env: vec!["PATH=/bin".into()],
+        working_dir: String::new(),
+    };
+    let resolved = resolve_image(&spec, &settings);
+    let merged = Config {
+        onboot: vec![resolved],
+        ..Config::default()
+    };
+    assert_eq!(
+        yaml(&merged),
+        "kernel:\n  image: \"\"\ninit: []\nonboot:\n- name: x\n  image: docker.io/linuxkit/x:1\n  capabilities:\n  \
+         - CAP_SYS_ADMIN\n  - CAP_SYS_BOOT\n  binds:\n  - /b:/b\n  - /a:/a\n  command:\n  - /bin/x\n  - -v\n  \
+         env:\n  - PATH=/bin\n  cwd: /\n  net: new\n  pid: host\n  readonly: true\n  runtime:\n    mkdir:\n    - /m\n    \
+         bindNS:\n      ipc: /ipc\n      net: /run/netns/x\nonshutdown: []\nservices: []\nfiles: []\nvolumes: []\n"
+    );
+}
+
+#[test]
+fn resolve_image_keeps_yml_lists_and_falls_back_to_the_image() {
+    let spec = config(
+        "services:\n- name: x\n  image: x\n  capabilities: []\n  binds: [/c:/c]\n  command: []\n  cwd: /w\n",
+    )
+    .services
+    .remove(0);
+    let settings = ImageSettings {
+        label: label("capabilities: [CAP_NET_ADMIN]\nbinds.add: [/d:/d]\nenv: [A=1]\n"),
+        command: vec!["/ignored".into()],
+        env: vec!["B=2".into()],
+        working_dir: "/image".into(),
+    };
+    let c = resolve_image(&spec, &settings).config;
+    assert_eq!(c.capabilities.map(|l| l.value.len()), Some(0));
+    assert_eq!(c.capabilities_add, None);
+    let binds: Vec<String> = c
+        .binds
+        .expect("binds")
+        .value
+        .iter()
+        .map(|b| b.destination.clone())
+        .collect();
+    assert_eq!(binds, ["/c"]);
+    assert_eq!(c.command.map(|l| l.value.len()), Some(0));
+    let env: Vec<String> = c
+        .env
+        .expect("env")
+        .value
+        .iter()
+        .map(|e| e.value.clone())
+        .collect();
+    assert_eq!(env, ["A=1"]);
+    assert_eq!(c.cwd.map(|s| s.value), Some("/w".to_owned()));
+
+    let bare = config("services:\n- name: y\n  image: y\n")
+        .services
+        .remove(0);
+    let c = resolve_image(&bare, &settings).config;
+    assert_eq!(c.cwd.map(|s| s.value), Some("/image".to_owned()));
+    let caps: Vec<String> = c
+        .capabilities
+        .expect("caps")
+        .value
+        .iter()
+        .map(|e| e.value.clone())
+        .collect();
+    assert_eq!(caps, ["CAP_NET_ADMIN"]);
+    assert_eq!(c.binds.map(|b| b.value.len()), Some(1));
+}

@@ -104,8 +104,7 @@ impl Emitter {
 
     fn write_indent(&mut self) {
         let indent = self.indent.unwrap_or(0);
-        if !self.indention || self.column > indent || (self.column == indent && !self.whitespace)
-        {
+        if !self.indention || self.column > indent || (self.column == indent && !self.whitespace) {
             self.put_break();
         }
         while self.column < indent {
@@ -255,7 +254,8 @@ impl Emitter {
             } else {
                 analysis.block_plain_allowed
             };
-            if !plain_allowed || (value.is_empty() && (self.flow_level > 0 || self.simple_key_context))
+            if !plain_allowed
+                || (value.is_empty() && (self.flow_level > 0 || self.simple_key_context))
             {
                 style = Style::SingleQuoted;
             }
@@ -397,8 +397,8 @@ impl Emitter {
                         self.put(marker);
                         for shift in (0..digits).rev() {
                             let digit = (code >> (shift * 4)) & 0xF;
-                            let hex = char::from_digit(digit, 16)
-                                .map_or('0', |d| d.to_ascii_uppercase());
+                            let hex =
+                                char::from_digit(digit, 16).map_or('0', |d| d.to_ascii_uppercase());
                             self.put(hex);
                         }
                     }
@@ -483,7 +483,8 @@ fn requested_style(s: &str) -> Style {
 }
 
 fn is_printable(c: char) -> bool {
-    matches!(c, '\n' | ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}') && c != '\u{feff}'
+    matches!(c, '\n' | ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+        && c != '\u{feff}'
 }
 
 fn is_break(c: char) -> bool {
@@ -623,8 +624,8 @@ fn reads_back_as_string(s: &str) -> bool {
     const OTHER_TYPES: &[&str] = &[
         "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no",
         "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null",
-        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF",
-        "-.inf", "-.Inf", "-.INF", "<<",
+        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
+        "-.Inf", "-.INF", "<<",
     ];
     let Some(first) = s.chars().next() else {
         return false;
@@ -844,7 +845,9 @@ fn one_or_two_digits(b: &[u8], i: &mut usize) -> Option<u32> {
 
 fn days_in_month(month: u32, year: u32) -> u32 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -882,12 +885,16 @@ pub(super) fn key_less(a: &str, b: &str) -> bool {
         }
         let mut ai = i;
         while ai < ar.len() && ar[ai].is_ascii_digit() {
-            an = an.wrapping_mul(10).wrapping_add(i64::from(u32::from(ar[ai]) - 48));
+            an = an
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(u32::from(ar[ai]) - 48));
             ai += 1;
         }
         let mut bi = i;
         while bi < br.len() && br[bi].is_ascii_digit() {
-            bn = bn.wrapping_mul(10).wrapping_add(i64::from(u32::from(br[bi]) - 48));
+            bn = bn
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(u32::from(br[bi]) - 48));
             bi += 1;
         }
         if an != bn {
@@ -952,7 +959,11 @@ mod tests {
             ("n", "\"n\""),
             ("0xZZ", "0xZZ"),
         ] {
-            assert_eq!(text(&map(vec![("k", s(value))])), format!("k: {written}\n"), "{value:?}");
+            assert_eq!(
+                text(&map(vec![("k", s(value))])),
+                format!("k: {written}\n"),
+                "{value:?}"
+            );
         }
     }
 
@@ -977,7 +988,11 @@ mod tests {
             ("x,y", "x,y"),
             ("---", "'---'"),
         ] {
-            assert_eq!(text(&map(vec![("k", s(value))])), format!("k: {written}\n"), "{value:?}");
+            assert_eq!(
+                text(&map(vec![("k", s(value))])),
+                format!("k: {written}\n"),
+                "{value:?}"
+            );
         }
     }
 
@@ -1046,27 +1061,40 @@ mod tests {
     #[test]
     fn long_keys_are_complex() {
         let key = "k".repeat(129);
-        assert_eq!(
-            text(&map(vec![(&key, s("v"))])),
-            format!("? {key}\n: v\n")
-        );
+        assert_eq!(text(&map(vec![(&key, s("v"))])), format!("? {key}\n: v\n"));
     }
 
     #[test]
     fn map_key_order() {
-        let mut keys = vec!["a10", "a9", "b", "a", "A", "_x", "net.ipv4.ip_forward", "a09"];
-        keys.sort_by(|a, b| {
-            if key_less(a, b) {
-                std::cmp::Ordering::Less
-            } else if key_less(b, a) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
+        let mut keys = vec![
+            "a10",
+            "a9",
+            "b",
+            "a",
+            "A",
+            "_x",
+            "net.ipv4.ip_forward",
+            "a09",
+        ];
+        for i in 1..keys.len() {
+            let mut j = i;
+            while j > 0 && key_less(keys[j], keys[j - 1]) {
+                keys.swap(j, j - 1);
+                j -= 1;
             }
-        });
+        }
         assert_eq!(
             keys,
-            ["_x", "A", "a", "a9", "a09", "a10", "b", "net.ipv4.ip_forward"]
+            [
+                "_x",
+                "A",
+                "a",
+                "a9",
+                "a09",
+                "a10",
+                "b",
+                "net.ipv4.ip_forward"
+            ]
         );
     }
 }
