@@ -75,7 +75,11 @@ fn built_outputs(run: &Run, dir: &Path, name: &str) -> KernelInitrd {
     assert_eq!(listed, expected, "summary outputs");
     for path in outputs.all() {
         let meta = fs_err::metadata(path).unwrap();
-        assert!(meta.is_file() && meta.len() > 0, "{} is empty", path.display());
+        assert!(
+            meta.is_file() && meta.len() > 0,
+            "{} is empty",
+            path.display()
+        );
     }
     outputs
 }
@@ -105,7 +109,9 @@ fn boot(outputs: &KernelInitrd) -> String {
         report.tail(30)
     );
     let log = report.log;
-    let booted = log.find(BOOT_MARKER).unwrap_or_else(|| panic!("no {BOOT_MARKER}:\n{log}"));
+    let booted = log
+        .find(BOOT_MARKER)
+        .unwrap_or_else(|| panic!("no {BOOT_MARKER}:\n{log}"));
     let done = log.find(DONE_MARKER).unwrap();
     assert!(booted < done, "{BOOT_MARKER} after {DONE_MARKER}:\n{log}");
     // The kernel saw the cmdline file lkb wrote (the harness appends the serial console).
@@ -229,9 +235,19 @@ fn sshd_example_boots_then_rebuilds_only_what_a_files_change_touches() {
     let initrd_before = fs_err::read(&sshd.initrd).unwrap();
     let again = lkb.build(&["//examples:sshd"]).unwrap().ok().unwrap();
     let summary = again.summary().unwrap();
-    assert_eq!(summary["actions"]["executed"], 0, "{summary}\n{}", again.stderr);
-    assert_eq!(summary["actions"]["cached"], summary["actions"]["total"], "{summary}");
-    assert_eq!(summary["actions"]["total"], first_summary["actions"]["total"]);
+    assert_eq!(
+        summary["actions"]["executed"], 0,
+        "{summary}\n{}",
+        again.stderr
+    );
+    assert_eq!(
+        summary["actions"]["cached"], summary["actions"]["total"],
+        "{summary}"
+    );
+    assert_eq!(
+        summary["actions"]["total"],
+        first_summary["actions"]["total"]
+    );
     assert_eq!(fs_err::read(&sshd.initrd).unwrap(), initrd_before);
 
     // A copy of sshd.yml that differs only in the contents of one `files:` entry: the files
@@ -239,7 +255,10 @@ fn sshd_example_boots_then_rebuilds_only_what_a_files_change_touches() {
     // bundle (and their segments) come from the cache, although the target has a new name.
     let original = fs_err::read_to_string(ws.path().join("examples/sshd.yml")).unwrap();
     let old_motd = r#"contents: "Built by lkb from examples/sshd.yml\n""#;
-    assert!(original.contains(old_motd), "examples/sshd.yml changed shape:\n{original}");
+    assert!(
+        original.contains(old_motd),
+        "examples/sshd.yml changed shape:\n{original}"
+    );
     let new_motd_text = "Built by lkb from a copy of examples/sshd.yml";
     let changed = original.replace(old_motd, &format!(r#"contents: "{new_motd_text}\n""#));
     fs_err::write(ws.path().join("examples/sshd-motd.yml"), changed).unwrap();
@@ -257,10 +276,16 @@ fn sshd_example_boots_then_rebuilds_only_what_a_files_change_touches() {
     assert_eq!(ran[1].1, "segment files", "the one re-run segment: {ran:?}");
     let summary = third.summary().unwrap();
     assert_eq!(summary["actions"]["executed"], 3, "{summary}");
-    assert_eq!(summary["actions"]["total"], first_summary["actions"]["total"]);
+    assert_eq!(
+        summary["actions"]["total"],
+        first_summary["actions"]["total"]
+    );
 
     // The change reached the image, and nothing else did.
-    assert_eq!(fs_err::read(&motd.kernel).unwrap(), fs_err::read(&sshd.kernel).unwrap());
+    assert_eq!(
+        fs_err::read(&motd.kernel).unwrap(),
+        fs_err::read(&sshd.kernel).unwrap()
+    );
     assert_eq!(motd.cmdline_text(), sshd.cmdline_text());
     let old_initrd = decompressed_initrd(&sshd.initrd);
     let new_initrd = decompressed_initrd(&motd.initrd);

@@ -42,10 +42,18 @@ impl Fixture {
         }
         let lkb = Lkb::new(ws.path()).unwrap();
         let fixture = Fixture { ws, lkb };
-        let good = fixture.lkb.build(&["//examples:minimal"]).unwrap().ok().unwrap();
+        let good = fixture
+            .lkb
+            .build(&["//examples:minimal"])
+            .unwrap()
+            .ok()
+            .unwrap();
         assert_eq!(good.summary().unwrap()["ok"], true);
         for name in ["minimal-kernel", "minimal-initrd.img", "minimal-cmdline"] {
-            assert!(fixture.out_dir().join(name).is_file(), "good build wrote {name}");
+            assert!(
+                fixture.out_dir().join(name).is_file(),
+                "good build wrote {name}"
+            );
         }
         fixture
     }
@@ -82,7 +90,11 @@ impl Fixture {
         let run = self.run_build(&with_dir);
         let second = check_failure(&run, code, &with_dir);
         assert_eq!(first, second, "same mistake, same message");
-        assert!(!never.exists(), "{} was created by a failed build", never.display());
+        assert!(
+            !never.exists(),
+            "{} was created by a failed build",
+            never.display()
+        );
 
         let after = snapshot(self.path());
         assert_same_snapshot(&before, &after);
@@ -127,7 +139,11 @@ fn check_failure(run: &Run, code: i32, args: &[&str]) -> String {
 #[derive(Debug, PartialEq, Eq)]
 enum Entry {
     Dir,
-    File { bytes: Vec<u8>, ino: u64, mtime_ns: i128 },
+    File {
+        bytes: Vec<u8>,
+        ino: u64,
+        mtime_ns: i128,
+    },
     Other,
 }
 
@@ -160,7 +176,11 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
 
 fn assert_same_snapshot(before: &BTreeMap<PathBuf, Entry>, after: &BTreeMap<PathBuf, Entry>) {
     let names = |m: &BTreeMap<PathBuf, Entry>| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(names(before), names(after), "files appeared or vanished in the workspace");
+    assert_eq!(
+        names(before),
+        names(after),
+        "files appeared or vanished in the workspace"
+    );
     for (path, entry) in before {
         assert!(
             &after[path] == entry,
@@ -221,7 +241,10 @@ init: \"x\"
     let location = format!("{}:4:7", init_string.display());
     assert!(stderr.contains(&location), "want {location}:\n{stderr}");
     assert!(stderr.contains("init"), "{stderr}");
-    assert!(stderr.contains("sequence") && stderr.contains("string"), "{stderr}");
+    assert!(
+        stderr.contains("sequence") && stderr.contains("string"),
+        "{stderr}"
+    );
 
     let command_int = f.write_yml(
         "command-int",
@@ -282,7 +305,10 @@ fn unreachable_registry_is_an_environment_error_naming_it() {
     // A port nothing listens on: bound, then released.
     let registry = format!("127.0.0.1:{}", free_port().unwrap());
     let f = Fixture::new(&[&registry]);
-    f.write_yml("unreachable", &with_onboot_image(&format!("{registry}/nope:1")));
+    f.write_yml(
+        "unreachable",
+        &with_onboot_image(&format!("{registry}/nope:1")),
+    );
     let started = Instant::now();
     let stderr = f.expect_failure(&["//examples:unreachable"], 3);
     assert!(stderr.contains(&registry), "names {registry}:\n{stderr}");
@@ -303,7 +329,10 @@ fn unknown_labels_and_packages_suggest_the_nearest() {
 
     let stderr = f.expect_failure(&["//examples:minimall"], 2);
     assert!(stderr.contains("//examples:minimall"), "{stderr}");
-    assert!(stderr.contains("did you mean `//examples:minimal`"), "{stderr}");
+    assert!(
+        stderr.contains("did you mean `//examples:minimal`"),
+        "{stderr}"
+    );
 
     let stderr = f.expect_failure(&["//exampels:minimal"], 2);
     assert!(stderr.contains("package"), "{stderr}");
@@ -325,7 +354,10 @@ fn bad_formats_and_flags_exit_2() {
     let f = Fixture::new(&[]);
 
     let stderr = f.expect_failure(&["//examples:minimal", "--format", "foo"], 2);
-    assert!(stderr.contains("`foo`") && stderr.contains("format"), "{stderr}");
+    assert!(
+        stderr.contains("`foo`") && stderr.contains("format"),
+        "{stderr}"
+    );
 
     let stderr = f.expect_failure(&["//examples:minimal", "--format", "iso-bios"], 2);
     assert!(stderr.contains("iso-bios"), "{stderr}");
@@ -357,7 +389,10 @@ fn invalid_lkb_toml_key_names_lkb_toml() {
     // An unknown section is as wrong as an unknown key.
     fs_err::write(&manifest, format!("{good}[imagez]\n")).unwrap();
     let stderr = f.expect_failure(&["//examples:minimal"], 2);
-    assert!(stderr.contains("lkb.toml") && stderr.contains("imagez"), "{stderr}");
+    assert!(
+        stderr.contains("lkb.toml") && stderr.contains("imagez"),
+        "{stderr}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -460,7 +495,9 @@ fn ctrl_c_stops_promptly_and_leaves_the_store_consistent() {
     let heavy_out = f.path().join("lkb-out/examples/heavy-initrd.img");
     let before = snapshot(f.path());
 
-    let cmd = f.lkb.command(&["--progress=json", "build", "//examples:heavy"]);
+    let cmd = f
+        .lkb
+        .command(&["--progress=json", "build", "//examples:heavy"]);
     let (mut child, stderr_path) = spawn_logged(cmd, logs.path(), "interrupted");
     thread::sleep(Duration::from_millis(300));
     assert!(
@@ -486,7 +523,10 @@ fn ctrl_c_stops_promptly_and_leaves_the_store_consistent() {
         took < Duration::from_secs(5),
         "took {took:?} to stop after SIGINT:\n{stderr}"
     );
-    assert!(stderr.contains("interrupted"), "says it was interrupted:\n{stderr}");
+    assert!(
+        stderr.contains("interrupted"),
+        "says it was interrupted:\n{stderr}"
+    );
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("cancel"), "{stderr}");
@@ -500,7 +540,12 @@ fn ctrl_c_stops_promptly_and_leaves_the_store_consistent() {
     let resumed_bytes = read_outputs(&f.out_dir(), "heavy");
     // …and it is consistent: a third build does nothing, and a fresh store gives the same bytes.
     let third = f.lkb.build(&["//examples:heavy"]).unwrap().ok().unwrap();
-    assert_eq!(third.summary().unwrap()["actions"]["executed"], 0, "{}", third.stderr);
+    assert_eq!(
+        third.summary().unwrap()["actions"]["executed"],
+        0,
+        "{}",
+        third.stderr
+    );
 
     let fresh = Lkb::new(f.path()).unwrap();
     let fresh_dir = tempfile::tempdir().unwrap();
@@ -524,7 +569,9 @@ fn two_builds_on_one_store_both_succeed_the_second_waits() {
     let logs = tempfile::tempdir().unwrap();
     let lock_file = f.lkb.store.path().join("store-v1/lock");
 
-    let first_cmd = f.lkb.command(&["--progress=json", "build", "//examples:heavy"]);
+    let first_cmd = f
+        .lkb
+        .command(&["--progress=json", "build", "//examples:heavy"]);
     let (mut first, first_stderr) = spawn_logged(first_cmd, logs.path(), "first");
     let pid = first.id().to_string();
     // Wait until the first process holds the store lock (it writes its pid there).
@@ -570,7 +617,10 @@ fn two_builds_on_one_store_both_succeed_the_second_waits() {
         second_log.contains(&format!("pid {pid}")),
         "and names the holder {pid}:\n{second_log}"
     );
-    assert!(!first_log.contains("waiting for the store lock"), "{first_log}");
+    assert!(
+        !first_log.contains("waiting for the store lock"),
+        "{first_log}"
+    );
     assert!(f.out_dir().join("heavy-initrd.img").is_file());
     for name in ["sshd-kernel", "sshd-initrd.img", "sshd-cmdline"] {
         assert!(second_dir.join(name).is_file(), "{name}");
@@ -635,7 +685,11 @@ fn ctrl_c_while_waiting_for_the_store_lock_stops_promptly() {
     let cmd = f.lkb.command(&["build", "//examples:sshd"]);
     let (mut child, stderr_path) = spawn_logged(cmd, logs.path(), "waiting");
     assert!(
-        wait_for_text(&stderr_path, "waiting for the store lock", Duration::from_secs(60)),
+        wait_for_text(
+            &stderr_path,
+            "waiting for the store lock",
+            Duration::from_secs(60)
+        ),
         "never said it waits:\n{}",
         fs_err::read_to_string(&stderr_path).unwrap()
     );
@@ -701,7 +755,10 @@ impl Drop for StalledServer {
 fn ctrl_c_while_resolving_from_a_hung_registry_stops_promptly() {
     let server = StalledServer::start();
     let f = Fixture::new(&[&server.addr]);
-    f.write_yml("hung", &with_onboot_image(&format!("{}/hung:1", server.addr)));
+    f.write_yml(
+        "hung",
+        &with_onboot_image(&format!("{}/hung:1", server.addr)),
+    );
     let logs = tempfile::tempdir().unwrap();
     let before = snapshot(f.path());
 
@@ -721,9 +778,8 @@ fn ctrl_c_while_resolving_from_a_hung_registry_stops_promptly() {
         let _ = child.wait();
     }
     let stderr = fs_err::read_to_string(&stderr_path).unwrap();
-    let status = status.unwrap_or_else(|| {
-        panic!("still resolving {took:?} after SIGINT (killed it):\n{stderr}")
-    });
+    let status = status
+        .unwrap_or_else(|| panic!("still resolving {took:?} after SIGINT (killed it):\n{stderr}"));
     assert!(status.code().is_some_and(|c| c != 0), "{status}:\n{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(!f.out_dir().join("hung-initrd.img").exists());

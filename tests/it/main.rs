@@ -1,9 +1,9 @@
-mod oci;
-mod support_smoke;
-mod build_registry;
 mod boot;
+mod build_registry;
 mod cli_errors;
-mod outputs;
-mod volumes_sbom;
-mod store;
 mod explain;
+mod oci;
+mod outputs;
+mod store;
+mod support_smoke;
+mod volumes_sbom;

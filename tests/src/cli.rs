@@ -94,7 +94,9 @@ impl Run {
     pub fn executed(&self, kind: &str) -> Vec<String> {
         self.events()
             .into_iter()
-            .filter(|v| v["event"] == "action_finished" && v["cached"] == false && v["kind"] == kind)
+            .filter(|v| {
+                v["event"] == "action_finished" && v["cached"] == false && v["kind"] == kind
+            })
             .map(|v| v["label"].as_str().unwrap_or_default().to_string())
             .collect()
     }
@@ -102,7 +104,12 @@ impl Run {
     /// Fails with the whole output unless the exit code is 0.
     pub fn ok(self) -> anyhow::Result<Run> {
         if self.code != 0 {
-            bail!("lkb exited {}:\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+            bail!(
+                "lkb exited {}:\nstdout:\n{}\nstderr:\n{}",
+                self.code,
+                self.stdout,
+                self.stderr
+            );
         }
         Ok(self)
     }
@@ -165,7 +172,10 @@ impl Lkb {
 pub fn workspace(layouts: &[&Path], insecure: &[&str]) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     let quote = |s: &str| format!("{s:?}");
-    let layouts: Vec<String> = layouts.iter().map(|p| quote(&p.display().to_string())).collect();
+    let layouts: Vec<String> = layouts
+        .iter()
+        .map(|p| quote(&p.display().to_string()))
+        .collect();
     let insecure: Vec<String> = insecure.iter().map(|s| quote(s)).collect();
     fs_err::write(
         dir.path().join("lkb.toml"),

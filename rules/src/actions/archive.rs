@@ -169,7 +169,9 @@ impl Action for RootfsTarAction {
                 .iter()
                 .map(|b| load_tree(&store, b))
                 .collect::<Result<Vec<_>, _>>()?;
-            let blob = to_blob(&store, |out| write_tar(out, trees.iter().flat_map(Tree::iter), &store))?;
+            let blob = to_blob(&store, |out| {
+                write_tar(out, trees.iter().flat_map(Tree::iter), &store)
+            })?;
             Ok(single("tar", blob))
         })
         .await
