@@ -36,6 +36,8 @@ pub enum WorkspaceError {
         label: String,
         nearest: Option<String>,
     },
+    #[error("{path}: {reason}")]
+    NotAFile { path: PathBuf, reason: &'static str },
     #[error("`{label}` matched no targets")]
     EmptyPattern { label: String },
     #[error("cannot read {path}")]
@@ -261,9 +263,16 @@ pub fn target_from_files(
     })?;
     for f in files {
         if !f.is_file() {
-            return Err(WorkspaceError::Io {
+            let reason = if f.is_dir() {
+                "is a directory, not a yml file (to build the targets in it, use a label such as //pkg/...)"
+            } else if f.exists() {
+                "is not a regular file"
+            } else {
+                "no such file"
+            };
+            return Err(WorkspaceError::NotAFile {
                 path: f.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                reason,
             });
         }
     }

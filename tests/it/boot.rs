@@ -117,15 +117,37 @@ fn boot(outputs: &KernelInitrd) -> String {
     // The kernel saw the cmdline file lkb wrote (the harness appends the serial console).
     let seen = log
         .lines()
-        .find_map(|l| l.strip_prefix("LKB-CMDLINE "))
+        .find_map(|l| without_printk(l).strip_prefix("LKB-CMDLINE "))
         .unwrap_or_else(|| panic!("no LKB-CMDLINE line:\n{log}"));
     assert_eq!(seen.trim(), qemu::full_cmdline(&cmdline), "{log}");
     log
 }
 
+/// A console line without a kernel message (`[    1.942021] tsc: ...`) that the kernel
+/// printed into the middle of it: the guest's `echo`/`ls` output and printk share the serial
+/// port, and a printk runs to the end of the line.
+fn without_printk(line: &str) -> &str {
+    for (at, _) in line.match_indices('[') {
+        let rest = &line[at + 1..];
+        if let Some(end) = rest.find(']') {
+            let stamp = &rest[..end];
+            if stamp.contains('.')
+                && stamp.bytes().any(|b| b.is_ascii_digit())
+                && stamp
+                    .bytes()
+                    .all(|b| b == b' ' || b == b'.' || b.is_ascii_digit())
+            {
+                return &line[..at];
+            }
+        }
+    }
+    line
+}
+
 /// `(kind, bundle)` of every `LKB-BUNDLE kind name [id]` line the init printed, in order.
 fn bundles(log: &str) -> Vec<(String, String)> {
     log.lines()
+        .map(without_printk)
         .filter_map(|l| l.strip_prefix("LKB-BUNDLE "))
         .map(|rest| {
             let mut words = rest.split_whitespace();
@@ -144,6 +166,7 @@ fn containers_listing(log: &str) -> Vec<String> {
     log[start..]
         .lines()
         .skip(1)
+        .map(without_printk)
         .take_while(|l| !l.starts_with("LKB-BUNDLE"))
         .filter(|l| !l.starts_with("LKB-") && !l.trim_end().ends_with(':'))
         .flat_map(str::split_whitespace)

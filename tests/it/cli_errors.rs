@@ -499,6 +499,17 @@ fn ctrl_c_stops_promptly_and_leaves_the_store_consistent() {
         .lkb
         .command(&["--progress=json", "build", "//examples:heavy"]);
     let (mut child, stderr_path) = spawn_logged(cmd, logs.path(), "interrupted");
+    // Interrupt ~0.3 s into the work (not during process start-up, before lkb has its
+    // handler: that would test the default SIGINT action, not lkb).
+    assert!(
+        wait_for_text(
+            &stderr_path,
+            r#""event":"action_started""#,
+            Duration::from_secs(60)
+        ),
+        "no action started:\n{}",
+        fs_err::read_to_string(&stderr_path).unwrap()
+    );
     thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -713,29 +724,34 @@ fn ctrl_c_while_waiting_for_the_store_lock_stops_promptly() {
 /// A TCP server on 127.0.0.1 that accepts connections and never answers (a hung registry).
 struct StalledServer {
     addr: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl StalledServer {
     fn start() -> StalledServer {
-        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&stop);
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&accepted);
         let thread = thread::spawn(move || {
             let mut held = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 if let Ok((stream, _)) = listener.accept() {
                     held.push(stream);
+                    count.fetch_add(1, Ordering::SeqCst);
                 }
                 thread::sleep(Duration::from_millis(10));
             }
         });
         StalledServer {
             addr,
+            accepted,
             stop,
             thread: Some(thread),
         }
@@ -764,8 +780,17 @@ fn ctrl_c_while_resolving_from_a_hung_registry_stops_promptly() {
 
     let cmd = f.lkb.command(&["build", "//examples:hung"]);
     let (mut child, stderr_path) = spawn_logged(cmd, logs.path(), "hung");
-    // Give it time to load the yml and send its request to the hung registry.
-    thread::sleep(Duration::from_secs(2));
+    // Wait until lkb is connected to the hung registry, i.e. resolving images.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "lkb never connected to the hung registry:\n{}",
+            fs_err::read_to_string(&stderr_path).unwrap()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
         "lkb did not wait for the hung registry:\n{}",

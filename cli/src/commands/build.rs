@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use lkb_engine::CancelToken;
+use lkb_engine::{BuildError, CancelToken};
 use lkb_rules::formats::Format;
 
 use lkb_rules::compress::Codec;
@@ -95,7 +95,7 @@ fn build_with(
     let reporter = Arc::new(CliReporter::new(global.progress, global.quiet, explain));
     let runtime = runtime()?;
     let cancel = CancelToken::new();
-    let result = runtime.block_on(async {
+    let result: anyhow::Result<BuildReport> = runtime.block_on(async {
         let on_ctrl_c = cancel.clone();
         let notifier = Arc::clone(&reporter);
         tokio::spawn(async move {
@@ -110,10 +110,22 @@ fn build_with(
             }
         });
         let notify = |line: &str| reporter.line(line);
-        let plan = plan(settings, &req.plan, &notify).await?;
+        // Planning (store lock wait, registry requests) stops at Ctrl-C too; execution stops
+        // through the scheduler, which lets running actions finish.
+        let plan = tokio::select! {
+            plan = plan(settings, &req.plan, &notify) => plan?,
+            () = cancel.cancelled() => return Err(BuildError::Cancelled.into()),
+        };
         reporter.images_moved(&plan.moved);
-        execute(plan, &req, reporter.clone(), cancel.clone()).await
+        let report = execute(plan, &req, reporter.clone(), cancel.clone()).await?;
+        if cancel.is_cancelled() {
+            // Interrupted after the last action finished (while writing outputs).
+            return Err(BuildError::Cancelled.into());
+        }
+        Ok(report)
     });
+    // Do not wait for a blocking thread still waiting for the store lock.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     reporter.finish();
     let report = result?;
     summarize(&reporter, &report);

@@ -81,7 +81,7 @@ async fn resolve_images(
     refs: &BTreeSet<String>,
     notify: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<BTreeMap<String, Arc<ImageInfo>>> {
-    let store = open_store(settings, notify)?;
+    let store = open_store(settings, notify).await?;
     let layouts = workspace
         .map(Workspace::layouts)
         .unwrap_or_default()

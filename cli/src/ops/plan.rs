@@ -214,9 +214,27 @@ pub fn image_refs(config: &Config) -> BTreeSet<String> {
     refs
 }
 
-pub fn open_store(settings: &Settings, reporter: &dyn Fn(&str)) -> anyhow::Result<Store> {
-    let store = Store::open_with(&settings.store, reporter)
-        .with_context(|| format!("cannot open the store at {}", settings.store.display()))?;
+/// Opens the store. Waiting for another process's lock happens on a blocking thread, so the
+/// caller's future stays cancellable (Ctrl-C) while it waits; the wait message goes to `notify`.
+pub async fn open_store(
+    settings: &Settings,
+    notify: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Store> {
+    let (tx, mut messages) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let root = settings.store.clone();
+    let mut opening = tokio::task::spawn_blocking(move || {
+        Store::open_with(&root, &|message: &str| {
+            let _ = tx.send(message.to_string());
+        })
+    });
+    let opened = loop {
+        tokio::select! {
+            Some(message) = messages.recv() => notify(&message),
+            joined = &mut opening => break joined.context("the store-opening thread failed")?,
+        }
+    };
+    let store =
+        opened.with_context(|| format!("cannot open the store at {}", settings.store.display()))?;
     Ok(store)
 }
 
@@ -245,7 +263,7 @@ pub async fn plan(
         configs.push(config);
     }
 
-    let store = open_store(settings, notify)?;
+    let store = open_store(settings, notify).await?;
 
     // resolve
     let platform = match &req.arch {

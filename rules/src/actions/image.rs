@@ -91,8 +91,14 @@ impl Action for UnpackLayerAction {
         format!("unpack {}", self.layer.digest)
     }
     fn params(&self, key: &mut KeyHasher) {
+        // The compression is taken from the blob's magic bytes, so only whether the media type
+        // is an accepted layer type matters: the same layer listed with Docker and OCI media
+        // types is unpacked once.
         key.field("media_type", |key| {
-            key.str(&self.layer.media_type);
+            match crate::layer::layer_media_type(&self.layer.media_type) {
+                Ok(_) => key.str("layer"),
+                Err(_) => key.str(&self.layer.media_type),
+            };
         })
         .field("limits", |key| limits_key(&self.limits, key));
     }

@@ -7,6 +7,7 @@
 //! lkb-bench image --out <dir> [--scale F] [--seed N]
 //! lkb-bench serve <the options of run>
 //! lkb-bench codec gunzip FILES | gzip6 FILE | gzip6-split N FILE
+//! lkb-bench fold-perf <perf script output>
 //! ```
 //!
 //! `run` generates a large layered image (seeded: the same bytes on every machine) and a small
@@ -39,7 +40,8 @@ const USAGE: &str = "usage:
                    (default 2; 0 skips)
       --runs       timed runs of each incremental scenario (default 10; no-op gets 2x)
       --cold-runs  timed cold builds (default 5)
-      --perf       also record the cold build with `perf record` (flat profile)
+      --perf       also profile one cold build with `perf record --call-graph dwarf` and
+                   fold the samples by action kind (results/perf-by-action.md)
       --store-dir  put the lkb stores here (e.g. on a tmpfs) instead of in the workspace
   lkb-bench next --workspace <dir> --change files|toggle|service
       Edit the benchmark yml: a new files: content, flip between two contents, or the
@@ -50,7 +52,9 @@ const USAGE: &str = "usage:
       Set up images, registry and workspace as run does, print how to build, and keep the
       registry up until stdin closes (for profiling by hand).
   lkb-bench codec gunzip FILES | gzip6 FILE | gzip6-split N FILE
-      flate2/zlib-rs (lkb's gzip backend) alone, for the ceiling.";
+      flate2/zlib-rs (lkb's gzip backend) alone, for the ceiling.
+  lkb-bench fold-perf <file>
+      Fold `perf script -F comm,tid,ip,sym` output (with call graphs) by action kind.";
 
 const HYPERFINE: &str = "/usr/bin/hyperfine";
 const TIME: &str = "/usr/bin/time";
@@ -151,6 +155,10 @@ fn main() -> anyhow::Result<()> {
         "run" => run(parse_run(raw)?),
         "serve" => serve(&parse_run(raw)?),
         "codec" => codec(raw),
+        "fold-perf" => {
+            let file = raw.next().context("fold-perf needs a file")?;
+            say(&fold_perf(&fs_err::read_to_string(&file)?))
+        }
         "next" => {
             let mut workspace = None;
             let mut change = None;
@@ -1116,7 +1124,7 @@ impl Runner {
         ws.wipe()?;
         let data = self.results.join("perf.data");
         let mut cmd = Command::new(PERF);
-        cmd.args(["record", "-F", "999", "-o"])
+        cmd.args(["record", "-F", "250", "--call-graph", "dwarf,16384", "-o"])
             .arg(&data)
             .arg("--")
             .arg(&self.args.lkb)
@@ -1125,28 +1133,182 @@ impl Runner {
             .stderr(Stdio::null());
         ws.apply_env(&mut cmd);
         ensure!(cmd.status()?.success(), "perf record failed");
-        for (name, sort) in [
-            ("perf-symbols.txt", "dso,symbol"),
-            ("perf-threads.txt", "comm"),
-        ] {
-            let output = Command::new(PERF)
-                .args([
-                    "report",
-                    "--stdio",
-                    "--no-children",
-                    "--percent-limit",
-                    "0.3",
-                ])
-                .args(["--sort", sort, "-i"])
-                .arg(&data)
-                .output()?;
-            fs_err::write(self.results.join(name), &output.stdout)?;
-        }
+        let flat = Command::new(PERF)
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--percent-limit",
+                "0.3",
+            ])
+            .args(["--sort", "dso,symbol", "-g", "none", "-i"])
+            .arg(&data)
+            .output()?;
+        fs_err::write(self.results.join("perf-symbols.txt"), &flat.stdout)?;
+        let script = self.results.join("perf-script.txt");
+        let output = Command::new(PERF)
+            .args(["script", "-F", "comm,tid,ip,sym", "--no-inline", "-i"])
+            .arg(&data)
+            .stderr(Stdio::null())
+            .output()?;
+        fs_err::write(&script, &output.stdout)?;
+        let folded = fold_perf(&String::from_utf8_lossy(&output.stdout));
+        fs_err::write(self.results.join("perf-by-action.md"), &folded)?;
+        say(&folded)?;
         say(&format!(
-            "perf profile: {} and perf-threads.txt",
-            self.results.join("perf-symbols.txt").display()
+            "perf profile: {}, perf-symbols.txt, perf-script.txt",
+            self.results.join("perf-by-action.md").display()
         ))
     }
+}
+
+/// Which action a stack belongs to: the first frame (from the leaf) naming one.
+const PERF_ACTIONS: &[(&str, &[&str])] = &[
+    (
+        "fetch",
+        &[
+            "VerifyingWriter",
+            "spawn_sink",
+            "download_once",
+            "fetch_blob",
+            "hyper::",
+            "reqwest",
+        ],
+    ),
+    (
+        "unpack",
+        &["unpack_layer", "layer::add_entry", "layer::unpack_tar"],
+    ),
+    (
+        "segment",
+        &["cpio::", "CpioWriter", "write_cpio", "SegmentAction"],
+    ),
+    ("merge", &["merge_layers", "MergeImageAction"]),
+    (
+        "bundle, init-root, kernel",
+        &[
+            "BundleSpec",
+            "linuxkit_root",
+            "actions::sections",
+            "set_pax_all",
+            "prefixed",
+        ],
+    ),
+    ("initrd", &["InitrdAction"]),
+    ("recording results", &["put_action", "redb::", "sync_blobs"]),
+    ("outputs", &["place_output", "ops::build"]),
+];
+
+/// What the innermost frames are doing: a codec, hashing, a system call, the allocator.
+fn perf_leaf(frames: &[&str]) -> String {
+    let top = frames.first().copied().unwrap_or("");
+    if top.contains("sha2::") {
+        return "sha256".into();
+    }
+    if top.contains("zlib_rs::deflate") {
+        return "deflate".into();
+    }
+    if top.contains("zlib_rs") {
+        return "inflate/crc32".into();
+    }
+    let address = top.split_whitespace().next().unwrap_or("");
+    if address.len() == 16 && address.starts_with("ffffffff") {
+        for frame in frames {
+            for prefix in ["__x64_sys_", "__do_sys_"] {
+                if let Some(at) = frame.find(prefix) {
+                    let name = &frame[at + prefix.len()..];
+                    return format!("kernel: {}", name.split_whitespace().next().unwrap_or(name));
+                }
+            }
+        }
+        if frames.iter().any(|f| f.contains("exc_page_fault")) {
+            return "kernel: page faults".into();
+        }
+        return "kernel: other".into();
+    }
+    if [
+        "malloc",
+        "_int_free",
+        "cfree",
+        "realloc",
+        "memmove",
+        "memcpy",
+        "memset",
+    ]
+    .iter()
+    .any(|m| top.contains(m))
+    {
+        return "libc memory".into();
+    }
+    if top.contains("btree") || top.contains("tree::") {
+        return "trees".into();
+    }
+    "other".into()
+}
+
+/// Folds `perf script` output (with call graphs) into a table: share of CPU samples per action
+/// kind, and within each kind the leaf activities of at least 3%.
+fn fold_perf(script: &str) -> String {
+    let mut by_action: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_pair: BTreeMap<(&str, String), u64> = BTreeMap::new();
+    let mut by_leaf: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    for sample in script.split("\n\n") {
+        let frames: Vec<&str> = sample
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if frames.is_empty() {
+            continue;
+        }
+        let action = frames
+            .iter()
+            .find_map(|frame| {
+                PERF_ACTIONS
+                    .iter()
+                    .find(|(_, patterns)| patterns.iter().any(|p| frame.contains(p)))
+                    .map(|(name, _)| *name)
+            })
+            .unwrap_or("runtime, other");
+        let leaf = perf_leaf(&frames);
+        total += 1;
+        *by_action.entry(action).or_default() += 1;
+        *by_pair.entry((action, leaf.clone())).or_default() += 1;
+        *by_leaf.entry(leaf).or_default() += 1;
+    }
+    let share = |n: u64| n as f64 * 100.0 / total.max(1) as f64;
+    let mut text = format!(
+        "## CPU samples of one cold build, by action kind ({total} samples)\n\n\
+         | action kind | share of samples | of which (≥ 3% of the kind) |\n|---|---:|---|\n"
+    );
+    let mut actions: Vec<_> = by_action.iter().collect();
+    actions.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+    for (action, n) in actions {
+        let mut parts: Vec<_> = by_pair
+            .iter()
+            .filter(|((a, _), c)| a == action && **c * 100 >= *n * 3)
+            .collect();
+        parts.sort_by_key(|(_, c)| std::cmp::Reverse(**c));
+        let parts: Vec<String> = parts
+            .iter()
+            .map(|((_, leaf), c)| format!("{leaf} {:.0}%", **c as f64 * 100.0 / *n as f64))
+            .collect();
+        let _ = writeln!(
+            text,
+            "| {action} | {:.1}% | {} |",
+            share(*n),
+            parts.join(", ")
+        );
+    }
+    let _ = writeln!(text, "\n| leaf activity | share of samples |\n|---|---:|");
+    let mut leaves: Vec<_> = by_leaf.iter().collect();
+    leaves.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+    for (leaf, n) in leaves.into_iter().take(14) {
+        let _ = writeln!(text, "| {leaf} | {:.1}% |", share(*n));
+    }
+    text
 }
 
 /// Reads the JSON events (each with the millisecond it arrived at).
