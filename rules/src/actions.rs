@@ -9,7 +9,7 @@
 //! | `fetch`             | —                              | blob digest and size                               | `blob` |
 //! | `unpack`            | fetch                          | media type, limits                                 | `tree` |
 //! | `merge`             | unpack × layers, in order      | —                                                  | `tree` |
-//! | `init-root`         | merge                          | source ref, location, LinuxKit filters' version    | `tree` |
+//! | `init-root`         | merge                          | source ref, location                               | `tree` |
 //! | `bundle`            | merge (unless de-duplicated)   | bundle path, root dir, readonly, config.json, runtime.json, source ref, location | `tree` |
 //! | `kernel`            | merge                          | binary, tar, ucode names, cmdline, source ref      | `kernel`, `cmdline`, `ucode`?, `rootfs`, `initrd` (trees) |
 //! | `files`             | —                              | every entry: path, kind, bytes or blob digest, mode, uid, gid | `tree` |
@@ -33,6 +33,8 @@
 
 mod apkdb;
 mod archive;
+#[cfg(test)]
+mod golden_tests;
 mod image;
 mod sbom;
 mod sections;

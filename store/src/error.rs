@@ -38,6 +38,12 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The lock file could not be opened or locked.
+    #[error("cannot put the new store index in place at {path}")]
+    CreateIndex {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot lock the store with {path}")]
     Lock {
         path: PathBuf,
@@ -143,6 +149,7 @@ impl StoreError {
         match self {
             StoreError::CorruptRecord { .. } | StoreError::InUse { .. } => ErrorCategory::Internal,
             StoreError::CreateDir { .. }
+            | StoreError::CreateIndex { .. }
             | StoreError::Lock { .. }
             | StoreError::Index { .. }
             | StoreError::WriteBlob { .. }

@@ -91,6 +91,22 @@ impl Store {
             path: index_path.clone(),
             source: Box::new(source),
         };
+        // A new index is created under a temporary name, given its tables, and renamed into
+        // place, so a process killed while creating it never leaves a half-written
+        // `index.redb` behind (redb would refuse it: "not a redb database").
+        if !index_path.exists() {
+            let fresh = dir.join("tmp").join("index.redb.new");
+            let db = redb::Builder::new()
+                .set_cache_size(INDEX_CACHE_BYTES)
+                .create(&fresh)
+                .map_err(|e| index_error(e.into()))?;
+            index::create_tables(&db).map_err(index_error)?;
+            drop(db);
+            fs_err::rename(&fresh, &index_path).map_err(|source| StoreError::CreateIndex {
+                path: index_path.clone(),
+                source,
+            })?;
+        }
         let db = redb::Builder::new()
             .set_cache_size(INDEX_CACHE_BYTES)
             .create(&index_path)

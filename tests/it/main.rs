@@ -4,6 +4,7 @@ mod cli_errors;
 mod explain;
 mod oci;
 mod outputs;
+mod repro;
 mod store;
 mod support_smoke;
 mod volumes_sbom;

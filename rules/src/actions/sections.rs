@@ -42,6 +42,9 @@ pub enum RootFilter {
 
 /// Applies LinuxKit's exclusions, replacements and "touch" entries (reference §2.2).
 ///
+/// A change here changes the output of `init-root`, `bundle` and `volume`: bump their
+/// `version()`.
+///
 /// LinuxKit re-emits the touch directories after the image, so in the unpacked result they
 /// always have mode 0755, root ownership and the default mtime; the merged tree says so directly.
 pub(crate) fn linuxkit_root(
