@@ -2022,7 +2022,11 @@ fn report(
         scaled
             .map(|(s, _, r)| format!(", {} at {}x", rss(*r), s.scale))
             .unwrap_or_default(),
-        verdict(rss_ok)
+        if scaled.is_some() {
+            verdict(rss_ok)
+        } else {
+            "flatness not measured (--rss-scale 0)"
+        }
     );
 
     if let Some(cold) = find("a").and_then(|s| s.measured.as_ref()) {
