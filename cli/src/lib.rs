@@ -22,6 +22,7 @@ use clap::Parser;
 
 /// Runs the `lkb` command line and returns its exit code.
 pub fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = args::Cli::parse();
     init_logging(&cli.global);
     let settings = settings::Settings::from_env(cli.global.store.clone());
@@ -51,3 +52,23 @@ fn init_logging(global: &args::GlobalArgs) {
         .with_target(false)
         .try_init();
 }
+
+/// Caps glibc's malloc arenas. By default every thread that allocates under contention gets
+/// its own arena (up to 8 per CPU) and arenas keep freed memory, so peak RSS grew with the
+/// number of blocking threads and with the image size; with two arenas it stays near the live
+/// data (docs/performance.md). `MALLOC_ARENA_MAX` in the environment still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    if settings::Settings::malloc_arena_max_set() {
+        return;
+    }
+    // SAFETY: mallopt only adjusts allocator parameters; it is called once at startup,
+    // before any other thread exists, with a valid parameter and value.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}

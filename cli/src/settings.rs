@@ -20,6 +20,11 @@ fn var(name: &str) -> Option<String> {
 }
 
 impl Settings {
+    /// Whether the user tuned glibc's arena count themselves.
+    pub fn malloc_arena_max_set() -> bool {
+        var("MALLOC_ARENA_MAX").is_some()
+    }
+
     pub fn from_env(store_flag: Option<PathBuf>) -> Settings {
         let home = var("HOME").map(PathBuf::from);
         let store = store_flag.unwrap_or_else(|| {
