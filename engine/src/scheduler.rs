@@ -4,7 +4,7 @@
 //! tasks in a `JoinSet` and report back when they end. A node becomes *ready* when all its
 //! inputs have results; its key is computed and the action cache is consulted (on the blocking
 //! pool). A miss queues it, by critical path, for a permit of its class; an executing node holds
-//! the permit until its result is recorded.
+//! the permit while it executes and releases it before its result is recorded.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -508,8 +508,7 @@ impl<'a> Run<'a> {
         let handle = self.tasks.spawn(
             async move {
                 let started = Instant::now();
-                let outcome = execute_and_record(&*action, &ctx, key, history).await;
-                drop(permit);
+                let outcome = execute_and_record(&*action, &ctx, key, history, permit).await;
                 TaskOutput::Executed(Box::new(Executed {
                     node,
                     reason,
@@ -713,13 +712,19 @@ fn look_up(
 }
 
 /// Executes an action and records its result and history in one index transaction.
+///
+/// The permit bounds execution only: it is released before recording (a `syncfs` and a
+/// durable commit, which is waiting, not computing), so the next action can start meanwhile.
 async fn execute_and_record(
     action: &dyn crate::Action,
     ctx: &ExecCtx,
     key: ActionKey,
     history: Vec<u8>,
+    permit: OwnedSemaphorePermit,
 ) -> Result<ActionResult, ExecFailure> {
-    let result = action.execute(ctx).await.map_err(ExecFailure::Action)?;
+    let executed = action.execute(ctx).await;
+    drop(permit);
+    let result = executed.map_err(ExecFailure::Action)?;
     let store = ctx.store.clone();
     let identity = action.identity();
     ctx.blocking(move || {
