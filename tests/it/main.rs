@@ -2,6 +2,7 @@ mod boot;
 mod build_registry;
 mod cli_errors;
 mod explain;
+mod golden;
 mod oci;
 mod outputs;
 mod repro;
