@@ -17,3 +17,19 @@ pub(crate) fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
         Command::Cache(command) => cache::run(&cli.global, command, settings),
     }
 }
+
+/// A byte count for people: `12 B`, `1.5 KiB`, … up to TiB, one decimal.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

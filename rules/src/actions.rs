@@ -33,26 +33,28 @@
 
 mod apkdb;
 mod archive;
+mod files;
 #[cfg(test)]
 mod golden_tests;
 mod image;
+mod kernel;
 mod sbom;
 mod sections;
 mod volume;
 
 pub use apkdb::{APK_INSTALLED, ApkDbAction};
 pub use archive::{InitrdAction, KernelInitrdTarAction, RootfsTarAction, SegmentAction};
+pub use files::{FileData, FileItem, FilesAction};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
+pub use kernel::KernelAction;
 pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
-pub use sections::{
-    BundleAction, FileData, FileItem, FilesAction, InitRootAction, KernelAction, RootFilter,
-};
+pub use sections::{BundleAction, InitRootAction, RootFilter};
 pub use volume::{VolumeAction, VolumeContent};
 
 use lkb_engine::ActionError;
 use lkb_store::{ActionResult, Artifact, BlobRef, Store};
 
-use crate::tree::Tree;
+use crate::tree::{Entry, Meta, Tree, TreeError};
 
 /// LinuxKit's `defaultModTime` (2017-04-18T16:30:00Z): the mtime of generated entries.
 pub const DEFAULT_MTIME: i64 = 1_492_533_000;
@@ -60,7 +62,7 @@ pub const DEFAULT_MTIME: i64 = 1_492_533_000;
 /// Reads and decodes a tree blob.
 pub(crate) fn load_tree(store: &Store, blob: &BlobRef) -> Result<Tree, ActionError> {
     let bytes = store.read_blob(&blob.digest)?;
-    Tree::decode(&bytes).map_err(|e| ActionError::new(e.category(), e))
+    Tree::decode(&bytes).map_err(tree_error)
 }
 
 /// Encodes a tree and stores it.
@@ -93,4 +95,47 @@ pub(crate) fn single(name: &str, blob: BlobRef) -> ActionResult {
             blob,
         }],
     }
+}
+
+/// Directories an action generates: 0755, root, [`DEFAULT_MTIME`].
+pub(crate) const GENERATED_DIR: Meta = Meta::new(0o755, 0, 0, DEFAULT_MTIME);
+/// Files an action generates: 0644, root, [`DEFAULT_MTIME`].
+pub(crate) const GENERATED_FILE: Meta = Meta::new(0o644, 0, 0, DEFAULT_MTIME);
+
+/// Adds `entry` to a tree being built.
+pub(crate) fn insert(tree: &mut Tree, entry: Entry) -> Result<(), ActionError> {
+    tree.insert(entry).map(drop).map_err(tree_error)
+}
+
+/// A tree error as an action error of the same category.
+pub(crate) fn tree_error(e: TreeError) -> ActionError {
+    ActionError::new(e.category(), e)
+}
+
+/// Sets LinuxKit's provenance PAX records on every entry.
+pub(crate) fn tag(tree: &mut Tree, source: &str, location: &str) {
+    tree.set_pax_all("LINUXKIT.source", source);
+    tree.set_pax_all("LINUXKIT.location", location);
+}
+
+/// `entry` with LinuxKit's provenance PAX records.
+pub(crate) fn tagged(mut entry: Entry, source: &str, location: &str) -> Entry {
+    entry.pax.insert("LINUXKIT.source".into(), source.into());
+    entry
+        .pax
+        .insert("LINUXKIT.location".into(), location.into());
+    entry
+}
+
+/// The param fields `--explain` names when an action's params go from `old` to `new`.
+#[cfg(test)]
+fn changed_params(old: &dyn lkb_engine::Action, new: &dyn lkb_engine::Action) -> Vec<String> {
+    let (old, new) = (
+        lkb_engine::params_digest(old),
+        lkb_engine::params_digest(new),
+    );
+    lkb_engine::ParamsDigest::changed_fields(
+        old.fields.iter().map(|(p, d)| (p.as_str(), d)),
+        new.fields.iter().map(|(p, d)| (p.as_str(), d)),
+    )
 }

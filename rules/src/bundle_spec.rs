@@ -12,7 +12,6 @@
 //!
 //! A label may also use `capabilities.add`/`binds.add`; they extend the label's own lists.
 
-mod gojson;
 mod oci;
 mod runtime;
 
@@ -23,7 +22,9 @@ mod tests_layers;
 
 use serde_json::Value;
 
-use crate::config::{Bind, ConfigError, IdMap, ImageConfig, ImageSpec, Span, Volume, did_you_mean};
+use crate::config::{
+    Bind, ConfigError, IdMap, ImageConfig, ImageSpec, Span, Volume, did_you_mean, marshal_indent,
+};
 
 /// The label that carries an image's default container settings.
 pub const LABEL_KEY: &str = "org.mobyproject.config";
@@ -97,8 +98,8 @@ pub fn bundle_spec(input: &BundleInput<'_>) -> Result<BundleSpec, ConfigError> {
     };
     let runtime = runtime::runtime(&yaml, &label, bundle, &root, readonly);
     Ok(BundleSpec {
-        config_json: gojson::marshal_indent(&oci),
-        runtime_json: gojson::marshal_indent(&runtime),
+        config_json: marshal_indent(&oci),
+        runtime_json: marshal_indent(&runtime),
         readonly,
         root,
     })

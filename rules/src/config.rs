@@ -42,9 +42,9 @@ mod tests_image;
 pub use error::{ConfigError, ConfigWarning, Span, Spanned};
 pub use fields::{ALL_CAPABILITIES, RLIMIT_NAMES};
 pub use ids::IdMap;
-pub use image::parse_label;
+pub use image::{ImageSettings, parse_label, resolve_image};
 pub use parse::{merge, parse_config, parse_config_with};
-pub use render::{ImageSettings, render_metadata, resolve_image};
+pub use render::render_metadata;
 pub use template::{
     PackageError, TEMPLATE_PREFIX, TemplateValues, find_templates, package_reference,
     parse_local_config, resolve_templates,
@@ -57,6 +57,7 @@ pub use types::{
 
 pub(crate) use error::did_you_mean;
 pub(crate) use fields::{capability_keyword, check_capability};
+pub(crate) use render::marshal_indent;
 
 /// Expands a short image reference the way LinuxKit does (`ReferenceExpand`):
 /// `alpine` → `docker.io/library/alpine`, `linuxkit/init:v1` → `docker.io/linuxkit/init:v1`.

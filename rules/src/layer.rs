@@ -38,7 +38,7 @@ use lkb_store::{ErrorCategory, Store, StoreError};
 use crate::compress::{Detected, decompress_reader};
 use crate::tree::{
     Entry, EntryKind, Meta, OPAQUE_MARKER, PathError, Tree, TreeError, WHITEOUT_PREFIX, ancestors,
-    normalize_path, split_parent,
+    is_basic_pax_key, normalize_path, split_parent,
 };
 
 /// Bounds for one layer; exceeding one is an error.
@@ -243,23 +243,6 @@ fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, LayerErrorKind> 
         data = &data[len..];
     }
     Ok(out)
-}
-
-/// PAX keys that describe the header itself; they are applied, not kept.
-fn is_basic_pax_key(k: &str) -> bool {
-    matches!(
-        k,
-        "path"
-            | "linkpath"
-            | "size"
-            | "uid"
-            | "gid"
-            | "uname"
-            | "gname"
-            | "mtime"
-            | "atime"
-            | "ctime"
-    ) || k.starts_with("GNU.sparse.")
 }
 
 fn read_limited(

@@ -242,6 +242,23 @@ fn pick_platform<'a>(
     })
 }
 
+/// Parses the manifest an index entry points at, which must be an image manifest: nested
+/// indexes are not supported.
+fn platform_manifest(
+    r: &ImageRef,
+    source: &str,
+    bytes: &[u8],
+    hint: Option<&str>,
+) -> Result<ImageManifest, OciError> {
+    match parse_manifest(bytes, hint).map_err(|p| problem(r, source, p))? {
+        Manifest::Image(m) => Ok(m),
+        Manifest::Index(_) => Err(OciError::UnsupportedMediaType {
+            reference: r.original().to_string(),
+            media_type: "nested image index".to_string(),
+        }),
+    }
+}
+
 fn problem(r: &ImageRef, source: &str, p: manifest::ManifestProblem) -> OciError {
     match p {
         manifest::ManifestProblem::Unsupported(media_type) => OciError::UnsupportedMediaType {

@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 
 use lkb_store::{ErrorCategory, Store, StoreError};
 
-use crate::tree::{Entry, EntryKind, Tree};
+use crate::tree::{Entry, EntryKind, Tree, is_basic_pax_key};
 
 /// Version of this writer's byte-affecting choices, for action keys.
 pub const TAR_FORMAT_VERSION: u32 = 1;
@@ -152,22 +152,6 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.push(b'\n');
 }
 
-fn is_basic_key(k: &str) -> bool {
-    matches!(
-        k,
-        "path"
-            | "linkpath"
-            | "size"
-            | "uid"
-            | "gid"
-            | "uname"
-            | "gname"
-            | "mtime"
-            | "atime"
-            | "ctime"
-    ) || k.starts_with("GNU.sparse.")
-}
-
 /// Streams a PAX tar to `out`. Wrap `out` in a `BufWriter` (or a compressor).
 pub struct TarWriter<W: Write> {
     out: W,
@@ -271,7 +255,7 @@ impl<W: Write> TarWriter<W> {
             records.insert(format!("SCHILY.xattr.{k}"), v.clone());
         }
         for (k, v) in e.pax.iter().chain(&self.extra_pax) {
-            if !is_basic_key(k) {
+            if !is_basic_pax_key(k) {
                 records.insert(k.clone(), v.clone().into_bytes());
             }
         }

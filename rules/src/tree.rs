@@ -254,6 +254,25 @@ impl Entry {
     }
 }
 
+/// PAX keys that describe the tar header itself (names, size, owners, times, GNU sparse maps):
+/// the layer reader applies them instead of keeping them in [`Entry::pax`], and the tar writer
+/// derives them from the entry, ignoring any found there.
+pub(crate) fn is_basic_pax_key(k: &str) -> bool {
+    matches!(
+        k,
+        "path"
+            | "linkpath"
+            | "size"
+            | "uid"
+            | "gid"
+            | "uname"
+            | "gname"
+            | "mtime"
+            | "atime"
+            | "ctime"
+    ) || k.starts_with("GNU.sparse.")
+}
+
 /// Errors of tree operations.
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {

@@ -151,13 +151,7 @@ impl Workspace {
             Label::Target { package, name } => {
                 let dir = self.root.join(&package);
                 if !dir.is_dir() {
-                    let nearest = nearest(
-                        &package,
-                        self.all_targets()?
-                            .iter()
-                            .map(|t| t.package.to_string_lossy().into_owned()),
-                    )
-                    .map(|p| format!("//{p}"));
+                    let nearest = self.nearest_package(&package)?.map(|p| format!("//{p}"));
                     return Err(WorkspaceError::UnknownPackage {
                         label: format!("//{package}"),
                         nearest,
@@ -178,13 +172,9 @@ impl Workspace {
             Label::Recursive { package } => {
                 let dir = self.root.join(&package);
                 if !dir.is_dir() {
-                    let nearest = nearest(
-                        &package,
-                        self.all_targets()?
-                            .iter()
-                            .map(|t| t.package.to_string_lossy().into_owned()),
-                    )
-                    .map(|p| format!("//{p}/..."));
+                    let nearest = self
+                        .nearest_package(&package)?
+                        .map(|p| format!("//{p}/..."));
                     return Err(WorkspaceError::UnknownPackage {
                         label: label.to_string(),
                         nearest,
@@ -209,6 +199,16 @@ impl Workspace {
         self.collect(&self.root, &mut targets)?;
         targets.sort_by(|a, b| a.label.cmp(&b.label));
         Ok(targets)
+    }
+
+    /// The package with targets nearest to `package`, for a "did you mean" hint.
+    fn nearest_package(&self, package: &str) -> Result<Option<String>, WorkspaceError> {
+        Ok(nearest(
+            package,
+            self.all_targets()?
+                .iter()
+                .map(|t| t.package.to_string_lossy().into_owned()),
+        ))
     }
 
     fn target(&self, package: &str, name: &str, file: PathBuf) -> Target {

@@ -8,6 +8,7 @@ use lkb_rules::formats::Format;
 
 use lkb_rules::compress::Codec;
 
+use super::human_bytes;
 use crate::args::{BuildArgs, Compression, GlobalArgs};
 use crate::ops::build::{BuildReport, BuildRequest, execute, outputs_by_dir};
 use crate::ops::plan::{PlanRequest, plan};
@@ -169,20 +170,5 @@ fn summarize(reporter: &CliReporter, report: &BuildReport) {
     ));
     for (dir, names) in outputs_by_dir(&report.outputs) {
         printer::err(&format!("  {}/{{{}}}", dir.display(), names.join(",")));
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use lkb_store::{BlobClass, BlobDamage, RecordDamage, Usage};
 
+use super::human_bytes;
 use crate::args::{CacheCommand, GlobalArgs};
 use crate::ops::cache::{self, Collection, DiskUsage, Listing, Verification};
 use crate::printer;
@@ -239,21 +240,6 @@ fn age(now_ms: u64, then_ms: u64) -> String {
         60..3600 => format!("{}m ago", seconds / 60),
         3600..86_400 => format!("{}h ago", seconds / 3600),
         _ => format!("{}d ago", seconds / 86_400),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

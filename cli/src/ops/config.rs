@@ -13,14 +13,12 @@ use anyhow::Context;
 use lkb_rules::bundle_spec::LABEL_KEY;
 use lkb_rules::config::{self, Config, ImageSettings, ImageSpec, MetadataFormat};
 use lkb_rules::lock::{LOCK_FILE, LockFile};
-use lkb_rules::oci::{
-    DockerConfig, ImageSources, OciLayout, Platform, RegistryClient, RegistryConfig,
-};
+use lkb_rules::oci::Platform;
 use lkb_rules::resolve::{ImageInfo, Resolver};
 use lkb_rules::workspace::Workspace;
 use serde_json::Value;
 
-use crate::ops::plan::{expand_targets, image_refs, load_config, open_store};
+use crate::ops::plan::{expand_targets, image_refs, image_sources, load_configs, open_store};
 use crate::settings::Settings;
 
 /// What to print.
@@ -48,14 +46,7 @@ pub async fn config(
 ) -> anyhow::Result<Vec<TargetConfig>> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let (workspace, targets) = expand_targets(&req.targets, &cwd, None)?;
-    let mut configs = Vec::new();
-    for target in &targets {
-        let config = load_config(target)?;
-        for warning in &config.warnings {
-            notify(&format!("warning: {warning}"));
-        }
-        configs.push(config);
-    }
+    let mut configs = load_configs(&targets, notify)?;
     if req.resolved {
         let refs: BTreeSet<String> = configs.iter().flat_map(image_refs).collect();
         let images = resolve_images(settings, workspace.as_ref(), &refs, notify).await?;
@@ -82,32 +73,13 @@ async fn resolve_images(
     notify: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<BTreeMap<String, Arc<ImageInfo>>> {
     let store = open_store(settings, notify).await?;
-    let layouts = workspace
-        .map(Workspace::layouts)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.exists())
-        .map(|p| {
-            OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let docker = match &settings.docker_config {
-        Some(path) if path.exists() => DockerConfig::load(path)?,
-        _ => DockerConfig::empty(),
-    };
-    let registry = RegistryClient::new(RegistryConfig {
-        insecure: workspace
-            .map(|ws| ws.manifest.images.insecure_registries.clone())
-            .unwrap_or_default(),
-        docker_config: docker,
-        ..RegistryConfig::default()
-    })?;
+    let sources = image_sources(settings, workspace, false)?;
     let lock = match workspace {
         Some(ws) => LockFile::read(&ws.root.join(LOCK_FILE))?,
         None => LockFile::default(),
     };
     let resolver = Resolver {
-        sources: Arc::new(ImageSources::new(layouts, Some(registry))),
+        sources: Arc::new(sources),
         store,
         platform: Platform::host(),
         lock,

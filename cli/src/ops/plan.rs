@@ -189,6 +189,22 @@ pub fn load_config(target: &Target) -> anyhow::Result<Config> {
     Ok(config::merge(configs)?)
 }
 
+/// [`load_config`] for every target, in order, passing each config's warnings to `notify`.
+pub(crate) fn load_configs(
+    targets: &[Target],
+    notify: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Vec<Config>> {
+    let mut configs = Vec::new();
+    for target in targets {
+        let config = load_config(target)?;
+        for warning in &config.warnings {
+            notify(&format!("warning: {warning}"));
+        }
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
 /// Every image reference a config uses, canonical.
 pub fn image_refs(config: &Config) -> BTreeSet<String> {
     let mut refs = BTreeSet::new();
@@ -212,6 +228,41 @@ pub fn image_refs(config: &Config) -> BTreeSet<String> {
         }
     }
     refs
+}
+
+/// Where images come from: the workspace's OCI layouts (those that exist), then the registry
+/// (with the workspace's insecure registries and the Docker config), unless `offline`.
+pub(crate) fn image_sources(
+    settings: &Settings,
+    workspace: Option<&Workspace>,
+    offline: bool,
+) -> anyhow::Result<ImageSources> {
+    let layouts = workspace
+        .map(Workspace::layouts)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.exists())
+        .map(|p| {
+            OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let registry = if offline {
+        None
+    } else {
+        let docker = match &settings.docker_config {
+            Some(path) if path.exists() => DockerConfig::load(path)?,
+            _ => DockerConfig::empty(),
+        };
+        let insecure = workspace
+            .map(|ws| ws.manifest.images.insecure_registries.clone())
+            .unwrap_or_default();
+        Some(RegistryClient::new(RegistryConfig {
+            insecure,
+            docker_config: docker,
+            ..RegistryConfig::default()
+        })?)
+    };
+    Ok(ImageSources::new(layouts, registry))
 }
 
 /// Opens the store. Waiting for another process's lock happens on a blocking thread, so the
@@ -254,14 +305,7 @@ pub async fn plan(
     };
 
     // load
-    let mut configs = Vec::new();
-    for target in &targets {
-        let config = load_config(target)?;
-        for warning in &config.warnings {
-            notify(&format!("warning: {warning}"));
-        }
-        configs.push(config);
-    }
+    let configs = load_configs(&targets, notify)?;
 
     let store = open_store(settings, notify).await?;
 
@@ -270,34 +314,7 @@ pub async fn plan(
         Some(arch) => Platform::linux(arch),
         None => Platform::host(),
     };
-    let layouts = workspace
-        .as_ref()
-        .map(|ws| ws.layouts())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.exists())
-        .map(|p| {
-            OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let registry = if req.offline {
-        None
-    } else {
-        let docker = match &settings.docker_config {
-            Some(path) if path.exists() => DockerConfig::load(path)?,
-            _ => DockerConfig::empty(),
-        };
-        let insecure = workspace
-            .as_ref()
-            .map(|ws| ws.manifest.images.insecure_registries.clone())
-            .unwrap_or_default();
-        Some(RegistryClient::new(RegistryConfig {
-            insecure,
-            docker_config: docker,
-            ..RegistryConfig::default()
-        })?)
-    };
-    let sources = Arc::new(ImageSources::new(layouts, registry));
+    let sources = Arc::new(image_sources(settings, workspace.as_ref(), req.offline)?);
     let lock_path = workspace.as_ref().map(|ws| ws.root.join(LOCK_FILE));
     let old_lock = match &lock_path {
         Some(p) => LockFile::read(p)?,

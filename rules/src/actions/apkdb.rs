@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
 use lkb_store::{ActionResult, Store};
 
-use super::{artifact, load_tree, save_tree, single};
+use super::{artifact, insert, load_tree, save_tree, single, tagged};
 use crate::tree::{Entry, EntryKind, Meta, Tree};
 
 /// Where APK keeps its database of installed packages.
@@ -78,25 +78,15 @@ fn union_tree(store: &Store, trees: &[Tree]) -> Result<Tree, ActionError> {
         content.extend_from_slice(db);
         content.extend_from_slice(b"\n\n");
     }
-    let mut entry = Entry::file(APK_INSTALLED, store.put_bytes(&content)?, UNION_META);
-    entry
-        .pax
-        .insert("LINUXKIT.source".into(), "LINUXKIT.apkinit".into());
-    entry.pax.insert("LINUXKIT.location".into(), "init".into());
-    tree.insert(entry)
-        .map_err(|e| ActionError::new(e.category(), e))?;
+    let entry = Entry::file(APK_INSTALLED, store.put_bytes(&content)?, UNION_META);
+    insert(&mut tree, tagged(entry, "LINUXKIT.apkinit", "init"))?;
     Ok(tree)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        (dir, store)
-    }
+    use crate::tree::testutil::store;
 
     fn with_db(store: &Store, db: Option<&str>) -> Tree {
         let mut tree = Tree::new();

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
 use lkb_store::{ActionResult, BlobRef, Store};
 
-use super::{DEFAULT_MTIME, artifact, load_tree, single};
+use super::{GENERATED_FILE, artifact, load_tree, single};
 use crate::compress::Codec;
-use crate::tree::{Entry, Meta, Tree};
+use crate::tree::{Entry, Tree};
 use crate::{cpio, tarball};
 
 fn io_error(e: std::io::Error) -> ActionError {
@@ -220,7 +220,7 @@ impl Action for KernelInitrdTarAction {
             let entries: Vec<Entry> = files
                 .into_iter()
                 .filter(|(_, b)| b.size > 0)
-                .map(|(name, blob)| Entry::file(name, blob, Meta::new(0o644, 0, 0, DEFAULT_MTIME)))
+                .map(|(name, blob)| Entry::file(name, blob, GENERATED_FILE))
                 .collect();
             let blob = to_blob(&store, |out| write_tar(out, &entries, &store))?;
             Ok(single("tar", blob))
@@ -245,17 +245,7 @@ fn write_tar<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn changed(old: &dyn Action, new: &dyn Action) -> Vec<String> {
-        let (old, new) = (
-            lkb_engine::params_digest(old),
-            lkb_engine::params_digest(new),
-        );
-        lkb_engine::ParamsDigest::changed_fields(
-            old.fields.iter().map(|(p, d)| (p.as_str(), d)),
-            new.fields.iter().map(|(p, d)| (p.as_str(), d)),
-        )
-    }
+    use crate::actions::changed_params as changed;
 
     fn segment(codec: Codec) -> SegmentAction {
         SegmentAction {

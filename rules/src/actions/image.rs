@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use lkb_engine::{Action, ActionClass, ActionError, ExecCtx, KeyHasher};
 use lkb_store::{ActionResult, BlobRef};
 
-use super::{artifact, load_tree, save_tree, single};
+use super::{artifact, load_tree, save_tree, single, tree_error};
 use crate::layer::{Limits, unpack_layer};
 use crate::oci::{ImageRef, ImageSource, LayerDesc};
 use crate::tree::Tree;
@@ -149,8 +149,7 @@ impl Action for MergeImageAction {
                 .iter()
                 .map(|b| load_tree(&store, b))
                 .collect::<Result<Vec<_>, _>>()?;
-            let merged =
-                Tree::merge_layers(&layers).map_err(|e| ActionError::new(e.category(), e))?;
+            let merged = Tree::merge_layers(&layers).map_err(tree_error)?;
             Ok(single("tree", save_tree(&store, &merged)?))
         })
         .await

@@ -20,9 +20,9 @@ use lkb_store::{ActionResult, BlobRef, Store};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::{DEFAULT_MTIME, artifact, save_tree, single};
+use super::{GENERATED_FILE, artifact, insert, save_tree, single};
 use crate::indexes::SPDX_PREDICATE_TYPE;
-use crate::tree::{Entry, Meta, Tree};
+use crate::tree::{Entry, Tree};
 
 /// Where LinuxKit writes the SBOM (its `--sbom-output` default).
 pub const SBOM_PATH: &str = "sbom.spdx.json";
@@ -98,12 +98,8 @@ impl Action for SbomAction {
 
 fn sbom_tree(store: &Store, document: &[u8]) -> Result<Tree, ActionError> {
     let mut tree = Tree::new();
-    tree.insert(Entry::file(
-        SBOM_PATH,
-        store.put_bytes(document)?,
-        Meta::new(0o644, 0, 0, DEFAULT_MTIME),
-    ))
-    .map_err(|e| ActionError::new(e.category(), e))?;
+    let entry = Entry::file(SBOM_PATH, store.put_bytes(document)?, GENERATED_FILE);
+    insert(&mut tree, entry)?;
     Ok(tree)
 }
 
@@ -345,6 +341,8 @@ pub(crate) fn rfc3339(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actions::DEFAULT_MTIME;
+    use crate::tree::Meta;
 
     fn statement(doc: Value) -> Vec<u8> {
         serde_json::to_vec(&json!({

@@ -9,10 +9,12 @@ use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
 use lkb_store::{ActionResult, BlobRef, Store};
 use serde::Serialize;
 
-use super::sections::{RootFilter, linuxkit_root, tag};
-use super::{DEFAULT_MTIME, artifact, load_tree, save_tree, single};
+use super::sections::{RootFilter, linuxkit_root};
+use super::{
+    GENERATED_DIR, artifact, insert, load_tree, save_tree, single, tag, tagged, tree_error,
+};
 use crate::oci::{ANNOTATION_REF_NAME, OCI_INDEX};
-use crate::tree::{Entry, Meta, Tree, TreeError};
+use crate::tree::{Entry, Meta, Tree};
 
 /// `LINUXKIT.source` of a volume without an image.
 const BLANK_SOURCE: &str = "empty";
@@ -23,8 +25,6 @@ const OCI_LAYOUT_FILE: &str = "{\n\t\t\"imageLayoutVersion\": \"1.0.0\"\n\t}";
 /// Bump when the layout written for the same blobs changes.
 const OCI_LAYOUT_VERSION: u64 = 1;
 
-/// Generated directories: 0755, root, LinuxKit's default mtime.
-const GENERATED_DIR: Meta = Meta::new(0o755, 0, 0, DEFAULT_MTIME);
 /// OCI layout entries: LinuxKit leaves their mtime unset, which Go's tar writes as 0.
 const LAYOUT_DIR: Meta = Meta::new(0o755, 0, 0, 0);
 const LAYOUT_FILE: Meta = Meta::new(0o644, 0, 0, 0);
@@ -136,14 +136,8 @@ impl VolumeSpec {
         tree.ensure_dir(&lower, GENERATED_DIR).map_err(tree_error)?;
         tag(&mut tree, source, &self.location);
         for dir in ["tmp", "merged"] {
-            let mut entry = Entry::dir(format!("{}/{dir}", self.base), GENERATED_DIR);
-            entry
-                .pax
-                .insert("LINUXKIT.source".into(), VOLUMES_SOURCE.into());
-            entry
-                .pax
-                .insert("LINUXKIT.location".into(), self.location.clone());
-            tree.insert(entry).map_err(tree_error)?;
+            let entry = Entry::dir(format!("{}/{dir}", self.base), GENERATED_DIR);
+            insert(&mut tree, tagged(entry, VOLUMES_SOURCE, &self.location))?;
         }
         Ok(tree)
     }
@@ -189,7 +183,7 @@ fn oci_layout(
         LAYOUT_FILE,
     ));
     for entry in entries {
-        tree.insert(entry).map_err(tree_error)?;
+        insert(&mut tree, entry)?;
     }
     Ok(tree)
 }
@@ -231,20 +225,11 @@ fn index_json(index: &BlobRef, ref_name: &str) -> Vec<u8> {
     out
 }
 
-fn tree_error(e: TreeError) -> ActionError {
-    ActionError::new(e.category(), e)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tree::EntryKind;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        (dir, store)
-    }
+    use crate::tree::testutil::store;
 
     fn spec(content: VolumeContent) -> VolumeSpec {
         VolumeSpec {

@@ -1,13 +1,14 @@
 //! Image objects (`onboot`, `onshutdown`, `services` entries) and the
-//! `org.mobyproject.config` image label, which share one schema.
+//! `org.mobyproject.config` image label, which share one schema, and [`resolve_image`], which
+//! folds an image's label and config into an image object.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use super::error::{ConfigError, Spanned};
+use super::error::{ConfigError, Span, Spanned};
 use super::fields;
 use super::resources::resources;
-use super::types::{ImageConfig, ImageSpec};
+use super::types::{BindNamespaces, ImageConfig, ImageSpec, Runtime, StringList};
 use super::yaml::{Map, Node, Reader, child};
 
 /// Keys of an image object, in LinuxKit's schema order.
@@ -258,5 +259,167 @@ pub(super) fn image_config(
             .get("runtime")
             .map(|v| fields::runtime(r, v, &p("runtime")))
             .transpose()?,
+    })
+}
+
+/// What an image brings to its containers: its `org.mobyproject.config` label and the
+/// `Entrypoint`+`Cmd`, `Env` and `WorkingDir` of its OCI config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageSettings {
+    /// The parsed label ([`parse_label`]); default when the image has none.
+    pub label: ImageConfig,
+    /// `Entrypoint` followed by `Cmd`.
+    pub command: Vec<String>,
+    /// `Env`.
+    pub env: Vec<String>,
+    /// `WorkingDir`.
+    pub working_dir: String,
+}
+
+/// An image object with its image's settings folded in, as the container will run:
+/// each field comes from the yml if written there, else from the label; `command`, `env`
+/// and `cwd` then fall back to the image config, and `cwd` to `/`. `capabilities.add` and
+/// `binds.add` are merged into `capabilities` and `binds` (the label's lists, then the
+/// label's `.add`, then the yml's `.add`, without duplicates) unless the yml sets
+/// `capabilities`/`binds` itself. `runtime` merges per field, `bindNS` per namespace.
+pub fn resolve_image(spec: &ImageSpec, image: &ImageSettings) -> ImageSpec {
+    let yaml = &spec.config;
+    let label = &image.label;
+    let span = &spec.image.span;
+    let synthesized = |list: &[String]| -> Option<StringList> {
+        if list.is_empty() {
+            return None;
+        }
+        let items = list
+            .iter()
+            .map(|s| Spanned::new(s.clone(), span.clone()))
+            .collect();
+        Some(Spanned::new(items, span.clone()))
+    };
+    let cwd = first_non_empty(&yaml.cwd, &label.cwd).or_else(|| {
+        let dir = if image.working_dir.is_empty() {
+            "/"
+        } else {
+            image.working_dir.as_str()
+        };
+        Some(Spanned::new(dir.to_owned(), span.clone()))
+    });
+    let config = ImageConfig {
+        capabilities: match &yaml.capabilities {
+            Some(list) => Some(list.clone()),
+            None => merged(
+                [
+                    &label.capabilities,
+                    &label.capabilities_add,
+                    &yaml.capabilities_add,
+                ],
+                |a, b| a.value == b.value,
+            ),
+        },
+        capabilities_add: None,
+        ambient: pick(&yaml.ambient, &label.ambient),
+        mounts: pick(&yaml.mounts, &label.mounts),
+        binds: match &yaml.binds {
+            Some(list) => Some(list.clone()),
+            None => merged([&label.binds, &label.binds_add, &yaml.binds_add], |a, b| {
+                a.source == b.source && a.destination == b.destination && a.options == b.options
+            }),
+        },
+        binds_add: None,
+        tmpfs: pick(&yaml.tmpfs, &label.tmpfs),
+        devices: pick(&yaml.devices, &label.devices),
+        command: pick(&yaml.command, &label.command).or_else(|| synthesized(&image.command)),
+        env: pick(&yaml.env, &label.env).or_else(|| synthesized(&image.env)),
+        cwd,
+        net: first_non_empty(&yaml.net, &label.net),
+        pid: first_non_empty(&yaml.pid, &label.pid),
+        ipc: first_non_empty(&yaml.ipc, &label.ipc),
+        uts: first_non_empty(&yaml.uts, &label.uts),
+        userns: first_non_empty(&yaml.userns, &label.userns),
+        hostname: first_non_empty(&yaml.hostname, &label.hostname),
+        readonly: pick(&yaml.readonly, &label.readonly),
+        masked_paths: pick(&yaml.masked_paths, &label.masked_paths),
+        readonly_paths: pick(&yaml.readonly_paths, &label.readonly_paths),
+        uid: pick(&yaml.uid, &label.uid),
+        gid: pick(&yaml.gid, &label.gid),
+        additional_gids: pick(&yaml.additional_gids, &label.additional_gids),
+        no_new_privileges: pick(&yaml.no_new_privileges, &label.no_new_privileges),
+        oom_score_adj: pick(&yaml.oom_score_adj, &label.oom_score_adj),
+        rootfs_propagation: pick(&yaml.rootfs_propagation, &label.rootfs_propagation),
+        cgroups_path: pick(&yaml.cgroups_path, &label.cgroups_path),
+        resources: pick(&yaml.resources, &label.resources),
+        sysctl: pick(&yaml.sysctl, &label.sysctl),
+        rlimits: pick(&yaml.rlimits, &label.rlimits),
+        uid_mappings: pick(&yaml.uid_mappings, &label.uid_mappings),
+        gid_mappings: pick(&yaml.gid_mappings, &label.gid_mappings),
+        annotations: pick(&yaml.annotations, &label.annotations),
+        runtime: merge_runtime(yaml.runtime.as_ref(), label.runtime.as_ref()),
+    };
+    ImageSpec {
+        span: spec.span.clone(),
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        config,
+    }
+}
+
+/// The yml value if written, else the label's.
+fn pick<T: Clone>(yaml: &Option<T>, label: &Option<T>) -> Option<T> {
+    yaml.as_ref().or(label.as_ref()).cloned()
+}
+
+/// The first non-empty string (an empty one counts as unset).
+fn first_non_empty(
+    yaml: &Option<Spanned<String>>,
+    label: &Option<Spanned<String>>,
+) -> Option<Spanned<String>> {
+    [yaml, label]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.value.is_empty())
+        .cloned()
+}
+
+/// Concatenates the given lists without duplicates; `None` when none is written.
+fn merged<T: Clone>(
+    lists: [&Option<Spanned<Vec<T>>>; 3],
+    same: impl Fn(&T, &T) -> bool,
+) -> Option<Spanned<Vec<T>>> {
+    let span: Span = lists.iter().find_map(|l| l.as_ref())?.span.clone();
+    let mut out: Vec<T> = Vec::new();
+    for list in lists.into_iter().flatten() {
+        for item in &list.value {
+            if !out.iter().any(|o| same(o, item)) {
+                out.push(item.clone());
+            }
+        }
+    }
+    Some(Spanned::new(out, span))
+}
+
+fn merge_runtime(yaml: Option<&Runtime>, label: Option<&Runtime>) -> Option<Runtime> {
+    let (yaml, label) = match (yaml, label) {
+        (None, None) => return None,
+        (Some(only), None) | (None, Some(only)) => return Some(only.clone()),
+        (Some(yaml), Some(label)) => (yaml, label),
+    };
+    let ns = |a: &Option<Spanned<String>>, b: &Option<Spanned<String>>| pick(a, b);
+    let (y, l) = (&yaml.bind_ns, &label.bind_ns);
+    Some(Runtime {
+        span: yaml.span.clone(),
+        cgroups: pick(&yaml.cgroups, &label.cgroups),
+        mounts: pick(&yaml.mounts, &label.mounts),
+        mkdir: pick(&yaml.mkdir, &label.mkdir),
+        interfaces: pick(&yaml.interfaces, &label.interfaces),
+        bind_ns: BindNamespaces {
+            cgroup: ns(&y.cgroup, &l.cgroup),
+            ipc: ns(&y.ipc, &l.ipc),
+            mnt: ns(&y.mnt, &l.mnt),
+            net: ns(&y.net, &l.net),
+            pid: ns(&y.pid, &l.pid),
+            user: ns(&y.user, &l.user),
+            uts: ns(&y.uts, &l.uts),
+        },
+        namespace: pick(&yaml.namespace, &label.namespace),
     })
 }

@@ -25,16 +25,17 @@
 //! only when it is `oci`, and binds and tmpfs as `source:destination[:options]`.
 
 mod go_json;
+mod linux_resources;
 mod yaml_v2;
 
 use std::collections::BTreeMap;
 
-use super::error::{Span, Spanned};
+use super::error::Spanned;
 use super::types::{
-    Bind, BindNamespaces, Config, Device, FileSpec, IdMapping, IdValue, ImageConfig, ImageSpec,
-    Interface, Kernel, MetadataFormat, Mount, Rlimit, Runtime, StringList, Tmpfs, Volume,
-    VolumeFormat,
+    Bind, BindNamespaces, Config, Device, FileSpec, IdMapping, IdValue, ImageSpec, Interface,
+    Kernel, MetadataFormat, Mount, Rlimit, Runtime, StringList, Tmpfs, Volume, VolumeFormat,
 };
+use linux_resources::resources;
 
 /// A value tree in Go struct order, written by [`yaml_v2`] or [`go_json`].
 #[derive(Clone, Debug, PartialEq)]
@@ -472,6 +473,13 @@ fn bind_namespaces(ns: &BindNamespaces) -> Node {
     m.done()
 }
 
+/// Any JSON value as Go's `json.MarshalIndent(v, "", "    ")` writes it, object keys in the
+/// order of the map (callers build it in Go struct order): a bundle's `config.json` and
+/// `runtime.json`.
+pub(crate) fn marshal_indent(value: &serde_json::Value) -> Vec<u8> {
+    go_json::to_json(&json_node(value)).into_bytes()
+}
+
 /// A JSON leaf as a node.
 fn json_node(value: &serde_json::Value) -> Node {
     match value {
@@ -484,332 +492,6 @@ fn json_node(value: &serde_json::Value) -> Node {
             Node::Map(map.iter().map(|(k, v)| (k.clone(), json_node(v))).collect())
         }
     }
-}
-
-/// How yaml.v2 writes one field of an OCI resources struct.
-#[derive(Clone, Copy)]
-enum Go {
-    /// A pointer to a number or bool: the value, or `null`.
-    Pointer,
-    /// A number: the value, or 0.
-    Int,
-    /// A string: the value, or `""`.
-    Str,
-    /// A bool: the value, or false.
-    Bool,
-    /// A pointer to a struct: the struct, or `null`.
-    Struct(&'static [GoField]),
-    /// A slice of structs: the items, or `[]`.
-    Slice(&'static [GoField]),
-    /// An untagged embedded struct, nested under its lower-cased type name; its fields come
-    /// from the enclosing JSON object.
-    Embedded(&'static [GoField]),
-    /// A map the schema cannot set: always `{}`.
-    EmptyMap,
-}
-
-/// A runtime-spec field: its yaml.v2 key (the lower-cased Go name), its OCI JSON key, kind.
-struct GoField(&'static str, &'static str, Go);
-
-const DEVICE_CGROUP: &[GoField] = &[
-    GoField("allow", "allow", Go::Bool),
-    GoField("type", "type", Go::Str),
-    GoField("major", "major", Go::Pointer),
-    GoField("minor", "minor", Go::Pointer),
-    GoField("access", "access", Go::Str),
-];
-
-const MEMORY: &[GoField] = &[
-    GoField("limit", "limit", Go::Pointer),
-    GoField("reservation", "reservation", Go::Pointer),
-    GoField("swap", "swap", Go::Pointer),
-    GoField("kernel", "kernel", Go::Pointer),
-    GoField("kerneltcp", "kernelTCP", Go::Pointer),
-    GoField("swappiness", "swappiness", Go::Pointer),
-    GoField("disableoomkiller", "disableOOMKiller", Go::Pointer),
-    GoField("usehierarchy", "useHierarchy", Go::Pointer),
-    GoField("checkbeforeupdate", "checkBeforeUpdate", Go::Pointer),
-];
-
-const CPU: &[GoField] = &[
-    GoField("shares", "shares", Go::Pointer),
-    GoField("quota", "quota", Go::Pointer),
-    GoField("burst", "burst", Go::Pointer),
-    GoField("period", "period", Go::Pointer),
-    GoField("realtimeruntime", "realtimeRuntime", Go::Pointer),
-    GoField("realtimeperiod", "realtimePeriod", Go::Pointer),
-    GoField("cpus", "cpus", Go::Str),
-    GoField("mems", "mems", Go::Str),
-    GoField("idle", "idle", Go::Pointer),
-];
-
-const PIDS: &[GoField] = &[GoField("limit", "limit", Go::Int)];
-
-const BLOCK_IO_DEVICE: &[GoField] = &[
-    GoField("major", "major", Go::Int),
-    GoField("minor", "minor", Go::Int),
-];
-
-const WEIGHT_DEVICE: &[GoField] = &[
-    GoField("linuxblockiodevice", "", Go::Embedded(BLOCK_IO_DEVICE)),
-    GoField("weight", "weight", Go::Pointer),
-    GoField("leafweight", "leafWeight", Go::Pointer),
-];
-
-const THROTTLE_DEVICE: &[GoField] = &[
-    GoField("linuxblockiodevice", "", Go::Embedded(BLOCK_IO_DEVICE)),
-    GoField("rate", "rate", Go::Int),
-];
-
-const BLOCK_IO: &[GoField] = &[
-    GoField("weight", "weight", Go::Pointer),
-    GoField("leafweight", "leafWeight", Go::Pointer),
-    GoField("weightdevice", "weightDevice", Go::Slice(WEIGHT_DEVICE)),
-    GoField(
-        "throttlereadbpsdevice",
-        "throttleReadBpsDevice",
-        Go::Slice(THROTTLE_DEVICE),
-    ),
-    GoField(
-        "throttlewritebpsdevice",
-        "throttleWriteBpsDevice",
-        Go::Slice(THROTTLE_DEVICE),
-    ),
-    GoField(
-        "throttlereadiopsdevice",
-        "throttleReadIOPSDevice",
-        Go::Slice(THROTTLE_DEVICE),
-    ),
-    GoField(
-        "throttlewriteiopsdevice",
-        "throttleWriteIOPSDevice",
-        Go::Slice(THROTTLE_DEVICE),
-    ),
-];
-
-const HUGEPAGE_LIMIT: &[GoField] = &[
-    GoField("pagesize", "pageSize", Go::Str),
-    GoField("limit", "limit", Go::Int),
-];
-
-const INTERFACE_PRIORITY: &[GoField] = &[
-    GoField("name", "name", Go::Str),
-    GoField("priority", "priority", Go::Int),
-];
-
-const NETWORK: &[GoField] = &[
-    GoField("classid", "classID", Go::Pointer),
-    GoField("priorities", "priorities", Go::Slice(INTERFACE_PRIORITY)),
-];
-
-const RESOURCES: &[GoField] = &[
-    GoField("devices", "devices", Go::Slice(DEVICE_CGROUP)),
-    GoField("memory", "memory", Go::Struct(MEMORY)),
-    GoField("cpu", "cpu", Go::Struct(CPU)),
-    GoField("pids", "pids", Go::Struct(PIDS)),
-    GoField("blockio", "blockIO", Go::Struct(BLOCK_IO)),
-    GoField(
-        "hugepagelimits",
-        "hugepageLimits",
-        Go::Slice(HUGEPAGE_LIMIT),
-    ),
-    GoField("network", "network", Go::Struct(NETWORK)),
-    GoField("rdma", "", Go::EmptyMap),
-    GoField("unified", "", Go::EmptyMap),
-];
-
-/// `resources`: the normalised OCI JSON as is for JSON; for YAML, the runtime-spec
-/// `LinuxResources` struct as yaml.v2 writes it.
-fn resources(value: &serde_json::Value, f: Flavor) -> Node {
-    match f {
-        Flavor::Json => json_node(value),
-        Flavor::Yaml => go_struct(value, RESOURCES),
-    }
-}
-
-fn go_struct(value: &serde_json::Value, fields: &[GoField]) -> Node {
-    let mut m = Fields::default();
-    for GoField(yaml_key, json_key, kind) in fields {
-        let found = value.get(*json_key).filter(|v| !v.is_null());
-        let node = match (kind, found) {
-            (Go::Embedded(inner), _) => go_struct(value, inner),
-            (Go::EmptyMap, _) => Node::Map(Vec::new()),
-            (Go::Struct(inner), Some(v)) => go_struct(v, inner),
-            (Go::Slice(inner), Some(serde_json::Value::Array(items))) => {
-                Node::Seq(items.iter().map(|item| go_struct(item, inner)).collect())
-            }
-            (Go::Slice(_), _) => Node::Seq(Vec::new()),
-            (Go::Pointer | Go::Struct(_), None) => Node::Null,
-            (Go::Int, None) => Node::int(0),
-            (Go::Str, None) => Node::str(""),
-            (Go::Bool, None) => Node::Bool(false),
-            (Go::Pointer | Go::Int | Go::Str | Go::Bool, Some(v)) => json_node(v),
-        };
-        m.put(yaml_key, node);
-    }
-    m.done()
-}
-
-/// What an image brings to its containers: its `org.mobyproject.config` label and the
-/// `Entrypoint`+`Cmd`, `Env` and `WorkingDir` of its OCI config.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ImageSettings {
-    /// The parsed label ([`super::parse_label`]); default when the image has none.
-    pub label: ImageConfig,
-    /// `Entrypoint` followed by `Cmd`.
-    pub command: Vec<String>,
-    /// `Env`.
-    pub env: Vec<String>,
-    /// `WorkingDir`.
-    pub working_dir: String,
-}
-
-/// An image object with its image's settings folded in, as the container will run:
-/// each field comes from the yml if written there, else from the label; `command`, `env`
-/// and `cwd` then fall back to the image config, and `cwd` to `/`. `capabilities.add` and
-/// `binds.add` are merged into `capabilities` and `binds` (the label's lists, then the
-/// label's `.add`, then the yml's `.add`, without duplicates) unless the yml sets
-/// `capabilities`/`binds` itself. `runtime` merges per field, `bindNS` per namespace.
-pub fn resolve_image(spec: &ImageSpec, image: &ImageSettings) -> ImageSpec {
-    let yaml = &spec.config;
-    let label = &image.label;
-    let span = &spec.image.span;
-    let synthesized = |list: &[String]| -> Option<StringList> {
-        if list.is_empty() {
-            return None;
-        }
-        let items = list
-            .iter()
-            .map(|s| Spanned::new(s.clone(), span.clone()))
-            .collect();
-        Some(Spanned::new(items, span.clone()))
-    };
-    let cwd = first_non_empty(&yaml.cwd, &label.cwd).or_else(|| {
-        let dir = if image.working_dir.is_empty() {
-            "/"
-        } else {
-            image.working_dir.as_str()
-        };
-        Some(Spanned::new(dir.to_owned(), span.clone()))
-    });
-    let config = ImageConfig {
-        capabilities: match &yaml.capabilities {
-            Some(list) => Some(list.clone()),
-            None => merged(
-                [
-                    &label.capabilities,
-                    &label.capabilities_add,
-                    &yaml.capabilities_add,
-                ],
-                |a, b| a.value == b.value,
-            ),
-        },
-        capabilities_add: None,
-        ambient: pick(&yaml.ambient, &label.ambient),
-        mounts: pick(&yaml.mounts, &label.mounts),
-        binds: match &yaml.binds {
-            Some(list) => Some(list.clone()),
-            None => merged([&label.binds, &label.binds_add, &yaml.binds_add], |a, b| {
-                a.source == b.source && a.destination == b.destination && a.options == b.options
-            }),
-        },
-        binds_add: None,
-        tmpfs: pick(&yaml.tmpfs, &label.tmpfs),
-        devices: pick(&yaml.devices, &label.devices),
-        command: pick(&yaml.command, &label.command).or_else(|| synthesized(&image.command)),
-        env: pick(&yaml.env, &label.env).or_else(|| synthesized(&image.env)),
-        cwd,
-        net: first_non_empty(&yaml.net, &label.net),
-        pid: first_non_empty(&yaml.pid, &label.pid),
-        ipc: first_non_empty(&yaml.ipc, &label.ipc),
-        uts: first_non_empty(&yaml.uts, &label.uts),
-        userns: first_non_empty(&yaml.userns, &label.userns),
-        hostname: first_non_empty(&yaml.hostname, &label.hostname),
-        readonly: pick(&yaml.readonly, &label.readonly),
-        masked_paths: pick(&yaml.masked_paths, &label.masked_paths),
-        readonly_paths: pick(&yaml.readonly_paths, &label.readonly_paths),
-        uid: pick(&yaml.uid, &label.uid),
-        gid: pick(&yaml.gid, &label.gid),
-        additional_gids: pick(&yaml.additional_gids, &label.additional_gids),
-        no_new_privileges: pick(&yaml.no_new_privileges, &label.no_new_privileges),
-        oom_score_adj: pick(&yaml.oom_score_adj, &label.oom_score_adj),
-        rootfs_propagation: pick(&yaml.rootfs_propagation, &label.rootfs_propagation),
-        cgroups_path: pick(&yaml.cgroups_path, &label.cgroups_path),
-        resources: pick(&yaml.resources, &label.resources),
-        sysctl: pick(&yaml.sysctl, &label.sysctl),
-        rlimits: pick(&yaml.rlimits, &label.rlimits),
-        uid_mappings: pick(&yaml.uid_mappings, &label.uid_mappings),
-        gid_mappings: pick(&yaml.gid_mappings, &label.gid_mappings),
-        annotations: pick(&yaml.annotations, &label.annotations),
-        runtime: merge_runtime(yaml.runtime.as_ref(), label.runtime.as_ref()),
-    };
-    ImageSpec {
-        span: spec.span.clone(),
-        name: spec.name.clone(),
-        image: spec.image.clone(),
-        config,
-    }
-}
-
-/// The yml value if written, else the label's.
-fn pick<T: Clone>(yaml: &Option<T>, label: &Option<T>) -> Option<T> {
-    yaml.as_ref().or(label.as_ref()).cloned()
-}
-
-/// The first non-empty string (an empty one counts as unset).
-fn first_non_empty(
-    yaml: &Option<Spanned<String>>,
-    label: &Option<Spanned<String>>,
-) -> Option<Spanned<String>> {
-    [yaml, label]
-        .into_iter()
-        .flatten()
-        .find(|s| !s.value.is_empty())
-        .cloned()
-}
-
-/// Concatenates the given lists without duplicates; `None` when none is written.
-fn merged<T: Clone>(
-    lists: [&Option<Spanned<Vec<T>>>; 3],
-    same: impl Fn(&T, &T) -> bool,
-) -> Option<Spanned<Vec<T>>> {
-    let span: Span = lists.iter().find_map(|l| l.as_ref())?.span.clone();
-    let mut out: Vec<T> = Vec::new();
-    for list in lists.into_iter().flatten() {
-        for item in &list.value {
-            if !out.iter().any(|o| same(o, item)) {
-                out.push(item.clone());
-            }
-        }
-    }
-    Some(Spanned::new(out, span))
-}
-
-fn merge_runtime(yaml: Option<&Runtime>, label: Option<&Runtime>) -> Option<Runtime> {
-    let (yaml, label) = match (yaml, label) {
-        (None, None) => return None,
-        (Some(only), None) | (None, Some(only)) => return Some(only.clone()),
-        (Some(yaml), Some(label)) => (yaml, label),
-    };
-    let ns = |a: &Option<Spanned<String>>, b: &Option<Spanned<String>>| pick(a, b);
-    let (y, l) = (&yaml.bind_ns, &label.bind_ns);
-    Some(Runtime {
-        span: yaml.span.clone(),
-        cgroups: pick(&yaml.cgroups, &label.cgroups),
-        mounts: pick(&yaml.mounts, &label.mounts),
-        mkdir: pick(&yaml.mkdir, &label.mkdir),
-        interfaces: pick(&yaml.interfaces, &label.interfaces),
-        bind_ns: BindNamespaces {
-            cgroup: ns(&y.cgroup, &l.cgroup),
-            ipc: ns(&y.ipc, &l.ipc),
-            mnt: ns(&y.mnt, &l.mnt),
-            net: ns(&y.net, &l.net),
-            pid: ns(&y.pid, &l.pid),
-            user: ns(&y.user, &l.user),
-            uts: ns(&y.uts, &l.uts),
-        },
-        namespace: pick(&yaml.namespace, &label.namespace),
-    })
 }
 
 #[cfg(test)]

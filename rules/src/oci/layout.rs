@@ -149,18 +149,9 @@ impl OciLayout {
                     .read_small(&d, chosen.size, &format!("manifest of {r} for {platform}"))
                     .await?;
                 let hint = Some(chosen.media_type.as_str()).filter(|m| !m.is_empty());
-                match parse_manifest(&mbytes, hint).map_err(|p| super::problem(r, &source, p))? {
-                    Manifest::Image(m) => {
-                        put_verified_bytes(store, bytes, top_digest).await?;
-                        (Some(top_digest), mbytes, d, m)
-                    }
-                    Manifest::Index(_) => {
-                        return Err(OciError::UnsupportedMediaType {
-                            reference: r.original().to_string(),
-                            media_type: "nested image index".to_string(),
-                        });
-                    }
-                }
+                let m = super::platform_manifest(r, &source, &mbytes, hint)?;
+                put_verified_bytes(store, bytes, top_digest).await?;
+                (Some(top_digest), mbytes, d, m)
             }
         };
         let manifest_ref = put_verified_bytes(store, manifest_bytes, manifest_digest).await?;

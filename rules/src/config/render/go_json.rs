@@ -80,7 +80,10 @@ fn string(out: &mut String, s: &str) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
+    use crate::config::marshal_indent;
 
     #[test]
     fn go_layout_and_escapes() {
@@ -99,5 +102,34 @@ mod tests {
             "{\n    \"a\": [],\n    \"b\": {},\n    \"c\": null,\n    \"d\": [\n        1,\n        true\n    ],\n    \
              \"e\": \"\\u003ca\\u0026b\\u003e\\u0001\\t\\\"\\\\\\u2028é\"\n}"
         );
+    }
+
+    fn text(v: &Value) -> String {
+        String::from_utf8(marshal_indent(v)).expect("utf-8")
+    }
+
+    #[test]
+    fn layout() {
+        let v = json!({"a": [], "b": {}, "c": [1, {"d": true}], "e": null});
+        assert_eq!(
+            text(&v),
+            "{\n    \"a\": [],\n    \"b\": {},\n    \"c\": [\n        1,\n        {\n            \
+             \"d\": true\n        }\n    ],\n    \"e\": null\n}"
+        );
+    }
+
+    #[test]
+    fn escapes_like_go() {
+        let v = json!("a && b <c> \"q\" \\ \n\t\u{1}\u{8}\u{c}\u{7f}\u{2028}é");
+        assert_eq!(
+            text(&v),
+            "\"a \\u0026\\u0026 b \\u003cc\\u003e \\\"q\\\" \\\\ \\n\\t\\u0001\\b\\f\u{7f}\\u2028é\""
+        );
+    }
+
+    #[test]
+    fn big_numbers() {
+        assert_eq!(text(&json!(u64::MAX)), "18446744073709551615");
+        assert_eq!(text(&json!(-5)), "-5");
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::config::{merge, parse_config, parse_label};
+use crate::config::{ImageConfig, ImageSettings, merge, parse_config, parse_label, resolve_image};
 
 fn config(text: &str) -> Config {
     parse_config(text, Path::new("test.yml")).expect("valid config")

@@ -1,0 +1,262 @@
+//! The `files:` section as one tree: every entry with its implicit parent directories, tagged
+//! with its position in the merged list (`files[N]`).
+
+use async_trait::async_trait;
+use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
+use lkb_store::{ActionResult, BlobRef, Store};
+
+use super::{DEFAULT_MTIME, insert, save_tree, single, tagged};
+use crate::tree::{Entry, Meta, Tree};
+
+/// `LINUXKIT.source` of every entry.
+const FILES_SOURCE: &str = "linuxkit.files";
+
+/// What a `files:` entry holds, resolved at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileData {
+    Directory,
+    Symlink(String),
+    /// Inline contents (`contents:`, `metadata:`).
+    Inline(Vec<u8>),
+    /// A host file (`source:`), already in the store.
+    Blob(BlobRef),
+}
+
+/// One resolved `files:` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileItem {
+    /// Archive path (no leading `/`).
+    pub path: String,
+    pub data: FileData,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Mode of implicit parent directories (LinuxKit derives it from the file's mode).
+    pub parent_mode: u32,
+    /// Index in the merged `files:` list (`files[N]`).
+    pub index: usize,
+}
+
+/// The `files:` section as one tree.
+#[derive(Debug)]
+pub struct FilesAction {
+    pub items: Vec<FileItem>,
+}
+
+#[async_trait]
+impl Action for FilesAction {
+    fn kind(&self) -> &'static str {
+        "files"
+    }
+    fn label(&self) -> String {
+        format!("files ({} entries)", self.items.len())
+    }
+    fn identity(&self) -> String {
+        "files".into()
+    }
+    /// One field per entry, named as in the yml (`files[3]`, so the index is part of the
+    /// key), with one field per attribute: `files[3].contents`, `files[3].mode`, …
+    fn params(&self, key: &mut KeyHasher) {
+        key.field("files", |key| {
+            key.u64(self.items.len() as u64);
+            for item in &self.items {
+                key.field(&format!("[{}]", item.index), |key| file_item_key(item, key));
+            }
+        });
+    }
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let store = ctx.store().clone();
+        let items = self.items.clone();
+        ctx.blocking(move || {
+            let tree = files_tree(&store, &items)?;
+            Ok(single("tree", save_tree(&store, &tree)?))
+        })
+        .await
+    }
+}
+
+fn file_item_key(item: &FileItem, key: &mut KeyHasher) {
+    key.field("path", |key| {
+        key.str(&item.path);
+    });
+    let kind = match &item.data {
+        FileData::Directory => "directory",
+        FileData::Symlink(_) => "symlink",
+        FileData::Inline(_) => "inline",
+        FileData::Blob(_) => "source",
+    };
+    key.field("kind", |key| {
+        key.str(kind);
+    });
+    match &item.data {
+        FileData::Directory => {}
+        FileData::Symlink(target) => {
+            key.field("target", |key| {
+                key.str(target);
+            });
+        }
+        FileData::Inline(bytes) => {
+            key.field("contents", |key| {
+                key.bytes(bytes);
+            });
+        }
+        FileData::Blob(blob) => {
+            key.field("contents", |key| {
+                key.digest(&blob.digest).u64(blob.size);
+            });
+        }
+    }
+    key.field("mode", |key| {
+        key.u64(item.mode.into());
+    })
+    .field("uid", |key| {
+        key.u64(item.uid.into());
+    })
+    .field("gid", |key| {
+        key.u64(item.gid.into());
+    })
+    .field("parent_mode", |key| {
+        key.u64(item.parent_mode.into());
+    });
+}
+
+fn files_tree(store: &Store, items: &[FileItem]) -> Result<Tree, ActionError> {
+    let mut tree = Tree::new();
+    for item in items {
+        let location = format!("files[{}]", item.index);
+        let mut parents = Vec::new();
+        let mut rest = item.path.as_str();
+        while let Some((parent, _)) = rest.rsplit_once('/') {
+            parents.push(parent);
+            rest = parent;
+        }
+        for parent in parents.into_iter().rev() {
+            if !tree.contains(parent) {
+                let meta = Meta::new(item.parent_mode, item.uid, item.gid, DEFAULT_MTIME);
+                let entry = tagged(Entry::dir(parent, meta), FILES_SOURCE, &location);
+                insert(&mut tree, entry)?;
+            }
+        }
+        let meta = Meta::new(item.mode, item.uid, item.gid, DEFAULT_MTIME);
+        let entry = match &item.data {
+            FileData::Directory => Entry::dir(item.path.as_str(), meta),
+            FileData::Symlink(target) => Entry::symlink(item.path.as_str(), target.as_str(), meta),
+            FileData::Inline(bytes) => {
+                Entry::file(item.path.as_str(), store.put_bytes(bytes)?, meta)
+            }
+            FileData::Blob(blob) => {
+                if !store.has_blob(blob) {
+                    return Err(ActionError::internal(format!(
+                        "source of {} ({}) is not in the store",
+                        item.path, blob.digest
+                    )));
+                }
+                Entry::file(item.path.as_str(), *blob, meta)
+            }
+        };
+        insert(&mut tree, tagged(entry, FILES_SOURCE, &location))?;
+    }
+    Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::changed_params as changed;
+    use crate::tree::testutil::store;
+
+    fn file(index: usize, path: &str, data: FileData) -> FileItem {
+        FileItem {
+            path: path.into(),
+            data,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            parent_mode: 0o755,
+            index,
+        }
+    }
+
+    fn files(contents: &[&str]) -> FilesAction {
+        FilesAction {
+            items: contents
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    file(
+                        i,
+                        &format!("etc/f{i}"),
+                        FileData::Inline(c.as_bytes().into()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn files_params_name_the_entry_and_attribute() {
+        let base = files(&["a", "b", "c", "d"]);
+        assert!(changed(&base, &files(&["a", "b", "c", "d"])).is_empty());
+        assert_eq!(
+            changed(&base, &files(&["a", "b", "c", "D"])),
+            ["files[3].contents"]
+        );
+        let mut moded = files(&["a", "b", "c", "d"]);
+        moded.items[1].mode = 0o600;
+        moded.items[2].uid = 1000;
+        assert_eq!(changed(&base, &moded), ["files[1].mode", "files[2].uid"]);
+        let mut linked = files(&["a", "b", "c", "d"]);
+        linked.items[0].data = FileData::Symlink("/etc/f1".into());
+        assert_eq!(
+            changed(&base, &linked),
+            ["files[0].kind", "files[0].target", "files[0].contents"]
+        );
+        assert_eq!(
+            changed(&base, &files(&["a", "b", "c", "d", "e"])),
+            ["files[4]"]
+        );
+        // The index is part of the key: the same entry at another position differs.
+        let first = FilesAction {
+            items: vec![file(0, "etc/x", FileData::Directory)],
+        };
+        let second = FilesAction {
+            items: vec![file(1, "etc/x", FileData::Directory)],
+        };
+        assert_ne!(
+            lkb_engine::params_hash(&first),
+            lkb_engine::params_hash(&second)
+        );
+        assert_eq!(changed(&first, &second), ["files[1]", "files[0]"]);
+    }
+
+    #[test]
+    fn files_get_implicit_parents_with_derived_modes() {
+        let (_d, store) = store();
+        let items = vec![FileItem {
+            path: "etc/ssh/key".into(),
+            data: FileData::Inline(b"k".to_vec()),
+            mode: 0o640,
+            uid: 100,
+            gid: 0,
+            parent_mode: 0o750,
+            index: 3,
+        }];
+        let tree = files_tree(&store, &items).expect("tree");
+        let paths: Vec<_> = tree
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.uid))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("etc", 0o750, 100),
+                ("etc/ssh", 0o750, 100),
+                ("etc/ssh/key", 0o640, 100)
+            ]
+        );
+        assert_eq!(
+            tree.get("etc").expect("etc").pax["LINUXKIT.location"],
+            "files[3]"
+        );
+    }
+}

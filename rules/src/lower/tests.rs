@@ -1,0 +1,316 @@
+//! Lowering of a small config with init images, every kind of volume and a container: the
+//! order of sections, what volumes and the SBOM fetch, and the index requests behind them.
+
+use std::path::Path;
+
+use lkb_engine::{Action as _, Graph};
+use lkb_store::{BlobRef, ErrorCategory};
+use serde_json::json;
+
+use super::*;
+use crate::actions::FetchBlobAction;
+use crate::indexes::IndexedManifest;
+use crate::oci::{
+    Descriptor, DescriptorPlatform, ImageSources, OCI_MANIFEST, Platform, ResolvedImage,
+    sha256_digest,
+};
+
+const YML: &str = "\
+init:
+  - example.com/lkb/init-a:1
+  - example.com/lkb/init-b:1
+volumes:
+  - name: blank
+  - name: fs
+    image: example.com/lkb/vol:1
+  - name: arm
+    image: example.com/lkb/vol:1
+    format: oci
+    platforms: [linux/arm64]
+onboot:
+  - name: app
+    image: example.com/lkb/app:1
+    binds: [\"fs:/data\"]
+";
+
+fn desc(seed: &str, media_type: &str) -> LayerDesc {
+    LayerDesc {
+        digest: sha256_digest(seed.as_bytes()),
+        size: seed.len() as u64,
+        media_type: media_type.into(),
+    }
+}
+
+fn blob(d: &LayerDesc) -> BlobRef {
+    BlobRef {
+        digest: d.digest,
+        size: d.size,
+    }
+}
+
+fn image(reference: &str, index: bool) -> Arc<ImageInfo> {
+    let layer = desc(&format!("{reference} layer"), "tar+gzip");
+    Arc::new(ImageInfo {
+        resolved: ResolvedImage {
+            reference: ImageRef::parse(reference).expect("ref"),
+            platform: Platform::linux("amd64"),
+            index_digest: index.then(|| sha256_digest(format!("{reference} index").as_bytes())),
+            manifest: blob(&desc(&format!("{reference} manifest"), OCI_MANIFEST)),
+            config: blob(&desc(&format!("{reference} config"), "config")),
+            layers: vec![layer],
+        },
+        config: json!({"config": {"Entrypoint": ["/bin/true"]}}),
+    })
+}
+
+fn platform_manifest(seed: &str, arch: &str, shared: &LayerDesc) -> IndexedManifest {
+    IndexedManifest {
+        descriptor: Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: desc(&format!("{seed} manifest"), OCI_MANIFEST)
+                .digest
+                .to_string(),
+            size: 10,
+            platform: Some(DescriptorPlatform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: None,
+                os_version: None,
+                os_features: Vec::new(),
+            }),
+            annotations: BTreeMap::new(),
+            urls: Vec::new(),
+        },
+        manifest: desc(&format!("{seed} manifest"), OCI_MANIFEST),
+        config: desc(&format!("{seed} config"), "config"),
+        layers: vec![
+            shared.clone(),
+            desc(&format!("{seed} own layer"), "tar+gzip"),
+        ],
+    }
+}
+
+struct Fixture {
+    config: Config,
+    images: BTreeMap<String, Arc<ImageInfo>>,
+    indexes: BTreeMap<String, Arc<IndexInfo>>,
+}
+
+fn fixture(yml: &str) -> Fixture {
+    let config = crate::config::parse_config(yml, Path::new("t.yml")).expect("yml");
+    let mut images = BTreeMap::new();
+    for r in ["init-a", "init-b", "vol", "app"] {
+        let reference = format!("example.com/lkb/{r}:1");
+        images.insert(reference.clone(), image(&reference, r != "init-b"));
+    }
+    let shared = desc("shared layer", "tar+gzip");
+    let mut indexes = BTreeMap::new();
+    let index = |seed: &str, manifests, sbom_layers| {
+        Arc::new(IndexInfo {
+            index: desc(&format!("{seed} index"), OCI_INDEX_TYPE),
+            manifests,
+            sbom_layers,
+        })
+    };
+    indexes.insert(
+        "example.com/lkb/init-a:1".to_string(),
+        index("init-a", Vec::new(), vec![desc("spdx a", "in-toto")]),
+    );
+    indexes.insert(
+        "example.com/lkb/app:1".to_string(),
+        index("app", Vec::new(), vec![desc("spdx app", "in-toto")]),
+    );
+    indexes.insert(
+        "example.com/lkb/vol:1".to_string(),
+        index(
+            "vol",
+            vec![
+                platform_manifest("amd", "amd64", &shared),
+                platform_manifest("arm", "arm64", &shared),
+            ],
+            Vec::new(),
+        ),
+    );
+    Fixture {
+        config,
+        images,
+        indexes,
+    }
+}
+
+const OCI_INDEX_TYPE: &str = crate::oci::OCI_INDEX;
+
+fn lower_tar(f: &Fixture, sbom: Option<SbomOptions>) -> Result<(Graph, NodeId), LowerError> {
+    let input = LowerInput {
+        config: &f.config,
+        images: &f.images,
+        files: Vec::new(),
+        sources: Arc::new(ImageSources::default()),
+        codec: Codec::None,
+        limits: Limits::default(),
+        indexes: &f.indexes,
+        sbom,
+    };
+    let mut g = GraphBuilder::new();
+    let outputs = lower(&mut g, "t", &[Format::Tar], &input)?;
+    let node = outputs[0].node;
+    Ok((g.build().expect("graph"), node))
+}
+
+fn kinds(graph: &Graph, nodes: &[NodeId]) -> Vec<&'static str> {
+    nodes
+        .iter()
+        .map(|n| graph.action(*n).expect("node").kind())
+        .collect()
+}
+
+fn fetched(graph: &Graph, node: NodeId) -> Vec<String> {
+    graph
+        .inputs(node)
+        .iter()
+        .map(|n| graph.action(*n).expect("node").label())
+        .collect()
+}
+
+fn fetch_label(reference: &str, d: &LayerDesc) -> String {
+    FetchBlobAction {
+        reference: ImageRef::parse(reference).expect("ref"),
+        layer: d.clone(),
+        source: Arc::new(ImageSources::default()),
+    }
+    .label()
+}
+
+#[test]
+fn sections_come_in_linuxkit_order() {
+    let f = fixture(YML);
+    let (graph, tar) = lower_tar(&f, Some(SbomOptions::default())).expect("lower");
+    let trees = graph.inputs(tar).to_vec();
+    assert_eq!(
+        kinds(&graph, &trees),
+        [
+            "init-root",
+            "init-root",
+            "apk-db",
+            "volume",
+            "volume",
+            "volume",
+            "bundle",
+            "sbom"
+        ]
+    );
+    let labels: Vec<String> = trees[3..6]
+        .iter()
+        .map(|n| graph.action(*n).expect("node").label())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "volume[0] blank (blank)",
+            "volume[1] fs (example.com/lkb/vol:1)",
+            "volume[2] arm (OCI layout of example.com/lkb/vol:1)"
+        ]
+    );
+    // The APK union reads both init roots, in order.
+    assert_eq!(graph.inputs(trees[2]), &trees[..2]);
+    // The filesystem volume reads the merged image.
+    assert_eq!(kinds(&graph, graph.inputs(trees[4])), ["merge"]);
+}
+
+#[test]
+fn oci_volume_fetches_the_selected_platforms_blobs_then_the_index() {
+    let f = fixture(YML);
+    let (graph, tar) = lower_tar(&f, None).expect("lower");
+    let oci = graph.inputs(tar)[5];
+    let vol = &f.indexes["example.com/lkb/vol:1"];
+    let arm = &vol.manifests[1];
+    let r = "example.com/lkb/vol:1";
+    let mut expected: Vec<String> = arm.blobs().map(|d| fetch_label(r, d)).collect();
+    expected.push(fetch_label(r, &vol.index));
+    assert_eq!(fetched(&graph, oci), expected);
+
+    // Without platforms: every manifest; the shared layer is fetched once.
+    let all = YML.replace("    platforms: [linux/arm64]\n", "");
+    let f = fixture(&all);
+    let (graph, tar) = lower_tar(&f, None).expect("lower");
+    let oci = graph.inputs(tar)[5];
+    let vol = &f.indexes[r];
+    let mut expected: Vec<String> = Vec::new();
+    for m in &vol.manifests {
+        for d in m.blobs() {
+            let label = fetch_label(r, d);
+            if !expected.contains(&label) {
+                expected.push(label);
+            }
+        }
+    }
+    expected.push(fetch_label(r, &vol.index));
+    assert_eq!(fetched(&graph, oci), expected);
+    // Two manifests of config, shared layer, own layer, manifest; then the index.
+    assert_eq!(expected.len(), 2 * 4 - 1 + 1, "{expected:?}");
+}
+
+#[test]
+fn sbom_reads_the_attestations_of_extracted_images_in_order() {
+    let f = fixture(YML);
+    let (graph, tar) = lower_tar(&f, Some(SbomOptions::default())).expect("lower");
+    let sbom = *graph.inputs(tar).last().expect("sbom");
+    assert_eq!(
+        fetched(&graph, sbom),
+        [
+            fetch_label("example.com/lkb/init-a:1", &desc("spdx a", "in-toto")),
+            fetch_label("example.com/lkb/app:1", &desc("spdx app", "in-toto")),
+        ]
+    );
+    // --no-sbom: no SBOM action at all.
+    let (graph, tar) = lower_tar(&f, None).expect("lower");
+    assert!(!kinds(&graph, graph.inputs(tar)).contains(&"sbom"));
+    // One init image: no APK union.
+    let one = YML.replace("  - example.com/lkb/init-b:1\n", "");
+    let f = fixture(&one);
+    let (graph, tar) = lower_tar(&f, None).expect("lower");
+    assert!(!kinds(&graph, graph.inputs(tar)).contains(&"apk-db"));
+}
+
+#[test]
+fn oci_volume_needs_an_index_and_valid_platforms() {
+    let yml = YML.replace(
+        "example.com/lkb/vol:1\n    format",
+        "example.com/lkb/init-b:1\n    format",
+    );
+    let f = fixture(&yml);
+    let err = lower_tar(&f, None).expect_err("not an index");
+    assert_eq!(err.category(), ErrorCategory::User);
+    assert!(err.to_string().contains("needs an image index"), "{err}");
+
+    let yml = YML.replace("[linux/arm64]", "[linux]");
+    let f = fixture(&yml);
+    let err = lower_tar(&f, None).expect_err("bad platform");
+    assert_eq!(err.category(), ErrorCategory::User);
+    assert!(err.to_string().contains("volume `arm`"), "{err}");
+}
+
+#[test]
+fn index_requests_follow_what_is_extracted() {
+    let f = fixture(YML);
+    let with = index_requests([&f.config], true);
+    let sbom_only = IndexRequest {
+        manifests: false,
+        sbom: true,
+    };
+    assert_eq!(with["example.com/lkb/init-a:1"], sbom_only);
+    assert_eq!(with["example.com/lkb/app:1"], sbom_only);
+    assert_eq!(
+        with["example.com/lkb/vol:1"],
+        IndexRequest {
+            manifests: true,
+            sbom: true
+        }
+    );
+    let without = index_requests([&f.config], false);
+    assert_eq!(
+        without.keys().collect::<Vec<_>>(),
+        ["example.com/lkb/vol:1"]
+    );
+    assert!(!without["example.com/lkb/vol:1"].sbom);
+}

@@ -1,0 +1,135 @@
+//! Blob downloads: nothing to do when the store has the blob; otherwise at most
+//! [`RegistryConfig::max_concurrent_fetches`] at once per registry, each body streamed into
+//! the store while its size and sha256 are checked, and transient failures retried after a
+//! back-off.
+//!
+//! [`RegistryConfig::max_concurrent_fetches`]: super::RegistryConfig::max_concurrent_fetches
+
+use lkb_store::{BlobDigest, BlobRef, Store};
+use reqwest::StatusCode;
+
+use super::RegistryClient;
+use crate::oci::error::chain;
+use crate::oci::sink::{Chunk, has_blob, join_sink, spawn_sink};
+use crate::oci::{ImageRef, OciError};
+
+impl RegistryClient {
+    pub(super) async fn fetch_verified(
+        &self,
+        r: &ImageRef,
+        digest: BlobDigest,
+        size: u64,
+        what: String,
+        store: &Store,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<BlobRef, OciError> {
+        let blob = BlobRef { digest, size };
+        if has_blob(store, blob).await {
+            progress(size);
+            return Ok(blob);
+        }
+        let limit = self.limit(r.registry());
+        let _permit = limit
+            .acquire()
+            .await
+            .map_err(|_| OciError::Internal("download limiter closed".into()))?;
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            self.base_url(r),
+            r.repository(),
+            digest
+        );
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .download_once(r, &url, digest, size, &what, store, progress)
+                .await
+            {
+                Err(e) if e.is_transient() && attempt < self.inner.config.retries => {
+                    let delay = self.backoff(attempt, None);
+                    tracing::warn!(%url, attempt, "blob download failed, retrying in {delay:?}: {e}");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn download_once(
+        &self,
+        r: &ImageRef,
+        url: &str,
+        digest: BlobDigest,
+        size: u64,
+        what: &str,
+        store: &Store,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<BlobRef, OciError> {
+        let mut resp = self.get(r, url, None).await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(OciError::BlobNotFound {
+                reference: r.original().to_string(),
+                registry: r.registry().to_string(),
+                digest,
+                url: url.to_string(),
+            });
+        }
+        if !status.is_success() {
+            return Err(self.status_error(r, url, resp).await);
+        }
+        if let Some(len) = resp.content_length()
+            && len != size
+        {
+            return Err(OciError::SizeMismatch {
+                what: what.to_string(),
+                digest,
+                expected: size,
+                actual: len,
+            });
+        }
+        let (tx, task) = spawn_sink(store, digest, size, what.to_string());
+        let mut received = 0u64;
+        let outcome: Result<(), OciError> = loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    received += bytes.len() as u64;
+                    if received > size {
+                        break Err(OciError::SizeMismatch {
+                            what: what.to_string(),
+                            digest,
+                            expected: size,
+                            actual: received,
+                        });
+                    }
+                    if tx.send(Chunk::Data(bytes)).await.is_err() {
+                        // The writer stopped (disk error, ...): its result says why.
+                        break Ok(());
+                    }
+                    progress(received);
+                }
+                Ok(None) => {
+                    let _ = tx.send(Chunk::End).await;
+                    break Ok(());
+                }
+                Err(e) => {
+                    break Err(OciError::Unreachable {
+                        registry: r.registry().to_string(),
+                        url: url.to_string(),
+                        detail: format!(
+                            "download interrupted after {received} bytes: {}",
+                            chain(&e)
+                        ),
+                        source: Some(e),
+                    });
+                }
+            }
+        };
+        drop(tx);
+        let written = join_sink(task).await;
+        outcome?;
+        written
+    }
+}

@@ -1,0 +1,393 @@
+//! Authenticated requests: what to send up front, how to answer a 401 (the token dance, or
+//! basic auth), bearer tokens cached per (registry, scope), and credentials looked up once
+//! per registry.
+
+use std::collections::HashMap;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+use reqwest::header;
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+
+use super::{RegistryClient, error_summary, unreachable};
+use crate::oci::auth::{Challenge, Credential, parse_www_authenticate, registry_key};
+use crate::oci::{ImageRef, OciError};
+
+#[derive(Default)]
+pub(super) struct AuthState {
+    /// Bearer tokens per (registry, scope).
+    tokens: HashMap<(String, String), (String, Instant)>,
+    /// The last challenge each registry sent, so later requests can authenticate up front.
+    schemes: HashMap<String, Challenge>,
+    /// Credentials per registry once looked up (`None`: there are none).
+    creds: HashMap<String, Option<Credential>>,
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// Why a token request did not produce a token.
+enum TokenFailure {
+    Denied(StatusCode),
+    Error(OciError),
+}
+
+impl RegistryClient {
+    fn state(&self) -> MutexGuard<'_, AuthState> {
+        // A panic while holding this lock cannot leave the maps inconsistent: keep going.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An authenticated GET: sends what we know works for the registry, answers one 401 with the
+    /// token dance (or basic auth) and tries again.
+    pub(super) async fn get(
+        &self,
+        r: &ImageRef,
+        url: &str,
+        accept: Option<&str>,
+    ) -> Result<Response, OciError> {
+        let registry = r.registry();
+        let scope = format!("repository:{}:pull", r.repository());
+        let mut challenged = false;
+        loop {
+            let auth = self.authorization(r, &scope).await?;
+            let http = &self.inner.http;
+            let make = || {
+                let mut b = http.get(url);
+                if let Some(a) = accept {
+                    b = b.header(header::ACCEPT, a);
+                }
+                if let Some(a) = &auth {
+                    b = b.header(header::AUTHORIZATION, a.as_str());
+                }
+                b
+            };
+            let resp = self.send_retrying(registry, url, &make).await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            let challenges: Vec<Challenge> = resp
+                .headers()
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(parse_www_authenticate)
+                .collect();
+            if challenged {
+                let had_creds = self.credentials(registry).await?.is_some();
+                let detail = error_summary(resp).await;
+                return Err(if had_creds {
+                    OciError::AuthFailed {
+                        registry: registry.to_string(),
+                        reference: r.original().to_string(),
+                        detail: format!("credentials were rejected (401): {detail}"),
+                    }
+                } else {
+                    OciError::AuthRequired {
+                        registry: registry.to_string(),
+                        reference: r.original().to_string(),
+                    }
+                });
+            }
+            challenged = true;
+            let chosen = challenges
+                .iter()
+                .find(|c| matches!(c, Challenge::Bearer { realm, .. } if !realm.is_empty()))
+                .or_else(|| {
+                    challenges
+                        .iter()
+                        .find(|c| matches!(c, Challenge::Basic { .. }))
+                })
+                .cloned();
+            match chosen {
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope: asked,
+                }) => {
+                    {
+                        let mut st = self.state();
+                        st.tokens.remove(&(registry.to_string(), scope.clone()));
+                        st.schemes.insert(
+                            registry.to_string(),
+                            Challenge::Bearer {
+                                realm: realm.clone(),
+                                service: service.clone(),
+                                scope: None,
+                            },
+                        );
+                    }
+                    let want = asked.unwrap_or_else(|| scope.clone());
+                    self.obtain_token(r, &realm, service.as_deref(), &want, &scope)
+                        .await?;
+                }
+                Some(c @ Challenge::Basic { .. }) => {
+                    if self.credentials(registry).await?.is_none() {
+                        return Err(OciError::AuthRequired {
+                            registry: registry.to_string(),
+                            reference: r.original().to_string(),
+                        });
+                    }
+                    self.state().schemes.insert(registry.to_string(), c);
+                }
+                _ => {
+                    if self.credentials(registry).await?.is_none() {
+                        return Err(OciError::AuthRequired {
+                            registry: registry.to_string(),
+                            reference: r.original().to_string(),
+                        });
+                    }
+                    return Err(OciError::AuthFailed {
+                        registry: registry.to_string(),
+                        reference: r.original().to_string(),
+                        detail: "401 without a Bearer or Basic challenge".to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The Authorization header to send up front, if we know how this registry authenticates.
+    async fn authorization(&self, r: &ImageRef, scope: &str) -> Result<Option<String>, OciError> {
+        let registry = r.registry();
+        let (token, scheme) = {
+            let st = self.state();
+            let key = (registry.to_string(), scope.to_string());
+            let token = st
+                .tokens
+                .get(&key)
+                .filter(|(_, until)| *until > Instant::now())
+                .map(|(t, _)| t.clone());
+            (token, st.schemes.get(registry).cloned())
+        };
+        if let Some(t) = token {
+            return Ok(Some(format!("Bearer {t}")));
+        }
+        match scheme {
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                // A new scope (or an expired token) on a registry known to want tokens.
+                let t = self
+                    .obtain_token(r, &realm, service.as_deref(), scope, scope)
+                    .await?;
+                Ok(Some(format!("Bearer {t}")))
+            }
+            Some(Challenge::Basic { .. }) => match self.credentials(registry).await? {
+                Some(Credential::Basic { username, password }) => {
+                    Ok(Some(basic_header(&username, &password)))
+                }
+                Some(Credential::IdentityToken(_)) => Err(OciError::AuthFailed {
+                    registry: registry.to_string(),
+                    reference: r.original().to_string(),
+                    detail:
+                        "the registry wants basic auth but only an identity token is configured"
+                            .to_string(),
+                }),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// Credentials for a registry: explicit ones first, then docker config (looked up once).
+    async fn credentials(&self, registry: &str) -> Result<Option<Credential>, OciError> {
+        let key = registry_key(registry);
+        if let Some(c) = self
+            .inner
+            .config
+            .credentials
+            .iter()
+            .find(|(k, _)| registry_key(k) == key)
+        {
+            return Ok(Some(c.1.clone()));
+        }
+        if let Some(c) = self.state().creds.get(&key) {
+            return Ok(c.clone());
+        }
+        let cfg = self.inner.config.docker_config.clone();
+        let k2 = key.clone();
+        let found = tokio::task::spawn_blocking(move || cfg.lookup(&k2))
+            .await
+            .map_err(|e| OciError::Internal(format!("credential lookup task failed: {e}")))??;
+        self.state().creds.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// Runs the token dance and caches the token under (registry, `cache_scope`).
+    async fn obtain_token(
+        &self,
+        r: &ImageRef,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        cache_scope: &str,
+    ) -> Result<String, OciError> {
+        let registry = r.registry();
+        let creds = self.credentials(registry).await?;
+        let result = match self
+            .request_token(registry, realm, service, scope, creds.as_ref())
+            .await
+        {
+            Ok(t) => Ok(t),
+            Err(TokenFailure::Denied(status)) if creds.is_some() => {
+                // Stale credentials should not break public pulls: try anonymously.
+                match self
+                    .request_token(registry, realm, service, scope, None)
+                    .await
+                {
+                    Ok(t) => {
+                        tracing::warn!(
+                            registry,
+                            "token request with configured credentials was refused ({status}); \
+                             continuing anonymously"
+                        );
+                        Ok(t)
+                    }
+                    Err(_) => Err(OciError::AuthFailed {
+                        registry: registry.to_string(),
+                        reference: r.original().to_string(),
+                        detail: format!("token server {realm} rejected the credentials ({status})"),
+                    }),
+                }
+            }
+            Err(TokenFailure::Denied(_)) => Err(OciError::AuthRequired {
+                registry: registry.to_string(),
+                reference: r.original().to_string(),
+            }),
+            Err(TokenFailure::Error(e)) => Err(e),
+        };
+        let (token, ttl) = result?;
+        self.state().tokens.insert(
+            (registry.to_string(), cache_scope.to_string()),
+            (token.clone(), Instant::now() + ttl),
+        );
+        Ok(token)
+    }
+
+    async fn request_token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<&Credential>,
+    ) -> Result<(String, Duration), TokenFailure> {
+        let mut url = reqwest::Url::parse(realm).map_err(|e| {
+            TokenFailure::Error(OciError::Registry {
+                registry: registry.to_string(),
+                url: realm.to_string(),
+                status: 401,
+                detail: format!("unusable token realm {realm:?}: {e}"),
+            })
+        })?;
+        let http = &self.inner.http;
+        let make: Box<dyn Fn() -> reqwest::RequestBuilder + Send + Sync> = match creds {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form = reqwest::Url::parse("http://form.invalid/")
+                    .map_err(|e| TokenFailure::Error(OciError::Internal(e.to_string())))?;
+                {
+                    let mut q = form.query_pairs_mut();
+                    q.append_pair("grant_type", "refresh_token");
+                    q.append_pair("refresh_token", refresh);
+                    q.append_pair("client_id", "lkb");
+                    q.append_pair("scope", scope);
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                }
+                let body = form.query().unwrap_or_default().to_string();
+                let u = url.clone();
+                Box::new(move || {
+                    http.post(u.clone())
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(body.clone())
+                })
+            }
+            other => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                    q.append_pair("scope", scope);
+                }
+                let basic = match other {
+                    Some(Credential::Basic { username, password }) => {
+                        Some(basic_header(username, password))
+                    }
+                    _ => None,
+                };
+                let u = url.clone();
+                Box::new(move || {
+                    let b = http.get(u.clone());
+                    match &basic {
+                        Some(h) => b.header(header::AUTHORIZATION, h.as_str()),
+                        None => b,
+                    }
+                })
+            }
+        };
+        let resp = self
+            .send_retrying(registry, url.as_str(), &*make)
+            .await
+            .map_err(TokenFailure::Error)?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(TokenFailure::Denied(status));
+        }
+        if !status.is_success() {
+            let detail = error_summary(resp).await;
+            return Err(TokenFailure::Error(OciError::Registry {
+                registry: registry.to_string(),
+                url: url.to_string(),
+                status: status.as_u16(),
+                detail: format!("token request failed: {detail}"),
+            }));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| TokenFailure::Error(unreachable(registry, url.as_str(), e)))?;
+        let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
+            TokenFailure::Error(OciError::Registry {
+                registry: registry.to_string(),
+                url: url.to_string(),
+                status: status.as_u16(),
+                detail: format!("unparseable token reply: {e}"),
+            })
+        })?;
+        let token = reply
+            .token
+            .or(reply.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                TokenFailure::Error(OciError::Registry {
+                    registry: registry.to_string(),
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                    detail: "token reply has no token".to_string(),
+                })
+            })?;
+        // Default lifetime per the token spec is 60 s; renew a little early.
+        let secs = reply.expires_in.unwrap_or(60).max(10);
+        Ok((token, Duration::from_secs(secs - secs.min(10) + 1)))
+    }
+}
+
+fn basic_header(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
