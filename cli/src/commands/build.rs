@@ -39,14 +39,12 @@ pub(crate) fn codec(compression: Compression) -> Codec {
 
 /// The async runtime commands run their operation on.
 ///
-/// Blocking work (CPU actions, which `-j` already bounds, blob writers, file I/O) runs on a
-/// small pool: every extra thread that allocates gets its own malloc arena, and idle arenas
-/// keep their memory, which dominated peak RSS (docs/performance.md).
+/// The blocking pool is not capped: blob writers block waiting for data that async readers
+/// produce, and those readers (`tokio::fs`) need blocking threads too, so a small cap can
+/// deadlock. Memory per thread is bounded by capping malloc arenas instead (`lib.rs`).
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(cpus + 2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
