@@ -1,4 +1,5 @@
-//! Output formats. A new format is one variant here plus its lowering in [`Format::lower`].
+//! Output formats. A new format is one variant of [`Format`] plus its lowering in
+//! `Format::lower`.
 
 use std::fmt;
 use std::str::FromStr;

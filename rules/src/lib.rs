@@ -1,4 +1,19 @@
-//! placeholder
+//! LinuxKit's build rules for lkb: from `linuxkit.yml` to an action graph, and the actions.
+//!
+//! Data flow of a build (the CLI's `ops::plan` and `ops::build` drive it):
+//!
+//! - [`workspace`]: `lkb.toml`, labels (`//pkg:name`, `//pkg/...`) → targets.
+//! - [`config`]: yml text → typed, validated [`config::Config`] (pure; errors carry
+//!   file:line:col), multi-file merge, `@pkg:` templates, `metadata:` rendering.
+//! - [`oci`], [`resolve`], [`indexes`], [`lock`]: image refs → pinned manifests and configs in
+//!   the store (OCI layouts first, then registries; `lkb.lock`).
+//! - [`lower`], [`formats`], [`bundle_spec`]: config + resolved images → actions in the
+//!   engine's graph, and the output files each format needs (pure).
+//! - [`actions`]: the concrete actions (fetch, unpack, merge, kernel, init-root, bundle,
+//!   volume, files, apk-db, sbom, segment, initrd, tars), built on [`tree`] (canonical file
+//!   trees), [`layer`] (layer tar → tree, never touching the host fs), [`cpio`], [`tarball`]
+//!   and [`compress`].
+//! - [`gc`]: which blobs a stored artifact refers to, for the store's garbage collector.
 pub mod actions;
 pub mod bundle_spec;
 pub mod compress;

@@ -1190,6 +1190,7 @@ const PERF_ACTIONS: &[(&str, &[&str])] = &[
             "BundleSpec",
             "linuxkit_root",
             "actions::sections",
+            "actions::kernel",
             "set_pax_all",
             "prefixed",
         ],
