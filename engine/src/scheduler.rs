@@ -11,10 +11,14 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lkb_store::{ActionKey, ActionResult, Lookup, MetaTable, Store, StoreError};
+use lkb_store::{ActionKey, ActionResult, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
+
+mod record;
+
+use record::{ExecFailure, LookupOutcome, execute_and_record, look_up};
 
 use crate::action::Counters;
 use crate::history::{HistoryRecord, field_list};
@@ -94,16 +98,6 @@ impl Ord for Queued {
             .cmp(&other.priority)
             .then_with(|| other.node.cmp(&self.node))
     }
-}
-
-enum LookupOutcome {
-    Hit(ActionResult),
-    Miss(RebuildReason),
-}
-
-enum ExecFailure {
-    Action(ActionError),
-    Store(StoreError),
 }
 
 /// What a task reports when it ends.
@@ -687,51 +681,4 @@ impl<'a> Run<'a> {
             }
         }
     }
-}
-
-/// Consults the action cache (blocking); on a miss, works out why from the history.
-fn look_up(
-    store: &Store,
-    key: &ActionKey,
-    identity: &str,
-    record: &HistoryRecord,
-) -> Result<LookupOutcome, StoreError> {
-    let previous = HistoryRecord::load(store, identity)?;
-    match store.get_action_checked(key)? {
-        Lookup::Hit(result) => {
-            if previous.as_ref().map(|p| p.key) != Some(*key) {
-                store.put_meta(MetaTable::History, identity, &record.to_json())?;
-            }
-            Ok(LookupOutcome::Hit(result))
-        }
-        Lookup::Damaged { missing } => Ok(LookupOutcome::Miss(RebuildReason::CacheEntryDamaged {
-            blob: missing,
-        })),
-        Lookup::Miss => Ok(LookupOutcome::Miss(record.reason_since(previous.as_ref()))),
-    }
-}
-
-/// Executes an action and records its result and history in one index transaction.
-///
-/// The permit bounds execution only: it is released before recording (a `syncfs` and a
-/// durable commit, which is waiting, not computing), so the next action can start meanwhile.
-async fn execute_and_record(
-    action: &dyn crate::Action,
-    ctx: &ExecCtx,
-    key: ActionKey,
-    history: Vec<u8>,
-    permit: OwnedSemaphorePermit,
-) -> Result<ActionResult, ExecFailure> {
-    let executed = action.execute(ctx).await;
-    drop(permit);
-    let result = executed.map_err(ExecFailure::Action)?;
-    let store = ctx.store.clone();
-    let identity = action.identity();
-    ctx.blocking(move || {
-        store
-            .put_action_with_meta(&key, &result, &[(MetaTable::History, &identity, &history)])
-            .map(|()| result)
-    })
-    .await
-    .map_err(ExecFailure::Store)
 }
