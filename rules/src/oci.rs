@@ -273,7 +273,7 @@ fn problem(r: &ImageRef, source: &str, p: manifest::ManifestProblem) -> OciError
     }
 }
 
-fn build_resolved(
+pub(crate) fn build_resolved(
     r: &ImageRef,
     platform: &Platform,
     index_digest: Option<BlobDigest>,

@@ -16,8 +16,8 @@ use lkb_store::{BlobDigest, BlobRef, ErrorCategory, Store, StoreError};
 
 use crate::lock::{LockError, LockFile, Pin, PinKey};
 use crate::oci::{
-    ImageRef, ImageSource, ImageSources, LayerDesc, Manifest, OciError, Platform, ResolvedImage,
-    parse_manifest,
+    ImageRef, ImageSource, ImageSources, Manifest, OciError, Platform, ResolvedImage,
+    build_resolved, parse_manifest,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -176,29 +176,19 @@ impl Resolver {
         if !self.store.has_blob(&config) {
             return Ok(None);
         }
-        let layers = manifest
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(LayerDesc {
-                    digest: l
-                        .sha256()
-                        .ok_or_else(|| bad(format!("layer digest {:?}", l.digest)))?,
-                    size: l.size,
-                    media_type: l.media_type.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, ResolveError>>()?;
-        Ok(Some(ResolvedImage {
-            reference: r.clone(),
-            platform: self.platform.clone(),
-            index_digest: pin.index,
-            manifest: BlobRef {
-                digest: pin.manifest,
-                size: bytes.len() as u64,
-            },
+        let manifest_ref = BlobRef {
+            digest: pin.manifest,
+            size: bytes.len() as u64,
+        };
+        let resolved = build_resolved(
+            r,
+            &self.platform,
+            pin.index,
+            manifest_ref,
             config,
-            layers,
-        }))
+            &manifest,
+            "the store",
+        )?;
+        Ok(Some(resolved))
     }
 }
