@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use lkb_store::{ActionResult, ErrorCategory, Store, StoreError};
+use lkb_store::{ActionResult, Artifact, ArtifactKind, BlobRef, ErrorCategory, Store, StoreError};
 
 use crate::{BuildEvent, CancelToken, KeyHasher, NodeId, Reporter};
 
@@ -17,6 +17,94 @@ pub enum ActionClass {
     Cpu,
     /// Network work; bounded by [`BuildOptions::io_jobs`](crate::BuildOptions::io_jobs).
     Io,
+}
+
+/// The writer of an artifact's bytes whose own version changes them: a file-system encoding,
+/// a compressor and its library version. Declared with an [`OutputDecl`], it enters the key of
+/// every action producing such an output, so a new codec version never hits an old entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Codec {
+    /// What writes the bytes, e.g. `lkb-tree` or `gzip`.
+    pub name: &'static str,
+    /// Everything about it that changes the bytes, e.g. `1` or `level=6;zlib-rs=0.6.8`.
+    pub version: String,
+}
+
+/// One artifact an action produces: its name, its kind and (optionally) its codec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OutputDecl {
+    pub name: &'static str,
+    pub kind: ArtifactKind,
+    pub codec: Option<Codec>,
+}
+
+impl OutputDecl {
+    /// An output of `kind` without a versioned codec.
+    pub fn new(name: &'static str, kind: ArtifactKind) -> Self {
+        OutputDecl {
+            name,
+            kind,
+            codec: None,
+        }
+    }
+
+    /// The same output, written by `codec`.
+    #[must_use]
+    pub fn codec(mut self, name: &'static str, version: impl Into<String>) -> Self {
+        self.codec = Some(Codec {
+            name,
+            version: version.into(),
+        });
+        self
+    }
+}
+
+/// The kinds of artifact an action takes, in order: `fixed` first, then any number of `rest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputKinds {
+    pub fixed: Vec<ArtifactKind>,
+    pub rest: Option<ArtifactKind>,
+}
+
+impl InputKinds {
+    /// No inputs.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Exactly these inputs.
+    pub fn exactly(kinds: impl Into<Vec<ArtifactKind>>) -> Self {
+        InputKinds {
+            fixed: kinds.into(),
+            rest: None,
+        }
+    }
+
+    /// Any number of inputs of one kind.
+    pub fn each(kind: ArtifactKind) -> Self {
+        InputKinds {
+            fixed: Vec::new(),
+            rest: Some(kind),
+        }
+    }
+
+    /// `fixed`, then any number of `rest`.
+    pub fn then_each(fixed: impl Into<Vec<ArtifactKind>>, rest: ArtifactKind) -> Self {
+        InputKinds {
+            fixed: fixed.into(),
+            rest: Some(rest),
+        }
+    }
+
+    /// The kind input `index` must have, or `None` when there is no such input.
+    pub fn at(&self, index: usize) -> Option<ArtifactKind> {
+        self.fixed.get(index).copied().or(self.rest)
+    }
+
+    /// Whether `count` inputs are enough.
+    pub fn enough(&self, count: usize) -> bool {
+        count >= self.fixed.len()
+    }
 }
 
 /// A pure function from input artifacts and parameters to output artifacts.
@@ -54,6 +142,13 @@ pub trait Action: Send + Sync + fmt::Debug + 'static {
     fn source(&self) -> Option<String> {
         None
     }
+
+    /// The artifacts this action produces, in the order its result lists them. The engine
+    /// checks every result against it, and puts it (with each codec's version) into the key.
+    fn outputs(&self) -> Vec<OutputDecl>;
+
+    /// The kind of each input artifact; the graph builder refuses any other wiring.
+    fn inputs(&self) -> InputKinds;
 
     /// Which semaphore bounds this action.
     fn class(&self) -> ActionClass {
@@ -142,7 +237,7 @@ pub(crate) type Counters = Arc<Mutex<BTreeMap<&'static str, u64>>>;
 /// What an executing action can see and do.
 pub struct ExecCtx {
     pub(crate) node: NodeId,
-    pub(crate) inputs: Vec<Arc<ActionResult>>,
+    pub(crate) inputs: Vec<Artifact>,
     pub(crate) store: Store,
     pub(crate) reporter: Arc<dyn Reporter>,
     pub(crate) counters: Counters,
@@ -164,16 +259,16 @@ impl ExecCtx {
         self.node
     }
 
-    /// The results of the inputs, in the order they were declared.
-    pub fn inputs(&self) -> &[Arc<ActionResult>] {
+    /// The input artifacts, in the order they were wired.
+    pub fn inputs(&self) -> &[Artifact] {
         &self.inputs
     }
 
-    /// The result of input `index`, or an internal error naming the index.
-    pub fn input(&self, index: usize) -> Result<&ActionResult, ActionError> {
+    /// The blob of input `index`, or an internal error naming the index.
+    pub fn input(&self, index: usize) -> Result<&BlobRef, ActionError> {
         self.inputs
             .get(index)
-            .map(|result| &**result)
+            .map(|artifact| &artifact.blob)
             .ok_or_else(|| {
                 ActionError::internal(format!(
                     "action has {} inputs, input {index} was asked for",

@@ -14,6 +14,16 @@ pub enum EngineError {
     /// A node id that this graph did not hand out was used as an input, edge or target.
     #[error("node {node} is not part of this graph")]
     UnknownNode { node: NodeId },
+    /// An action was wired to an input of the wrong kind or to an output that does not exist.
+    #[error("{action} is wired wrongly: {problem}")]
+    Miswired { action: String, problem: String },
+    /// An action returned other artifacts than it declares.
+    #[error("{action} returned the outputs {returned} but declares {declared}")]
+    UndeclaredOutputs {
+        action: String,
+        returned: String,
+        declared: String,
+    },
     /// The scheduler stopped with work left although nothing failed (a bug).
     #[error("the scheduler stopped before {label} completed")]
     Stalled { label: String },

@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use lkb_store::ArtifactKind;
+
 use crate::key::params_digest;
-use crate::{Action, EngineError, ParamsDigest};
+use crate::{Action, EngineError, OutputDecl, ParamsDigest};
 
 /// A node of a [`Graph`] (or of the [`GraphBuilder`] that made it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,10 +30,43 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// One artifact of a node, as the graph builder hands it out: the handle lowering wires into
+/// the inputs of later actions. It carries the artifact's kind, so a wrong wiring is refused
+/// when the graph is built rather than when the action runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Out {
+    node: NodeId,
+    index: u32,
+    kind: ArtifactKind,
+}
+
+impl Out {
+    /// The node producing the artifact.
+    pub fn node(self) -> NodeId {
+        self.node
+    }
+
+    /// The artifact's position among the node's declared outputs.
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The artifact's kind.
+    pub fn kind(self) -> ArtifactKind {
+        self.kind
+    }
+}
+
 pub(crate) struct Node {
     pub(crate) action: Arc<dyn Action>,
+    /// The input artifacts, in declared order.
+    pub(crate) wires: Vec<Out>,
+    /// The nodes of `wires`, position by position (with repeats).
     pub(crate) inputs: Vec<NodeId>,
+    pub(crate) outputs: Vec<OutputDecl>,
     pub(crate) params: ParamsDigest,
+    /// Whose build history the node's runs belong to ([`GraphBuilder::set_scope`]).
+    pub(crate) scope: Arc<str>,
 }
 
 /// What makes two `add` calls the same action.
@@ -40,7 +75,7 @@ struct Signature {
     kind: &'static str,
     version: u32,
     params_hash: [u8; 32],
-    inputs: Vec<NodeId>,
+    inputs: Vec<(NodeId, u32)>,
 }
 
 impl Node {
@@ -49,7 +84,17 @@ impl Node {
             kind: self.action.kind(),
             version: self.action.version(),
             params_hash: self.params.hash,
-            inputs: self.inputs.clone(),
+            inputs: self.wires.iter().map(|w| (w.node, w.index)).collect(),
+        }
+    }
+
+    /// The key the node's build history is stored under: its scope and its identity.
+    pub(crate) fn history_key(&self) -> String {
+        let identity = self.action.identity();
+        if self.scope.is_empty() {
+            identity
+        } else {
+            format!("{} {identity}", self.scope)
         }
     }
 }
@@ -60,6 +105,9 @@ pub struct GraphBuilder {
     nodes: Vec<Node>,
     by_signature: HashMap<Signature, NodeId>,
     unknown: Option<NodeId>,
+    /// The first wiring mistake, reported by `build`.
+    miswired: Option<EngineError>,
+    scope: Arc<str>,
 }
 
 impl fmt::Debug for GraphBuilder {
@@ -76,23 +124,119 @@ impl GraphBuilder {
         Self::default()
     }
 
-    fn check(&mut self, id: NodeId) {
-        if id.index() >= self.nodes.len() && self.unknown.is_none() {
+    /// Nodes added from now on keep their build history (for `--explain`) under `scope`, e.g.
+    /// a workspace and target label, so two targets with actions of the same identity do not
+    /// overwrite each other's history. A node shared by several scopes keeps the first.
+    pub fn set_scope(&mut self, scope: &str) {
+        self.scope = Arc::from(scope);
+    }
+
+    fn check(&mut self, id: NodeId) -> bool {
+        let known = id.index() < self.nodes.len();
+        if !known && self.unknown.is_none() {
             self.unknown = Some(id);
+        }
+        known
+    }
+
+    fn miswire(&mut self, action: String, problem: String) {
+        if self.miswired.is_none() {
+            self.miswired = Some(EngineError::Miswired { action, problem });
         }
     }
 
-    /// Adds an action whose inputs are the results of `inputs`, in that order. Adding an
-    /// action with the same kind, version, params and inputs as an earlier one returns the
-    /// earlier node, so shared work runs once.
+    /// The artifact `name` of `node`. Asking for an artifact the node does not declare is a
+    /// wiring mistake, reported by [`GraphBuilder::build`].
+    pub fn out(&mut self, node: NodeId, name: &str) -> Out {
+        if !self.check(node) {
+            return Out {
+                node,
+                index: 0,
+                kind: ArtifactKind::Blob,
+            };
+        }
+        let found = self.nodes[node.index()]
+            .outputs
+            .iter()
+            .position(|decl| decl.name == name);
+        match found {
+            Some(index) => Out {
+                node,
+                index: u32::try_from(index).expect("fewer than 2^32 outputs"),
+                kind: self.nodes[node.index()].outputs[index].kind,
+            },
+            None => {
+                let producer = &self.nodes[node.index()];
+                let label = producer.action.label();
+                let declared = declared_names(&producer.outputs);
+                self.miswire(
+                    label,
+                    format!("it has no output `{name}` (it declares {declared})"),
+                );
+                Out {
+                    node,
+                    index: u32::MAX,
+                    kind: ArtifactKind::Blob,
+                }
+            }
+        }
+    }
+
+    /// The only artifact of `node`; a node with several outputs is a wiring mistake.
+    pub fn only(&mut self, node: NodeId) -> Out {
+        if !self.check(node) {
+            return Out {
+                node,
+                index: 0,
+                kind: ArtifactKind::Blob,
+            };
+        }
+        let producer = &self.nodes[node.index()];
+        let kind = producer
+            .outputs
+            .first()
+            .map_or(ArtifactKind::Blob, |decl| decl.kind);
+        if producer.outputs.len() != 1 {
+            let label = producer.action.label();
+            let declared = declared_names(&producer.outputs);
+            self.miswire(
+                label,
+                format!("it has no single output to wire (it declares {declared})"),
+            );
+        }
+        Out {
+            node,
+            index: 0,
+            kind,
+        }
+    }
+
+    /// Adds an action taking the only output of each of `inputs`, in that order. See
+    /// [`GraphBuilder::add_wired`].
     pub fn add(&mut self, action: Arc<dyn Action>, inputs: &[NodeId]) -> NodeId {
-        for &input in inputs {
-            self.check(input);
+        let wires: Vec<Out> = inputs.iter().map(|&input| self.only(input)).collect();
+        self.add_wired(action, &wires)
+    }
+
+    /// Adds an action whose inputs are the artifacts `inputs`, in that order. Their kinds must
+    /// be what the action's [`Action::inputs`] asks for. Adding an action with the same kind,
+    /// version, params and inputs as an earlier one returns the earlier node, so shared work
+    /// runs once.
+    pub fn add_wired(&mut self, action: Arc<dyn Action>, inputs: &[Out]) -> NodeId {
+        let mut known = true;
+        for input in inputs {
+            known &= self.check(input.node);
+        }
+        if known {
+            self.check_kinds(&*action, inputs);
         }
         let node = Node {
             params: params_digest(&*action),
+            outputs: action.outputs(),
             action,
-            inputs: inputs.to_vec(),
+            wires: inputs.to_vec(),
+            inputs: inputs.iter().map(|input| input.node).collect(),
+            scope: Arc::clone(&self.scope),
         };
         let signature = node.signature();
         if let Some(&existing) = self.by_signature.get(&signature) {
@@ -104,15 +248,61 @@ impl GraphBuilder {
         id
     }
 
-    /// Appends `from` to the inputs of `to`. Unlike [`GraphBuilder::add`] this can close a
-    /// cycle, which [`GraphBuilder::build`] then reports.
+    fn check_kinds(&mut self, action: &dyn Action, inputs: &[Out]) {
+        let wanted = action.inputs();
+        if !wanted.enough(inputs.len()) {
+            let problem = format!(
+                "it takes at least {} inputs but was given {}",
+                wanted.fixed.len(),
+                inputs.len()
+            );
+            return self.miswire(action.label(), problem);
+        }
+        for (position, input) in inputs.iter().enumerate() {
+            if input.index == u32::MAX {
+                continue; // already reported by `out`
+            }
+            match wanted.at(position) {
+                None => {
+                    let problem = format!(
+                        "it takes {} inputs but was given {}",
+                        wanted.fixed.len(),
+                        inputs.len()
+                    );
+                    return self.miswire(action.label(), problem);
+                }
+                Some(kind) if kind != input.kind => {
+                    let producer = self.nodes[input.node.index()].action.label();
+                    let problem = format!(
+                        "input {position} must be a {kind} but is a {} of {producer}",
+                        input.kind
+                    );
+                    return self.miswire(action.label(), problem);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Appends the only output of `from` to the inputs of `to`. Unlike [`GraphBuilder::add`]
+    /// this can close a cycle, which [`GraphBuilder::build`] then reports.
     pub fn add_edge(&mut self, from: NodeId, to: NodeId) {
-        self.check(from);
-        self.check(to);
-        let Some(node) = self.nodes.get_mut(to.index()) else {
+        let known_from = self.check(from);
+        if !self.check(to) {
             return;
+        }
+        let wire = if known_from {
+            self.only(from)
+        } else {
+            Out {
+                node: from,
+                index: 0,
+                kind: ArtifactKind::Blob,
+            }
         };
+        let node = &mut self.nodes[to.index()];
         let old = node.signature();
+        node.wires.push(wire);
         node.inputs.push(from);
         let new = node.signature();
         if self.by_signature.get(&old) == Some(&to) {
@@ -131,10 +321,14 @@ impl GraphBuilder {
         self.nodes.is_empty()
     }
 
-    /// Checks the graph: every node id is known and there is no cycle.
+    /// Checks the graph: every node id is known, every input is wired to an artifact of the
+    /// kind its action takes, and there is no cycle.
     pub fn build(self) -> Result<Graph, EngineError> {
         if let Some(node) = self.unknown {
             return Err(EngineError::UnknownNode { node });
+        }
+        if let Some(error) = self.miswired {
+            return Err(error);
         }
         let nodes = self.nodes;
         let mut dependents = vec![Vec::new(); nodes.len()];
@@ -157,6 +351,17 @@ impl GraphBuilder {
             critical,
         })
     }
+}
+
+fn declared_names(outputs: &[OutputDecl]) -> String {
+    if outputs.is_empty() {
+        return "no outputs".to_owned();
+    }
+    outputs
+        .iter()
+        .map(|decl| format!("`{}`", decl.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A checked, acyclic action graph.
@@ -205,9 +410,35 @@ impl Graph {
         self.nodes.get(id.index()).map(|node| &node.params)
     }
 
-    /// The inputs of a node, in declared order.
+    /// The nodes a node's inputs come from, in declared order (a node once per input).
     pub fn inputs(&self, id: NodeId) -> &[NodeId] {
         self.nodes.get(id.index()).map_or(&[], |node| &node.inputs)
+    }
+
+    /// The input artifacts of a node, in declared order.
+    pub fn wires(&self, id: NodeId) -> &[Out] {
+        self.nodes.get(id.index()).map_or(&[], |node| &node.wires)
+    }
+
+    /// The artifacts a node declares.
+    pub fn outputs(&self, id: NodeId) -> &[OutputDecl] {
+        self.nodes.get(id.index()).map_or(&[], |node| &node.outputs)
+    }
+
+    /// The artifact `name` of a node, if it declares one.
+    pub fn out(&self, id: NodeId, name: &str) -> Option<Out> {
+        let node = self.nodes.get(id.index())?;
+        let index = node.outputs.iter().position(|decl| decl.name == name)?;
+        Some(Out {
+            node: id,
+            index: u32::try_from(index).ok()?,
+            kind: node.outputs[index].kind,
+        })
+    }
+
+    /// Where a node's build history is kept: its scope and identity.
+    pub fn history_key(&self, id: NodeId) -> Option<String> {
+        self.nodes.get(id.index()).map(Node::history_key)
     }
 
     /// The nodes that take this node as an input.

@@ -2,12 +2,18 @@
 
 use std::fmt;
 
-use lkb_store::{
-    ActionKey, ActionResult, Artifact, BlobDigest, BlobRef, MetaTable, Store, StoreError,
-};
+use lkb_store::{ActionKey, Artifact, BlobDigest, BlobRef, MetaTable, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::{KEY_SCHEMA_VERSION, ParamsDigest};
+use crate::{KEY_SCHEMA_VERSION, OutputDecl, ParamsDigest};
+
+/// `tree (lkb-tree 1)`: an output's kind and codec, as the history records them.
+fn describe_output(decl: &OutputDecl) -> String {
+    match &decl.codec {
+        Some(codec) => format!("{} ({} {})", decl.kind, codec.name, codec.version),
+        None => decl.kind.to_string(),
+    }
+}
 
 /// How much of each field's digest the history keeps (enough to notice a change).
 const FIELD_DIGEST_BYTES: usize = 8;
@@ -45,6 +51,13 @@ pub enum RebuildReason {
         new: Option<BlobDigest>,
         origin: Option<String>,
     },
+    /// A declared output changed: its kind, or its codec's version (e.g. a new zlib-rs or
+    /// tree encoding). `old` and `new` describe the output as `kind (codec version)`.
+    OutputChanged {
+        output: String,
+        old: String,
+        new: String,
+    },
     /// Nothing changed since the last execution, but its cache entry is gone (e.g. removed
     /// by garbage collection).
     CacheEntryMissing,
@@ -73,7 +86,7 @@ impl RebuildReason {
 
     /// A short, stable name for the kind of reason: `new`, `forced`, `cache-entry-damaged`,
     /// `version-changed`, `params-changed`, `input-count-changed`, `input-changed`,
-    /// `cache-entry-missing`.
+    /// `output-changed`, `cache-entry-missing`.
     pub fn name(&self) -> &'static str {
         match self {
             RebuildReason::New => "new",
@@ -83,6 +96,7 @@ impl RebuildReason {
             RebuildReason::ParamsChanged { .. } => "params-changed",
             RebuildReason::InputCountChanged { .. } => "input-count-changed",
             RebuildReason::InputChanged { .. } => "input-changed",
+            RebuildReason::OutputChanged { .. } => "output-changed",
             RebuildReason::CacheEntryMissing => "cache-entry-missing",
         }
     }
@@ -156,6 +170,9 @@ impl fmt::Display for RebuildReason {
                 )?;
                 with_origin(f, origin.as_ref())
             }
+            RebuildReason::OutputChanged { output, old, new } => {
+                write!(f, "output {output} changed: {old} → {new}")
+            }
             RebuildReason::CacheEntryMissing => {
                 f.write_str("inputs unchanged but the cache entry is gone")
             }
@@ -166,8 +183,9 @@ impl fmt::Display for RebuildReason {
 /// One input as recorded in the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputRecord {
+    /// The label of the action that produced it.
     pub label: String,
-    pub outputs: Vec<Artifact>,
+    pub artifact: Artifact,
 }
 
 /// What the last execution (or cache hit) of an identity was keyed on, stored in
@@ -186,6 +204,10 @@ pub struct HistoryRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<(String, String)>,
     pub inputs: Vec<InputRecord>,
+    /// Per declared output: `name` → `kind (codec version)`, to name an output whose codec
+    /// changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<(String, String)>,
 }
 
 impl HistoryRecord {
@@ -194,7 +216,8 @@ impl HistoryRecord {
         kind: &str,
         version: u32,
         params: &ParamsDigest,
-        inputs: impl Iterator<Item = (String, ActionResult)>,
+        outputs: &[OutputDecl],
+        inputs: impl Iterator<Item = (String, Artifact)>,
     ) -> Self {
         HistoryRecord {
             schema: KEY_SCHEMA_VERSION,
@@ -208,23 +231,25 @@ impl HistoryRecord {
                 .map(|(path, digest)| (path.clone(), hex::encode(&digest[..FIELD_DIGEST_BYTES])))
                 .collect(),
             inputs: inputs
-                .map(|(label, result)| InputRecord {
-                    label,
-                    outputs: result.outputs,
-                })
+                .map(|(label, artifact)| InputRecord { label, artifact })
+                .collect(),
+            outputs: outputs
+                .iter()
+                .map(|decl| (decl.name.to_owned(), describe_output(decl)))
                 .collect(),
         }
     }
 
-    /// The record of the last build of `identity`, if any and readable.
-    pub fn load(store: &Store, identity: &str) -> Result<Option<HistoryRecord>, StoreError> {
-        let Some(bytes) = store.get_meta(MetaTable::History, identity)? else {
+    /// The record of the last build under `history_key` (a node's scope and identity, see
+    /// [`Graph::history_key`](crate::Graph::history_key)), if any and readable.
+    pub fn load(store: &Store, history_key: &str) -> Result<Option<HistoryRecord>, StoreError> {
+        let Some(bytes) = store.get_meta(MetaTable::History, history_key)? else {
             return Ok(None);
         };
         match serde_json::from_slice(&bytes) {
             Ok(record) => Ok(Some(record)),
             Err(error) => {
-                tracing::warn!(identity, %error, "ignoring unreadable build history");
+                tracing::warn!(history_key, %error, "ignoring unreadable build history");
                 Ok(None)
             }
         }
@@ -263,6 +288,23 @@ impl HistoryRecord {
             };
             return RebuildReason::ParamsChanged { fields };
         }
+        if old.outputs != self.outputs {
+            let longest = old.outputs.len().max(self.outputs.len());
+            let describe = |entry: Option<&(String, String)>| {
+                entry.map_or_else(|| "(none)".to_owned(), |(_, what)| what.clone())
+            };
+            if let Some((before, after)) = (0..longest)
+                .map(|i| (old.outputs.get(i), self.outputs.get(i)))
+                .find(|(before, after)| before != after)
+            {
+                let output = after.or(before).map(|(name, _)| name.clone());
+                return RebuildReason::OutputChanged {
+                    output: output.unwrap_or_default(),
+                    old: describe(before),
+                    new: describe(after),
+                };
+            }
+        }
         if old.inputs.len() != self.inputs.len() {
             return RebuildReason::InputCountChanged {
                 old: old.inputs.len(),
@@ -271,21 +313,16 @@ impl HistoryRecord {
             };
         }
         for (index, (was, now)) in old.inputs.iter().zip(&self.inputs).enumerate() {
-            if was.outputs == now.outputs {
+            let (before, after) = (&was.artifact, &now.artifact);
+            if before.blob == after.blob && before.kind == after.kind {
                 continue;
             }
-            let longest = was.outputs.len().max(now.outputs.len());
-            let (before, after) = (0..longest)
-                .map(|i| (was.outputs.get(i), now.outputs.get(i)))
-                .find(|(before, after)| before != after)
-                .expect("different lists differ at some position");
-            let artifact = after.or(before).map(|a| a.name.clone()).unwrap_or_default();
             return RebuildReason::InputChanged {
                 input: index,
                 input_label: now.label.clone(),
-                artifact,
-                old: before.map(|a| a.blob.digest),
-                new: after.map(|a| a.blob.digest),
+                artifact: after.name.clone(),
+                old: Some(before.blob.digest),
+                new: Some(after.blob.digest),
                 origin: None,
             };
         }

@@ -2,10 +2,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use lkb_store::{ActionKey, ActionResult, Digest};
+use lkb_store::{ActionKey, Artifact, Digest};
+
+use crate::OutputDecl;
 
 /// Bump when the encoding below changes, so old cache entries stop matching.
-pub const KEY_SCHEMA_VERSION: u64 = 1;
+pub const KEY_SCHEMA_VERSION: u64 = 2;
 
 /// The name under which writes outside any [`KeyHasher::field`] are described.
 pub const UNNAMED_FIELD: &str = "(unnamed)";
@@ -295,7 +297,8 @@ pub fn action_key<'a>(
     kind: &str,
     version: u32,
     params_hash: &[u8; 32],
-    inputs: impl ExactSizeIterator<Item = &'a ActionResult>,
+    outputs: &[OutputDecl],
+    inputs: impl ExactSizeIterator<Item = &'a Artifact>,
 ) -> ActionKey {
     let mut hasher = KeyHasher::new();
     hasher
@@ -303,20 +306,25 @@ pub fn action_key<'a>(
         .str(kind)
         .u64(u64::from(version))
         .bytes(params_hash)
+        .list(outputs.iter(), |hasher, output| {
+            hasher.str(output.name).str(output.kind.name());
+            match &output.codec {
+                None => hasher.opt_str(None),
+                Some(codec) => hasher.opt_str(Some(codec.name)).str(&codec.version),
+            };
+        })
         .list(inputs, |hasher, input| {
-            hasher.list(input.outputs.iter(), |hasher, artifact| {
-                hasher
-                    .str(&artifact.name)
-                    .digest(&artifact.blob.digest)
-                    .u64(artifact.blob.size);
-            });
+            hasher
+                .str(input.kind.name())
+                .digest(&input.blob.digest)
+                .u64(input.blob.size);
         });
     ActionKey::from_bytes(hasher.finish())
 }
 
 #[cfg(test)]
 mod tests {
-    use lkb_store::{ActionResult, BlobDigest, BlobRef};
+    use lkb_store::{ArtifactKind, BlobDigest, BlobRef};
 
     use super::*;
 
@@ -354,26 +362,32 @@ mod tests {
         );
     }
 
+    fn artifact(name: &str, kind: ArtifactKind, content: &[u8]) -> Artifact {
+        Artifact {
+            name: name.to_owned(),
+            kind,
+            blob: blob(content),
+        }
+    }
+
     #[test]
     fn golden_action_key() {
         let mut params = KeyHasher::new();
         params.str("layer").u64(7);
+        let outputs = [OutputDecl::new("tree", ArtifactKind::Tree).codec("lkb-tree", "1")];
         let inputs = [
-            ActionResult::new().with("blob", blob(b"layer bytes")),
-            ActionResult::new()
-                .with("tree", blob(b"tree"))
-                .with("meta", blob(b"{}")),
+            artifact("blob", ArtifactKind::Blob, b"layer bytes"),
+            artifact("tree", ArtifactKind::Tree, b"tree"),
         ];
-        let key = action_key("unpack", 1, &params.finish(), inputs.iter());
+        let key = action_key("unpack", 1, &params.finish(), &outputs, inputs.iter());
         assert_eq!(
             key.to_string(),
-            "85de242ca27b7087e85968c0d77c0c153900efbd6c506b1310259c3af68a7685"
+            "018947fb21a40dd04cfc74a5b446f92ef813a9e85fe60f81d8b9af817c222ce9"
         );
-        let no_inputs: [ActionResult; 0] = [];
-        let key = action_key("fetch", 1, &KeyHasher::new().finish(), no_inputs.iter());
+        let key = action_key("fetch", 1, &KeyHasher::new().finish(), &[], [].iter());
         assert_eq!(
             key.to_string(),
-            "f05a1c30270bc36f572b54206cd24a9d9abaf4c028cf3fa66334e9fb932bf4c9"
+            "b67ea927559fad07b1065aa390f56b4313a54da7bf0a138e7d434f0304d06851"
         );
     }
 
@@ -596,29 +610,41 @@ mod tests {
     #[test]
     fn key_depends_on_every_part() {
         let params = KeyHasher::new().finish();
-        let input = [ActionResult::new().with("out", blob(b"a"))];
-        let base = action_key("k", 1, &params, input.iter());
-        assert_ne!(base, action_key("j", 1, &params, input.iter()));
-        assert_ne!(base, action_key("k", 2, &params, input.iter()));
-        assert_ne!(base, action_key("k", 1, &[1; 32], input.iter()));
-        let renamed = [ActionResult::new().with("other", blob(b"a"))];
-        assert_ne!(base, action_key("k", 1, &params, renamed.iter()));
-        let changed = [ActionResult::new().with("out", blob(b"b"))];
-        assert_ne!(base, action_key("k", 1, &params, changed.iter()));
-        let resized = [ActionResult::new().with(
-            "out",
-            BlobRef {
-                size: 9,
-                ..blob(b"a")
-            },
-        )];
-        assert_ne!(base, action_key("k", 1, &params, resized.iter()));
-        // Splitting the same artifacts across inputs differently changes the key.
-        let two = [
-            ActionResult::new().with("out", blob(b"a")),
-            ActionResult::new(),
-        ];
-        assert_ne!(base, action_key("k", 1, &params, two.iter()));
-        assert_eq!(base, action_key("k", 1, &params, input.iter()));
+        let outputs = [OutputDecl::new("out", ArtifactKind::Archive)];
+        let input = [artifact("out", ArtifactKind::Blob, b"a")];
+        let key = |kind: &str,
+                   version,
+                   params: &[u8; 32],
+                   outputs: &[OutputDecl],
+                   inputs: &[Artifact]| {
+            action_key(kind, version, params, outputs, inputs.iter())
+        };
+        let base = key("k", 1, &params, &outputs, &input);
+        assert_ne!(base, key("j", 1, &params, &outputs, &input));
+        assert_ne!(base, key("k", 2, &params, &outputs, &input));
+        assert_ne!(base, key("k", 1, &[1; 32], &outputs, &input));
+        // The declared outputs: name, kind, codec and codec version.
+        let renamed_output = [OutputDecl::new("other", ArtifactKind::Archive)];
+        assert_ne!(base, key("k", 1, &params, &renamed_output, &input));
+        let other_kind = [OutputDecl::new("out", ArtifactKind::DiskImage)];
+        assert_ne!(base, key("k", 1, &params, &other_kind, &input));
+        let gzip_1 = [OutputDecl::new("out", ArtifactKind::Archive).codec("gzip", "1")];
+        let gzip_2 = [OutputDecl::new("out", ArtifactKind::Archive).codec("gzip", "2")];
+        let with_codec = key("k", 1, &params, &gzip_1, &input);
+        assert_ne!(base, with_codec);
+        assert_ne!(with_codec, key("k", 1, &params, &gzip_2, &input));
+        // The inputs: kind, digest and size, but not the producer's name for them.
+        let renamed = [artifact("other", ArtifactKind::Blob, b"a")];
+        assert_eq!(base, key("k", 1, &params, &outputs, &renamed));
+        let retyped = [artifact("out", ArtifactKind::Tree, b"a")];
+        assert_ne!(base, key("k", 1, &params, &outputs, &retyped));
+        let changed = [artifact("out", ArtifactKind::Blob, b"b")];
+        assert_ne!(base, key("k", 1, &params, &outputs, &changed));
+        let mut resized = input.clone();
+        resized[0].blob.size = 9;
+        assert_ne!(base, key("k", 1, &params, &outputs, &resized));
+        let two = [input[0].clone(), input[0].clone()];
+        assert_ne!(base, key("k", 1, &params, &outputs, &two));
+        assert_eq!(base, key("k", 1, &params, &outputs, &input));
     }
 }

@@ -59,17 +59,17 @@ mod key;
 mod probe;
 mod scheduler;
 
-pub use action::{Action, ActionClass, ActionError, ExecCtx};
+pub use action::{Action, ActionClass, ActionError, Codec, ExecCtx, InputKinds, OutputDecl};
 pub use build::{BuildOptions, BuildOutcome, BuildStats};
 pub use cancel::CancelToken;
 pub use error::{BuildError, EngineError};
 pub use event::{BuildEvent, NullReporter, Reporter};
-pub use graph::{Graph, GraphBuilder, NodeId};
+pub use graph::{Graph, GraphBuilder, NodeId, Out};
 pub use history::{HistoryRecord, InputRecord, RebuildReason};
 pub use key::{
     KEY_SCHEMA_VERSION, KeyHasher, ParamsDigest, UNNAMED_FIELD, action_key, params_digest,
     params_hash,
 };
-pub use lkb_store::{ActionKey, ErrorCategory};
+pub use lkb_store::{ActionKey, ArtifactKind, ErrorCategory};
 pub use probe::{CacheState, NodeProbe, probe};
 pub use scheduler::Scheduler;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lkb_store::{ActionKey, ActionResult, BlobRef, Lookup, Store, StoreError};
+use lkb_store::{ActionKey, ActionResult, Artifact, BlobRef, Lookup, Store, StoreError};
 
 use crate::Graph;
 use crate::key::action_key;
@@ -44,10 +44,13 @@ pub fn probe(graph: &Graph, store: &Store) -> Result<Vec<NodeProbe>, StoreError>
     let mut probes = Vec::with_capacity(graph.len());
     // Insertion order is topological: inputs are always added before their dependents.
     for (index, node) in graph.nodes.iter().enumerate() {
-        let inputs: Option<Vec<Arc<ActionResult>>> = node
-            .inputs
+        let inputs: Option<Vec<Artifact>> = node
+            .wires
             .iter()
-            .map(|input| results[input.index()].clone())
+            .map(|wire| {
+                let result = results[wire.node().index()].as_ref()?;
+                result.outputs.get(wire.index()).cloned()
+            })
             .collect();
         let Some(inputs) = inputs else {
             probes.push(NodeProbe {
@@ -60,7 +63,8 @@ pub fn probe(graph: &Graph, store: &Store) -> Result<Vec<NodeProbe>, StoreError>
             node.action.kind(),
             node.action.version(),
             &node.params.hash,
-            inputs.iter().map(|input| &**input),
+            &node.outputs,
+            inputs.iter(),
         );
         let state = match store.get_action_checked(&key)? {
             Lookup::Hit(result) => {

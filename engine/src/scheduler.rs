@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lkb_store::{ActionKey, ActionResult, Store, StoreError};
+use lkb_store::{ActionKey, ActionResult, Artifact, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -294,14 +294,16 @@ impl<'a> Run<'a> {
         Ok(outcome)
     }
 
-    fn input_results(&self, node: usize) -> Vec<Arc<ActionResult>> {
+    /// The artifacts wired into `node`, in order.
+    fn input_artifacts(&self, node: usize) -> Vec<Artifact> {
         self.graph.nodes[node]
-            .inputs
+            .wires
             .iter()
-            .map(|input| {
-                self.results[input.index()]
-                    .clone()
-                    .expect("a ready node has all input results")
+            .map(|wire| {
+                let result = self.results[wire.node().index()]
+                    .as_ref()
+                    .expect("a ready node has all input results");
+                result.outputs[wire.index()].clone()
             })
             .collect()
     }
@@ -313,12 +315,13 @@ impl<'a> Run<'a> {
         }
         let graph_node = &self.graph.nodes[node];
         let action = &graph_node.action;
-        let inputs = self.input_results(node);
+        let inputs = self.input_artifacts(node);
         let key = action_key(
             action.kind(),
             action.version(),
             &graph_node.params.hash,
-            inputs.iter().map(|input| &**input),
+            &graph_node.outputs,
+            inputs.iter(),
         );
         let labels = graph_node
             .inputs
@@ -329,7 +332,8 @@ impl<'a> Run<'a> {
             action.kind(),
             action.version(),
             &graph_node.params,
-            labels.zip(inputs.iter().map(|input| (**input).clone())),
+            &graph_node.outputs,
+            labels.zip(inputs),
         );
         self.keys[node] = Some(key);
         self.records[node] = Some(record);
@@ -354,7 +358,7 @@ impl<'a> Run<'a> {
                 let record = self.records[node]
                     .clone()
                     .expect("a ready node has a record");
-                (node, key, self.graph.nodes[node].action.identity(), record)
+                (node, key, self.graph.nodes[node].history_key(), record)
             })
             .collect();
         let first = batch[0].0;
@@ -362,9 +366,9 @@ impl<'a> Run<'a> {
         let handle = self.tasks.spawn_blocking(move || {
             let looked = batch
                 .into_iter()
-                .map(|(node, key, identity, record)| {
+                .map(|(node, key, history_key, record)| {
                     let started = Instant::now();
-                    let lookup = look_up(&store, &key, &identity, &record);
+                    let lookup = look_up(&store, &key, &history_key, &record);
                     (node, lookup, started.elapsed())
                 })
                 .collect();
@@ -439,6 +443,10 @@ impl<'a> Run<'a> {
                 RebuildReason::VersionChanged { old, new },
                 Some(format!("{} version changed", action.identity())),
             ),
+            RebuildReason::OutputChanged { output, old, new } => {
+                let origin = Some(format!("{} output {output} changed", action.identity()));
+                (RebuildReason::OutputChanged { output, old, new }, origin)
+            }
             other @ (RebuildReason::Forced
             | RebuildReason::CacheEntryDamaged { .. }
             | RebuildReason::CacheEntryMissing) => (other, None),
@@ -480,10 +488,14 @@ impl<'a> Run<'a> {
     fn start(&mut self, node: usize, reason: RebuildReason, permit: OwnedSemaphorePermit) {
         let action = self.graph.nodes[node].action.clone();
         let key = self.keys[node].expect("a started node has a key");
-        let history = self.records[node]
-            .take()
-            .expect("a started node has a record")
-            .to_json();
+        let target = record::Recording {
+            history_key: self.graph.nodes[node].history_key(),
+            history: self.records[node]
+                .take()
+                .expect("a started node has a record")
+                .to_json(),
+            declared: self.graph.nodes[node].outputs.clone(),
+        };
         let id = NodeId::from_index(node);
         self.reporter.event(&BuildEvent::ActionStarted {
             node: id,
@@ -492,7 +504,7 @@ impl<'a> Run<'a> {
         });
         let ctx = ExecCtx {
             node: id,
-            inputs: self.input_results(node),
+            inputs: self.input_artifacts(node),
             store: self.store.clone(),
             reporter: self.reporter.clone(),
             counters: self.counters.clone(),
@@ -502,7 +514,7 @@ impl<'a> Run<'a> {
         let handle = self.tasks.spawn(
             async move {
                 let started = Instant::now();
-                let outcome = execute_and_record(&*action, &ctx, key, history, permit).await;
+                let outcome = execute_and_record(&*action, &ctx, key, &target, permit).await;
                 TaskOutput::Executed(Box::new(Executed {
                     node,
                     reason,

@@ -233,10 +233,70 @@ pub struct BlobRef {
     pub size: u64,
 }
 
+/// What an artifact is, declared by the action that produces it and recorded with it.
+///
+/// The kind decides what garbage collection follows (only [`ArtifactKind::Tree`]s refer to
+/// other blobs) and what an action may take as an input; the bytes are never sniffed.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactKind {
+    /// Opaque, self-contained bytes: a registry blob, a kernel, a text file.
+    #[default]
+    Blob,
+    /// A file-system tree in lkb's tree encoding; refers to one content blob per regular file.
+    Tree,
+    /// An archive of files: a cpio segment, an initrd, a tar.
+    Archive,
+    /// A disk or file-system image: raw, ISO, qcow2, squashfs.
+    DiskImage,
+}
+
+impl ArtifactKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ArtifactKind; 4] = [
+        ArtifactKind::Blob,
+        ArtifactKind::Tree,
+        ArtifactKind::Archive,
+        ArtifactKind::DiskImage,
+    ];
+
+    /// The kind's name, as serialised: `blob`, `tree`, `archive`, `disk-image`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArtifactKind::Blob => "blob",
+            ArtifactKind::Tree => "tree",
+            ArtifactKind::Archive => "archive",
+            ArtifactKind::DiskImage => "disk-image",
+        }
+    }
+
+    /// Whether the content of an artifact of this kind names other blobs.
+    pub fn has_references(self) -> bool {
+        self == ArtifactKind::Tree
+    }
+
+    /// Whether an artifact of this kind can be written out as a file as it is.
+    pub fn is_file(self) -> bool {
+        self != ArtifactKind::Tree
+    }
+}
+
+impl fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One named output of an action.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Artifact {
     pub name: String,
+    /// Records written before kinds were recorded read as [`ArtifactKind::Blob`]; their keys
+    /// predate key schema 2, so no build looks them up again.
+    #[serde(default)]
+    pub kind: ArtifactKind,
     pub blob: BlobRef,
 }
 
@@ -254,17 +314,23 @@ impl ActionResult {
 
     /// Appends an output and returns `self`, for building results in one expression.
     #[must_use]
-    pub fn with(mut self, name: impl Into<String>, blob: BlobRef) -> Self {
-        self.push(name, blob);
+    pub fn with(mut self, name: impl Into<String>, kind: ArtifactKind, blob: BlobRef) -> Self {
+        self.push(name, kind, blob);
         self
     }
 
     /// Appends an output.
-    pub fn push(&mut self, name: impl Into<String>, blob: BlobRef) {
+    pub fn push(&mut self, name: impl Into<String>, kind: ArtifactKind, blob: BlobRef) {
         self.outputs.push(Artifact {
             name: name.into(),
+            kind,
             blob,
         });
+    }
+
+    /// The first output called `name`, with its kind.
+    pub fn artifact(&self, name: &str) -> Option<&Artifact> {
+        self.outputs.iter().find(|a| a.name == name)
     }
 
     /// The first output called `name`.

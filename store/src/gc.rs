@@ -44,8 +44,8 @@ use crate::{ActionKey, ActionResult, Artifact, BlobDigest, BlobRef, Store, Store
 /// The error a [`ReferenceFn`] returns; the store wraps it in [`StoreError::References`].
 pub type ReferenceError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Which blobs the content of an artifact refers to (empty for blobs that refer to nothing).
-/// Called only for artifacts whose blob is present. Supplied by the crate that knows the
+/// Which blobs the content of an artifact refers to. Called only for artifacts whose
+/// [`ArtifactKind`](crate::ArtifactKind) has references and whose blob is present. Supplied by the crate that knows the
 /// formats; called from several threads.
 pub type ReferenceFn<'a> = dyn Fn(&Artifact) -> Result<Vec<BlobDigest>, ReferenceError> + Sync + 'a;
 
@@ -282,7 +282,9 @@ impl Store {
         }
         let mut outputs: BTreeMap<BlobDigest, &Artifact> = BTreeMap::new();
         for artifact in actions.values().flat_map(|result| &result.outputs) {
-            if blobs.get(&artifact.blob.digest) == Some(&artifact.blob.size) {
+            if artifact.kind.has_references()
+                && blobs.get(&artifact.blob.digest) == Some(&artifact.blob.size)
+            {
                 outputs.entry(artifact.blob.digest).or_insert(artifact);
             }
         }

@@ -71,8 +71,8 @@ mod tests;
 
 pub use blob::{BlobIter, BlobWriter};
 pub use digest::{
-    ActionKey, ActionResult, Artifact, Blob, BlobDigest, BlobRef, Digest, DigestParseError, Tree,
-    TreeDigest,
+    ActionKey, ActionResult, Artifact, ArtifactKind, Blob, BlobDigest, BlobRef, Digest,
+    DigestParseError, Tree, TreeDigest,
 };
 pub use error::{ErrorCategory, StoreError};
 pub use gc::{

@@ -60,6 +60,7 @@ fn action_key_display_and_parse() {
     assert_eq!(key.to_string().parse::<ActionKey>().expect("parse"), key);
     let result = ActionResult::new().with(
         "out",
+        ArtifactKind::Blob,
         BlobRef {
             digest: Digest::of_bytes(b""),
             size: 0,
@@ -156,7 +157,10 @@ fn action_hit_requires_its_blobs() {
 
     let a = store.put_bytes(b"a").expect("put");
     let b = store.put_bytes(b"bb").expect("put");
-    let result = ActionResult::new().with("a", a).with("b", b);
+    let result =
+        ActionResult::new()
+            .with("a", ArtifactKind::Blob, a)
+            .with("b", ArtifactKind::Blob, b);
     store.put_action(&key, &result).expect("put action");
     assert_eq!(
         store.get_action_checked(&key).expect("lookup"),
@@ -182,7 +186,7 @@ fn action_naming_a_missing_blob_is_refused() {
     let err = store
         .put_action(
             &ActionKey::from_bytes([2; 32]),
-            &ActionResult::new().with("x", ghost),
+            &ActionResult::new().with("x", ArtifactKind::Blob, ghost),
         )
         .expect_err("dangling record");
     assert!(matches!(err, StoreError::BlobMissing { .. }), "{err:?}");
@@ -196,7 +200,7 @@ fn reopen_persists_and_cleans_tmp() {
     let result = {
         let store = Store::open(dir.path()).expect("open");
         let blob = store.put_bytes(b"persist me").expect("put");
-        let result = ActionResult::new().with("out", blob);
+        let result = ActionResult::new().with("out", ArtifactKind::Blob, blob);
         store
             .put_action_with_meta(&key, &result, &[(MetaTable::History, "id", b"h1")])
             .expect("put action");
@@ -394,6 +398,7 @@ fn store_is_a_cheap_shareable_handle() {
 fn action_result_json_shape_is_stable() {
     let result = ActionResult::new().with(
         "out",
+        ArtifactKind::Blob,
         BlobRef {
             digest: HELLO_SHA256.parse().expect("digest"),
             size: 5,
@@ -402,7 +407,7 @@ fn action_result_json_shape_is_stable() {
     assert_eq!(
         serde_json::to_string(&result).expect("serialize"),
         format!(
-            r#"{{"outputs":[{{"name":"out","blob":{{"digest":"{HELLO_SHA256}","size":5}}}}]}}"#
+            r#"{{"outputs":[{{"name":"out","kind":"blob","blob":{{"digest":"{HELLO_SHA256}","size":5}}}}]}}"#
         )
     );
 }
@@ -465,17 +470,23 @@ fn gc_keeps_what_roots_reach_and_removes_the_rest() {
     let old_list = put_list(&store, &[old_content]);
     let orphan = store.put_bytes(b"orphan").expect("put");
     store
-        .put_action(&key(1), &ActionResult::new().with("list", list))
+        .put_action(
+            &key(1),
+            &ActionResult::new().with("list", ArtifactKind::Tree, list),
+        )
         .expect("put");
     store
-        .put_action(&key(2), &ActionResult::new().with("out", output))
+        .put_action(
+            &key(2),
+            &ActionResult::new().with("out", ArtifactKind::Blob, output),
+        )
         .expect("put");
     store
         .put_action(
             &key(3),
             &ActionResult::new()
-                .with("out", old_output)
-                .with("list", old_list),
+                .with("out", ArtifactKind::Blob, old_output)
+                .with("list", ArtifactKind::Tree, old_list),
         )
         .expect("put");
 
@@ -528,13 +539,17 @@ fn gc_with_max_size_evicts_oldest_roots_first() {
     store
         .put_action(
             &key(1),
-            &ActionResult::new().with("a", shared).with("b", old),
+            &ActionResult::new()
+                .with("a", ArtifactKind::Blob, shared)
+                .with("b", ArtifactKind::Blob, old),
         )
         .expect("put");
     store
         .put_action(
             &key(2),
-            &ActionResult::new().with("a", shared).with("b", new),
+            &ActionResult::new()
+                .with("a", ArtifactKind::Blob, shared)
+                .with("b", ArtifactKind::Blob, new),
         )
         .expect("put");
     let roots = [
@@ -575,7 +590,10 @@ fn gc_stops_when_references_cannot_be_read() {
     let (_dir, store) = new_store();
     let not_a_list = store.put_bytes(b"not a digest").expect("put");
     store
-        .put_action(&key(1), &ActionResult::new().with("list", not_a_list))
+        .put_action(
+            &key(1),
+            &ActionResult::new().with("list", ArtifactKind::Tree, not_a_list),
+        )
         .expect("put");
     let error = store
         .inventory(&list_references(&store))
@@ -597,12 +615,15 @@ fn blobs_by_class() {
         .put_action(
             &key(1),
             &ActionResult::new()
-                .with("list", list)
-                .with("segment", segment),
+                .with("list", ArtifactKind::Tree, list)
+                .with("segment", ArtifactKind::Blob, segment),
         )
         .expect("put");
     store
-        .put_action(&key(2), &ActionResult::new().with("zz", segment))
+        .put_action(
+            &key(2),
+            &ActionResult::new().with("zz", ArtifactKind::Blob, segment),
+        )
         .expect("put");
     let classes = store
         .inventory(&list_references(&store))
@@ -635,19 +656,30 @@ fn verify_deletes_damaged_blobs_and_the_records_that_need_them() {
     let list = put_list(&store, &[content]);
     let gone = store.put_bytes(b"gone").expect("put");
     store
-        .put_action(&key(1), &ActionResult::new().with("out", good))
+        .put_action(
+            &key(1),
+            &ActionResult::new().with("out", ArtifactKind::Blob, good),
+        )
         .expect("put");
     store
         .put_action(
             &key(2),
-            &ActionResult::new().with("out", good).with("x", bad),
+            &ActionResult::new()
+                .with("out", ArtifactKind::Blob, good)
+                .with("x", ArtifactKind::Blob, bad),
         )
         .expect("put");
     store
-        .put_action(&key(3), &ActionResult::new().with("list", list))
+        .put_action(
+            &key(3),
+            &ActionResult::new().with("list", ArtifactKind::Tree, list),
+        )
         .expect("put");
     store
-        .put_action(&key(4), &ActionResult::new().with("out", gone))
+        .put_action(
+            &key(4),
+            &ActionResult::new().with("out", ArtifactKind::Blob, gone),
+        )
         .expect("put");
     // A record that is not JSON, written behind the API's back.
     {
@@ -744,7 +776,10 @@ fn clean_removes_everything_but_the_lock_and_the_store_reopens() {
     let store = Store::open(dir.path()).expect("open");
     let blob = store.put_bytes(b"data").expect("put");
     store
-        .put_action(&key(1), &ActionResult::new().with("out", blob))
+        .put_action(
+            &key(1),
+            &ActionResult::new().with("out", ArtifactKind::Blob, blob),
+        )
         .expect("put");
     let in_use = Store::clean(dir.path(), &|_| {}).expect_err("open in this process");
     assert!(matches!(in_use, StoreError::InUse { .. }), "{in_use}");

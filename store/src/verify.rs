@@ -168,7 +168,7 @@ fn check_record(
             blob: artifact.blob,
         });
     }
-    for artifact in &result.outputs {
+    for artifact in result.outputs.iter().filter(|a| a.kind.has_references()) {
         match references(artifact) {
             Ok(referenced) => {
                 if let Some(digest) = referenced.iter().find(|d| !sound.contains_key(d)) {

@@ -5,7 +5,7 @@ use lkb_store::{ActionKey, ActionResult, Lookup, MetaTable, Store, StoreError};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::history::HistoryRecord;
-use crate::{ActionError, ExecCtx, RebuildReason};
+use crate::{ActionError, EngineError, ExecCtx, OutputDecl, RebuildReason};
 
 pub(super) enum LookupOutcome {
     Hit(ActionResult),
@@ -21,14 +21,14 @@ pub(super) enum ExecFailure {
 pub(super) fn look_up(
     store: &Store,
     key: &ActionKey,
-    identity: &str,
+    history_key: &str,
     record: &HistoryRecord,
 ) -> Result<LookupOutcome, StoreError> {
-    let previous = HistoryRecord::load(store, identity)?;
+    let previous = HistoryRecord::load(store, history_key)?;
     match store.get_action_checked(key)? {
         Lookup::Hit(result) => {
             if previous.as_ref().map(|p| p.key) != Some(*key) {
-                store.put_meta(MetaTable::History, identity, &record.to_json())?;
+                store.put_meta(MetaTable::History, history_key, &record.to_json())?;
             }
             Ok(LookupOutcome::Hit(result))
         }
@@ -39,7 +39,16 @@ pub(super) fn look_up(
     }
 }
 
-/// Executes an action and records its result and history in one index transaction.
+/// Where an executed action's result goes besides the cache: its history row, and the
+/// outputs it must have returned.
+pub(super) struct Recording {
+    pub(super) history_key: String,
+    pub(super) history: Vec<u8>,
+    pub(super) declared: Vec<OutputDecl>,
+}
+
+/// Executes an action, checks its result against its declared outputs, and records the result
+/// and history in one index transaction.
 ///
 /// The permit bounds execution only: it is released before recording (a `syncfs` and a
 /// durable commit, which is waiting, not computing), so the next action can start meanwhile.
@@ -47,19 +56,59 @@ pub(super) async fn execute_and_record(
     action: &dyn crate::Action,
     ctx: &ExecCtx,
     key: ActionKey,
-    history: Vec<u8>,
+    recording: &Recording,
     permit: OwnedSemaphorePermit,
 ) -> Result<ActionResult, ExecFailure> {
     let executed = action.execute(ctx).await;
     drop(permit);
     let result = executed.map_err(ExecFailure::Action)?;
+    check_outputs(action, &recording.declared, &result).map_err(ExecFailure::Action)?;
     let store = ctx.store.clone();
-    let identity = action.identity();
+    let history_key = recording.history_key.clone();
+    let history = recording.history.clone();
     ctx.blocking(move || {
         store
-            .put_action_with_meta(&key, &result, &[(MetaTable::History, &identity, &history)])
+            .put_action_with_meta(
+                &key,
+                &result,
+                &[(MetaTable::History, &history_key, &history)],
+            )
             .map(|()| result)
     })
     .await
     .map_err(ExecFailure::Store)
+}
+
+/// An internal error unless `result` has exactly the declared outputs (names and kinds, in
+/// order).
+fn check_outputs(
+    action: &dyn crate::Action,
+    declared: &[OutputDecl],
+    result: &ActionResult,
+) -> Result<(), ActionError> {
+    let matches = declared.len() == result.outputs.len()
+        && declared
+            .iter()
+            .zip(&result.outputs)
+            .all(|(decl, artifact)| decl.name == artifact.name && decl.kind == artifact.kind);
+    if matches {
+        return Ok(());
+    }
+    let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+    Err(ActionError::internal(EngineError::UndeclaredOutputs {
+        action: action.label(),
+        returned: list(
+            result
+                .outputs
+                .iter()
+                .map(|a| format!("{} ({})", a.name, a.kind))
+                .collect(),
+        ),
+        declared: list(
+            declared
+                .iter()
+                .map(|d| format!("{} ({})", d.name, d.kind))
+                .collect(),
+        ),
+    }))
 }

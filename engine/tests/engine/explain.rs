@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use lkb_engine::{
     Action, ActionError, ExecCtx, GraphBuilder, HistoryRecord, KeyHasher, RebuildReason,
 };
+use lkb_engine::{ArtifactKind, InputKinds, OutputDecl};
 use lkb_store::ActionResult;
 
 use crate::diamond;
@@ -49,6 +50,12 @@ impl Action for EntriesAction {
             }
         });
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("out", ArtifactKind::Blob)]
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::none()
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let mut text = format!("mode {}\n", self.mode);
         for (path, contents) in &self.entries {
@@ -58,7 +65,7 @@ impl Action for EntriesAction {
         let blob = ctx
             .blocking(move || store.put_bytes(text.as_bytes()))
             .await?;
-        Ok(ActionResult::new().with("out", blob))
+        Ok(ActionResult::new().with("out", ArtifactKind::Blob, blob))
     }
 }
 

@@ -9,6 +9,7 @@ mod graph;
 mod probe;
 mod random;
 mod scheduling;
+mod typed;
 
 use lkb_engine::{Graph, GraphBuilder, NodeId};
 use support::{CountingAction, World};

@@ -10,6 +10,7 @@ use lkb_engine::{
     Action, ActionClass, ActionError, BuildError, BuildEvent, BuildOptions, BuildOutcome,
     ErrorCategory, ExecCtx, Graph, KeyHasher, NodeId, Reporter, Scheduler,
 };
+use lkb_engine::{ArtifactKind, InputKinds, OutputDecl};
 use lkb_store::{ActionResult, Store};
 
 /// Executions per action name, and how many ran at once per class.
@@ -193,6 +194,14 @@ impl Action for CountingAction {
         });
     }
 
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("out", ArtifactKind::Blob)]
+    }
+
+    fn inputs(&self) -> InputKinds {
+        InputKinds::each(ArtifactKind::Blob)
+    }
+
     fn class(&self) -> ActionClass {
         self.class
     }
@@ -238,7 +247,7 @@ impl Action for CountingAction {
         };
         if self.behaviour == Behaviour::Derived {
             for input in ctx.inputs() {
-                let blob = *input.get("out").expect("every counting action writes out");
+                let blob = input.blob;
                 let store = ctx.store().clone();
                 let bytes = ctx.blocking(move || store.read_blob(&blob.digest)).await?;
                 output.push(b'|');
@@ -249,7 +258,7 @@ impl Action for CountingAction {
         ctx.add_counter("bytes written", output.len() as u64);
         let store = ctx.store().clone();
         let blob = ctx.blocking(move || store.put_bytes(&output)).await?;
-        Ok(ActionResult::new().with("out", blob))
+        Ok(ActionResult::new().with("out", ArtifactKind::Blob, blob))
     }
 }
 
