@@ -1,25 +1,28 @@
 //! The concrete actions of a LinuxKit build.
 //!
 //! Every action is pure data plus `execute`; the engine derives its key from `kind`, `version`,
-//! `params` and the results of its inputs. This table lists what each kind puts into `params`
-//! (the inputs' artifact digests are always part of the key):
+//! `params`, its declared outputs (with their codec versions) and its input artifacts. This
+//! table lists what each kind takes, what it puts into `params` and what it declares. Trees
+//! are declared with the codec `lkb-tree` at [`TREE_FORMAT_VERSION`]; tars with `pax-tar` at
+//! `TAR_FORMAT_VERSION`; segments with `cpio`, the cpio version and [`Codec::params`](crate::compress::Codec::params)
+//! (compressor, level, library versions).
 //!
-//! | kind                | inputs                         | params                                             | outputs |
-//! |---------------------|--------------------------------|----------------------------------------------------|---------|
-//! | `fetch`             | —                              | blob digest and size                               | `blob` |
-//! | `unpack`            | fetch                          | media type, limits                                 | `tree` |
-//! | `merge`             | unpack × layers, in order      | —                                                  | `tree` |
-//! | `init-root`         | merge                          | source ref, location                               | `tree` |
-//! | `bundle`            | merge (unless de-duplicated)   | bundle path, root dir, readonly, config.json, runtime.json, source ref, location | `tree` |
-//! | `kernel`            | merge                          | binary, tar, ucode names, cmdline, source ref      | `kernel`, `cmdline`, `ucode`?, `rootfs`, `initrd` (trees) |
-//! | `files`             | —                              | every entry: path, kind, bytes or blob digest, mode, uid, gid | `tree` |
-//! | `apk-db`            | init-root × init images        | —                                                  | `tree` (the union, or empty) |
-//! | `volume`            | merge (filesystem), fetch × blobs then the index (oci), — (blank) | name, location, content kind, source ref, layout version | `tree` |
-//! | `sbom`              | fetch × SPDX attestation layers | per document: prefix, input; created time, format version | `tree` |
-//! | `segment`           | one tree-producing action      | which artifact, codec, level                       | `segment` |
-//! | `initrd`            | kernel?, segments              | whether ucode is prepended                         | `initrd` |
-//! | `rootfs-tar`        | kernel?, trees                 | artifact per input                                 | `tar` |
-//! | `kernel-initrd-tar` | kernel, initrd                 | —                                                  | `tar` |
+//! | kind                | inputs (kinds)                                  | params                                             | outputs (kind) |
+//! |---------------------|-------------------------------------------------|----------------------------------------------------|---------|
+//! | `fetch`             | —                                               | blob digest and size                               | `blob` (blob) |
+//! | `unpack`            | a layer (blob)                                  | media type, limits                                 | `tree` (tree) |
+//! | `merge`             | each layer's tree, in order                     | —                                                  | `tree` |
+//! | `init-root`         | the image tree                                  | source ref, location                               | `tree` |
+//! | `bundle`            | the image tree (unless de-duplicated)           | bundle path, root dir, readonly, config.json, runtime.json, source ref, location | `tree` |
+//! | `kernel`            | the image tree                                  | binary, tar, ucode names, cmdline, source ref      | `kernel`, `cmdline`, `ucode`? (blobs), `rootfs`, `initrd` (trees) |
+//! | `files`             | —                                               | every entry: path, kind, bytes or blob digest, mode, uid, gid | `tree` |
+//! | `apk-db`            | the init-root trees                             | —                                                  | `tree` (the union, or empty) |
+//! | `volume`            | the image tree (filesystem), blobs then the index (oci), — (blank) | name, location, content kind, source ref, layout version | `tree` |
+//! | `sbom`              | SPDX attestation layers (blobs)                 | per document: prefix, input; created time, format version | `tree` |
+//! | `segment`           | one tree                                        | —                                                  | `segment` (archive) |
+//! | `initrd`            | `ucode`? (blob), segments (archives)            | whether ucode is prepended                         | `initrd` (archive) |
+//! | `rootfs-tar`        | the kernel's `rootfs`, section trees            | —                                                  | `tar` (archive) |
+//! | `kernel-initrd-tar` | `kernel`, `initrd`, `cmdline`, `ucode`?         | —                                                  | `tar` (archive) |
 //!
 //! Labels, identities and image sources (where to fetch from) are *not* in keys: they do not
 //! change the bytes.
@@ -28,8 +31,8 @@
 //! `--explain` can say which one changed: `kernel` writes `image`, `binary`, `tar`, `ucode`,
 //! `cmdline`, `limits`; `bundle` writes `path`, `root`, `readonly`, `config.json`,
 //! `runtime.json`, `image`, `location`; `files` writes one field per entry, `files[N]`, with
-//! `path`, `kind`, `contents` (or `target`), `mode`, `uid`, `gid`, `parent_mode`; `segment`
-//! writes `artifact`, `codec`, `cpio_format`.
+//! `path`, `kind`, `contents` (or `target`), `mode`, `uid`, `gid`, `parent_mode`. A codec
+//! change is named by `--explain` as an output change.
 
 mod apkdb;
 mod archive;
@@ -44,17 +47,17 @@ mod volume;
 
 pub use apkdb::{APK_INSTALLED, ApkDbAction};
 pub use archive::{InitrdAction, KernelInitrdTarAction, RootfsTarAction, SegmentAction};
-pub use files::{FileData, FileItem, FilesAction};
+pub use files::{FileData, FileItem, FilesAction, FilesError, file_items};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use kernel::KernelAction;
 pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
 pub use sections::{BundleAction, InitRootAction, RootFilter};
 pub use volume::{VolumeAction, VolumeContent};
 
-use lkb_engine::ActionError;
-use lkb_store::{ActionResult, Artifact, BlobRef, Store};
+use lkb_engine::{ActionError, ArtifactKind, ExecCtx, OutputDecl};
+use lkb_store::{ActionResult, BlobRef, Store};
 
-use crate::tree::{Entry, Meta, Tree, TreeError};
+use crate::tree::{Entry, Meta, TREE_FORMAT_VERSION, Tree, TreeError};
 
 /// LinuxKit's `defaultModTime` (2017-04-18T16:30:00Z): the mtime of generated entries.
 pub const DEFAULT_MTIME: i64 = 1_492_533_000;
@@ -70,31 +73,30 @@ pub(crate) fn save_tree(store: &Store, tree: &Tree) -> Result<BlobRef, ActionErr
     Ok(store.put_bytes(&tree.encode())?)
 }
 
-/// The artifact `name` of an input result, or an internal error.
-pub(crate) fn artifact<'a>(
-    result: &'a ActionResult,
-    name: &str,
-) -> Result<&'a BlobRef, ActionError> {
-    result.get(name).ok_or_else(|| {
-        ActionError::internal(format!(
-            "input has no `{name}` artifact (has {:?})",
-            names(result)
-        ))
-    })
+/// The blobs of every input, in wiring order.
+pub(crate) fn input_blobs(ctx: &ExecCtx) -> Vec<BlobRef> {
+    ctx.inputs().iter().map(|input| input.blob).collect()
 }
 
-fn names(result: &ActionResult) -> Vec<&str> {
-    result.outputs.iter().map(|a| a.name.as_str()).collect()
+/// The declaration of a tree output: lkb's tree encoding, whose version enters the key.
+pub(crate) fn tree_output(name: &'static str) -> OutputDecl {
+    OutputDecl::new(name, ArtifactKind::Tree).codec("lkb-tree", TREE_FORMAT_VERSION.to_string())
 }
 
-/// A result with one artifact.
-pub(crate) fn single(name: &str, blob: BlobRef) -> ActionResult {
-    ActionResult {
-        outputs: vec![Artifact {
-            name: name.to_string(),
-            blob,
-        }],
-    }
+/// The one output `tree` (see [`tree_output`]) of the actions that make a tree.
+pub(crate) fn tree_outputs() -> Vec<OutputDecl> {
+    vec![tree_output("tree")]
+}
+
+/// Encodes `tree` and returns it as the result `tree`.
+pub(crate) fn tree_result(store: &Store, tree: &Tree) -> Result<ActionResult, ActionError> {
+    let blob = save_tree(store, tree)?;
+    Ok(ActionResult::new().with("tree", ArtifactKind::Tree, blob))
+}
+
+/// A result with one plain blob.
+pub(crate) fn blob_result(name: &str, blob: BlobRef) -> ActionResult {
+    ActionResult::new().with(name, ArtifactKind::Blob, blob)
 }
 
 /// Directories an action generates: 0755, root, [`DEFAULT_MTIME`].

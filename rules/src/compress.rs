@@ -40,8 +40,10 @@ impl Codec {
     pub fn params(&self) -> String {
         match self {
             Codec::Gzip { level } => format!(
-                "compress-v{COMPRESS_VERSION};codec=gzip;level={level};backend=flate2-1.1/zlib-rs;\
-                 mtime=0;os=255;members=1;threads=1"
+                "compress-v{COMPRESS_VERSION};codec=gzip;level={level};backend=flate2-{}/zlib-rs-{};\
+                 mtime=0;os=255;members=1;threads=1",
+                env!("LKB_FLATE2_VERSION"),
+                env!("LKB_ZLIB_RS_VERSION"),
             ),
             Codec::Zstd { level } => format!(
                 "compress-v{COMPRESS_VERSION};codec=zstd;level={level};backend=libzstd-{};\

@@ -73,3 +73,51 @@ pub fn expand_ref(reference: &str) -> String {
         _ => reference.to_owned(),
     }
 }
+
+/// What a config uses an image for: this decides what a build reads of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageRole {
+    /// `kernel.image`.
+    Kernel,
+    /// An `init:` entry.
+    Init,
+    /// An `onboot`, `onshutdown` or `services` container.
+    Container,
+    /// A `volumes[].image`, extracted as a filesystem or kept as an OCI layout.
+    Volume(VolumeFormat),
+}
+
+/// Every image a config uses, in LinuxKit's section order, with its reference expanded
+/// ([`expand_ref`]) and its role. The one list of image-bearing sections: resolution, index
+/// requests and lowering all go by it.
+pub fn image_uses(config: &Config) -> Vec<(String, ImageRole)> {
+    let mut uses = Vec::new();
+    if let Some(image) = config.kernel.as_ref().and_then(|k| k.image()) {
+        uses.push((expand_ref(image), ImageRole::Kernel));
+    }
+    for image in &config.init {
+        uses.push((expand_ref(&image.value), ImageRole::Init));
+    }
+    for spec in config
+        .onboot
+        .iter()
+        .chain(&config.onshutdown)
+        .chain(&config.services)
+    {
+        uses.push((spec.reference(), ImageRole::Container));
+    }
+    for volume in &config.volumes {
+        if let Some(image) = &volume.image {
+            uses.push((expand_ref(&image.value), ImageRole::Volume(volume.format)));
+        }
+    }
+    uses
+}
+
+/// The distinct image references a config uses, as [`image_uses`] lists them.
+pub fn image_refs(config: &Config) -> std::collections::BTreeSet<String> {
+    image_uses(config)
+        .into_iter()
+        .map(|(reference, _)| reference)
+        .collect()
+}

@@ -1,24 +1,42 @@
-//! Output formats. A new format is one variant of [`Format`] plus its lowering in
-//! `Format::lower`.
+//! Output formats (`--format`): each is one module holding a type that implements
+//! [`OutputFormat`], registered with one line in [`REGISTRY`].
+//!
+//! A format lowers onto [`Parts`], the pieces every format draws from (the kernel's outputs,
+//! the section trees in LinuxKit order, the initrd). Parts are added to the graph on demand:
+//! the initrd and its cpio segments exist only when a requested format asks for
+//! [`Parts::initrd`], so `-f tar` computes no initrd. A format returns the files it writes as
+//! [`OutputSpec`]s, each naming the artifact it takes; the build asks the engine for exactly
+//! those artifacts' actions and nothing else.
+
+mod kernel_initrd;
+mod tar;
+mod tar_kernel_initrd;
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
-
-use lkb_engine::{GraphBuilder, NodeId};
 use std::sync::Arc;
 
-use crate::actions::{KernelInitrdTarAction, RootfsTarAction};
+use lkb_engine::{ArtifactKind, GraphBuilder, NodeId, Out};
 
-/// A LinuxKit output format (`--format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Format {
-    /// `NAME-kernel`, `NAME-initrd.img`, `NAME-cmdline` (the default).
-    KernelInitrd,
-    /// `NAME.tar`: the whole root filesystem.
-    Tar,
-    /// `NAME-initrd.tar`: kernel, initrd.img, cmdline (and ucode.cpio) in one tar.
-    TarKernelInitrd,
+use crate::actions::{InitrdAction, SegmentAction};
+use crate::compress::Codec;
+
+/// One output format: its `--format` name and how it lowers onto the shared [`Parts`].
+pub(crate) trait OutputFormat: Sync + 'static {
+    /// The `--format` name, as LinuxKit spells it.
+    fn name(&self) -> &'static str;
+
+    /// Adds the format's own actions and returns the files it writes for target `name`.
+    fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec>;
 }
+
+/// Every format lkb builds. A new format is a module beside the others and one line here.
+const REGISTRY: &[&dyn OutputFormat] = &[
+    &kernel_initrd::KernelInitrd,
+    &tar::Tar,
+    &tar_kernel_initrd::TarKernelInitrd,
+];
 
 /// Formats LinuxKit has that lkb does not build yet; named in the error so users know.
 const NOT_YET: &[&str] = &[
@@ -41,61 +59,65 @@ const NOT_YET: &[&str] = &[
     "aws",
 ];
 
-impl Format {
-    pub const ALL: [Format; 3] = [Format::KernelInitrd, Format::Tar, Format::TarKernelInitrd];
+/// A LinuxKit output format (`--format`), one of [`Format::all`].
+#[derive(Clone, Copy)]
+pub struct Format(&'static dyn OutputFormat);
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::KernelInitrd => "kernel+initrd",
-            Format::Tar => "tar",
-            Format::TarKernelInitrd => "tar-kernel-initrd",
-        }
+impl Format {
+    /// Every format lkb builds, in registration order.
+    pub fn all() -> impl Iterator<Item = Format> {
+        REGISTRY.iter().map(|format| Format(*format))
     }
 
-    /// Adds this format's actions and returns its output files.
-    pub(crate) fn lower(self, g: &mut GraphBuilder, name: &str, parts: &Parts) -> Vec<OutputSpec> {
-        match self {
-            Format::KernelInitrd => {
-                let mut outs = Vec::new();
-                if let Some(kernel) = parts.kernel {
-                    outs.push(OutputSpec::new(format!("{name}-kernel"), kernel, "kernel"));
-                }
-                outs.push(OutputSpec::new(
-                    format!("{name}-initrd.img"),
-                    parts.initrd,
-                    "initrd",
-                ));
-                if let Some(kernel) = parts.kernel.filter(|_| !parts.cmdline_empty) {
-                    outs.push(OutputSpec::new(
-                        format!("{name}-cmdline"),
-                        kernel,
-                        "cmdline",
-                    ));
-                }
-                outs
-            }
-            Format::Tar => {
-                let mut inputs = Vec::new();
-                let mut artifacts = Vec::new();
-                if let Some(kernel) = parts.kernel {
-                    inputs.push(kernel);
-                    artifacts.push("rootfs".to_string());
-                }
-                for (node, artifact) in &parts.trees {
-                    inputs.push(*node);
-                    artifacts.push(artifact.clone());
-                }
-                let tar = g.add(Arc::new(RootfsTarAction { artifacts }), &inputs);
-                vec![OutputSpec::new(format!("{name}.tar"), tar, "tar")]
-            }
-            Format::TarKernelInitrd => match parts.kernel {
-                Some(kernel) => {
-                    let tar = g.add(Arc::new(KernelInitrdTarAction), &[kernel, parts.initrd]);
-                    vec![OutputSpec::new(format!("{name}-initrd.tar"), tar, "tar")]
-                }
-                None => Vec::new(),
-            },
-        }
+    /// LinuxKit's default, `kernel+initrd`.
+    pub fn default_format() -> Format {
+        Format(&kernel_initrd::KernelInitrd)
+    }
+
+    /// The `--format` name.
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    pub(crate) fn lower(
+        self,
+        g: &mut GraphBuilder,
+        name: &str,
+        parts: &mut Parts,
+    ) -> Vec<OutputSpec> {
+        self.0.lower(g, name, parts)
+    }
+}
+
+impl PartialEq for Format {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Format {}
+
+impl Hash for Format {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl PartialOrd for Format {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Format {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl fmt::Debug for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Format({})", self.name())
     }
 }
 
@@ -107,10 +129,8 @@ impl fmt::Display for Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error(
-        "output format `{0}` is not supported by lkb yet (supported: kernel+initrd, tar, tar-kernel-initrd)"
-    )]
-    NotYet(String),
+    #[error("output format `{name}` is not supported by lkb yet (supported: {supported})")]
+    NotYet { name: String, supported: String },
     #[error("unknown output format `{name}`{}", match .nearest { Some(n) => format!("; did you mean `{n}`?"), None => String::new() })]
     Unknown {
         name: String,
@@ -121,15 +141,18 @@ pub enum FormatError {
 impl FromStr for Format {
     type Err = FormatError;
     fn from_str(s: &str) -> Result<Format, FormatError> {
-        if let Some(f) = Format::ALL.into_iter().find(|f| f.name() == s) {
-            return Ok(f);
+        if let Some(format) = Format::all().find(|f| f.name() == s) {
+            return Ok(format);
         }
         if NOT_YET.contains(&s) {
-            return Err(FormatError::NotYet(s.to_string()));
+            let supported = Format::all().map(Format::name).collect::<Vec<_>>();
+            return Err(FormatError::NotYet {
+                name: s.to_string(),
+                supported: supported.join(", "),
+            });
         }
-        let candidates = Format::ALL
-            .iter()
-            .map(|f| f.name())
+        let candidates = Format::all()
+            .map(Format::name)
             .chain(NOT_YET.iter().copied());
         Err(FormatError::Unknown {
             name: s.to_string(),
@@ -138,32 +161,111 @@ impl FromStr for Format {
     }
 }
 
-/// The lowered pieces every format draws from.
-#[derive(Debug)]
-pub(crate) struct Parts {
-    /// The kernel action (outputs `kernel`, `cmdline`, `ucode`?, trees `rootfs` and `initrd`).
-    pub kernel: Option<NodeId>,
+/// The kernel's artifacts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KernelParts {
+    pub kernel: Out,
+    pub cmdline: Out,
+    pub ucode: Option<Out>,
+    /// `boot/kernel`, `boot/cmdline`, `boot/ucode.cpio` and the modules: what the root file
+    /// system gets.
+    pub rootfs: Out,
+    /// The modules (and `boot/`): what the initrd gets.
+    pub initrd: Out,
     pub cmdline_empty: bool,
-    /// The initrd action.
-    pub initrd: NodeId,
-    /// Section trees after the kernel, in LinuxKit order: (node, artifact).
-    pub trees: Vec<(NodeId, String)>,
 }
 
-/// One file a build writes: `file_name` in the output dir gets artifact `artifact` of `node`.
+/// A tree the initrd and the root file system get, in LinuxKit order, and what it holds (for
+/// the segment's label).
+#[derive(Debug, Clone)]
+pub(crate) struct SectionTree {
+    pub tree: Out,
+    pub what: String,
+}
+
+/// The lowered pieces every format draws from. The initrd is added on first use.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub kernel: Option<KernelParts>,
+    /// Section trees after the kernel, in LinuxKit order.
+    pub trees: Vec<SectionTree>,
+    pub codec: Codec,
+    initrd: Option<Out>,
+}
+
+impl Parts {
+    pub(crate) fn new(kernel: Option<KernelParts>, trees: Vec<SectionTree>, codec: Codec) -> Self {
+        Parts {
+            kernel,
+            trees,
+            codec,
+            initrd: None,
+        }
+    }
+
+    /// The initrd: the microcode (if any), then one compressed cpio segment per tree (the
+    /// kernel's first). Added to the graph the first time a format asks for it.
+    pub(crate) fn initrd(&mut self, g: &mut GraphBuilder) -> Out {
+        if let Some(initrd) = self.initrd {
+            return initrd;
+        }
+        let mut inputs = Vec::new();
+        let ucode = self.kernel.and_then(|kernel| kernel.ucode);
+        inputs.extend(ucode);
+        let kernel_tree = self.kernel.map(|kernel| SectionTree {
+            tree: kernel.initrd,
+            what: "kernel".to_owned(),
+        });
+        for section in kernel_tree.iter().chain(&self.trees) {
+            let segment = g.add_wired(
+                Arc::new(SegmentAction {
+                    codec: self.codec,
+                    what: section.what.clone(),
+                }),
+                &[section.tree],
+            );
+            inputs.push(g.only(segment));
+        }
+        let node = g.add_wired(
+            Arc::new(InitrdAction {
+                ucode: ucode.is_some(),
+            }),
+            &inputs,
+        );
+        let initrd = g.only(node);
+        self.initrd = Some(initrd);
+        initrd
+    }
+
+    /// The trees of the whole root file system, in order: the kernel's `rootfs`, then every
+    /// section tree.
+    pub(crate) fn rootfs_trees(&self) -> Vec<Out> {
+        let kernel = self.kernel.map(|kernel| kernel.rootfs);
+        kernel
+            .into_iter()
+            .chain(self.trees.iter().map(|section| section.tree))
+            .collect()
+    }
+}
+
+/// One file a build writes: `file_name` in the output dir gets artifact `artifact` (of kind
+/// `kind`) of `node`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputSpec {
     pub file_name: String,
     pub node: NodeId,
     pub artifact: String,
+    pub kind: ArtifactKind,
 }
 
 impl OutputSpec {
-    fn new(file_name: String, node: NodeId, artifact: &str) -> OutputSpec {
+    /// The file `file_name`, holding the artifact `out` whose name is `artifact`.
+    pub(crate) fn new(file_name: String, out: Out, artifact: &str) -> OutputSpec {
         OutputSpec {
             file_name,
-            node,
-            artifact: artifact.to_string(),
+            node: out.node(),
+            artifact: artifact.to_owned(),
+            kind: out.kind(),
         }
     }
 }

@@ -7,72 +7,34 @@
 //!
 //! # Which blobs are trees
 //!
-//! A blob is a tree when its content starts with the tree encoding's magic. Artifact names do
-//! not decide it: `initrd` is a tree when the `kernel` action returns it and a compressed
-//! archive when the `initrd` action does. The magic is eight bytes (`LKBTREE\n`) that no
-//! archive, layer, kernel or JSON document starts with, and checking it reads nine bytes per
-//! artifact. A blob with the magic but another format version is an error rather than "no
-//! references": guessing wrong would let garbage collection delete file contents a cached tree
-//! still needs.
+//! The artifact's declared kind says so ([`ArtifactKind::Tree`]): every action declares the
+//! kind of each output, and the store records it with the result. The content is never
+//! sniffed, so a registry layer that happens to start with the tree magic is just a blob.
+//! A tree of another format version is an error rather than "no references": guessing
+//! wrong would let garbage collection delete file contents a cached tree still needs.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 
-use lkb_store::{Artifact, BlobDigest, Store};
+use lkb_store::{Artifact, ArtifactKind, BlobDigest, Store};
 
 use crate::oci::{Manifest, parse_manifest};
-use crate::tree::{TREE_FORMAT_VERSION, Tree, TreeError};
+use crate::tree::{Tree, TreeError};
 
-/// The first bytes of every tree encoding: the magic, then the format version.
-fn tree_header() -> Vec<u8> {
-    let mut header = Tree::new().encode();
-    // An empty tree is the magic, the version, and a zero entry count.
-    header.truncate(header.len() - 1);
-    header
-}
-
-/// Whether `prefix` (at least the first nine bytes of a blob) starts with the tree magic, and
-/// if so which format version follows it.
-fn tree_version(prefix: &[u8]) -> Option<u8> {
-    let header = tree_header();
-    let magic = &header[..header.len() - 1];
-    if prefix.len() < header.len() || &prefix[..magic.len()] != magic {
-        return None;
-    }
-    Some(prefix[magic.len()])
-}
-
-/// The blobs that `artifact` refers to: the distinct content blobs of a tree's files, in
-/// digest order; nothing for any other artifact.
+/// The blobs that `artifact` refers to: for a tree, the distinct content blobs of its files,
+/// in digest order; nothing for any other kind.
 pub fn references(store: &Store, artifact: &Artifact) -> Result<Vec<BlobDigest>, TreeError> {
-    let digest = &artifact.blob.digest;
-    let mut prefix = Vec::with_capacity(16);
-    store
-        .open_blob(digest)?
-        .take(tree_header().len() as u64)
-        .read_to_end(&mut prefix)
-        .map_err(|source| lkb_store::StoreError::ReadBlob {
-            digest: *digest,
-            source,
-        })?;
-    match tree_version(&prefix) {
-        None => Ok(Vec::new()),
-        Some(TREE_FORMAT_VERSION) => {
-            let tree = Tree::load(store, digest)?;
-            let mut contents: Vec<BlobDigest> = tree
-                .iter()
-                .filter_map(|entry| entry.blob())
-                .map(|blob| blob.digest)
-                .collect();
-            contents.sort();
-            contents.dedup();
-            Ok(contents)
-        }
-        Some(version) => Err(TreeError::Decode(format!(
-            "tree blob {digest} has format version {version}; this lkb reads version \
-             {TREE_FORMAT_VERSION}"
-        ))),
+    if artifact.kind != ArtifactKind::Tree {
+        return Ok(Vec::new());
     }
+    let tree = Tree::load(store, &artifact.blob.digest)?;
+    let mut contents: Vec<BlobDigest> = tree
+        .iter()
+        .filter_map(|entry| entry.blob())
+        .map(|blob| blob.digest)
+        .collect();
+    contents.sort();
+    contents.dedup();
+    Ok(contents)
 }
 
 /// The image metadata a build reads from the store before it runs any action, starting from
@@ -105,17 +67,19 @@ pub fn image_metadata(
 
 #[cfg(test)]
 mod tests {
-    use lkb_store::{Artifact, BlobRef, Store};
+    use lkb_store::{Artifact, ArtifactKind, BlobRef, Store};
 
     use super::{image_metadata, references};
     use crate::tree::{Entry, Meta, Tree};
 
-    fn artifact(name: &str, blob: BlobRef) -> Artifact {
+    fn artifact(kind: ArtifactKind, blob: BlobRef) -> Artifact {
         Artifact {
-            name: name.to_owned(),
+            name: "out".to_owned(),
+            kind,
             blob,
         }
     }
+    use ArtifactKind::{Archive, Blob, Tree as TreeKind};
 
     #[test]
     fn a_tree_refers_to_its_file_contents_and_nothing_else_refers_to_anything() {
@@ -138,25 +102,21 @@ mod tests {
 
         let mut expected = vec![hello.digest, world.digest];
         expected.sort();
-        // The artifact's name does not matter, its content does.
-        for name in ["tree", "initrd", "anything"] {
+        assert_eq!(
+            references(&store, &artifact(TreeKind, tree_blob)).expect("references"),
+            expected
+        );
+        // The declared kind decides, not the content: the same bytes as a blob or an archive
+        // (say, a registry layer that starts with the tree magic) refer to nothing.
+        for kind in [Blob, Archive] {
             assert_eq!(
-                references(&store, &artifact(name, tree_blob)).expect("references"),
-                expected
+                references(&store, &artifact(kind, tree_blob)).expect("references"),
+                vec![]
             );
         }
-        assert_eq!(
-            references(&store, &artifact("tree", hello)).expect("references"),
-            vec![]
-        );
-        let empty = store.put_bytes(b"").expect("put");
-        assert_eq!(
-            references(&store, &artifact("initrd", empty)).expect("references"),
-            vec![]
-        );
         let empty_tree = store.put_bytes(&Tree::new().encode()).expect("put");
         assert_eq!(
-            references(&store, &artifact("tree", empty_tree)).expect("references"),
+            references(&store, &artifact(TreeKind, empty_tree)).expect("references"),
             vec![]
         );
     }
@@ -169,19 +129,19 @@ mod tests {
         let version = future.len() - 2;
         future[version] = future[version].wrapping_add(1);
         let future = store.put_bytes(&future).expect("put");
-        let error = references(&store, &artifact("tree", future)).expect_err("future version");
+        let error = references(&store, &artifact(TreeKind, future)).expect_err("future version");
         assert!(error.to_string().contains("format version"), "{error}");
 
         let mut broken = Tree::new().encode();
         broken.extend_from_slice(b"trailing");
         let broken = store.put_bytes(&broken).expect("put");
-        assert!(references(&store, &artifact("tree", broken)).is_err());
+        assert!(references(&store, &artifact(TreeKind, broken)).is_err());
 
         let missing = BlobRef {
             digest: lkb_store::BlobDigest::of_bytes(b"never stored"),
             size: 12,
         };
-        assert!(references(&store, &artifact("tree", missing)).is_err());
+        assert!(references(&store, &artifact(TreeKind, missing)).is_err());
     }
 
     #[test]

@@ -17,12 +17,12 @@ use lkb_store::ErrorCategory;
 
 use crate::actions::{
     ApkDbAction, BundleAction, FetchBlobAction, FileItem, FilesAction, InitRootAction,
-    InitrdAction, KernelAction, MergeImageAction, SegmentAction, UnpackLayerAction,
+    KernelAction, MergeImageAction, UnpackLayerAction,
 };
 use crate::bundle_spec::{BundleInput, bundle_spec};
 use crate::compress::Codec;
-use crate::config::{Config, ConfigError, IdMap, ImageSpec, VolumeFormat};
-use crate::formats::{Format, OutputSpec, Parts};
+use crate::config::{Config, ConfigError, IdMap, ImageRole, ImageSpec, VolumeFormat};
+use crate::formats::{Format, KernelParts, OutputSpec, Parts, SectionTree};
 use crate::indexes::{IndexInfo, IndexRequest};
 use crate::layer::Limits;
 use crate::oci::{ImageRef, ImageSource, LayerDesc};
@@ -84,37 +84,18 @@ pub fn index_requests<'c>(
         sbom: true,
     };
     for config in configs {
-        if sbom {
-            if let Some(image) = config.kernel.as_ref().and_then(|k| k.image()) {
-                want(crate::config::expand_ref(image), for_sbom);
-            }
-            for image in &config.init {
-                want(crate::config::expand_ref(&image.value), for_sbom);
-            }
-            for spec in config
-                .onboot
-                .iter()
-                .chain(&config.onshutdown)
-                .chain(&config.services)
-            {
-                want(spec.reference(), for_sbom);
-            }
-        }
-        for volume in &config.volumes {
-            let Some(image) = &volume.image else {
-                continue;
-            };
-            let reference = crate::config::expand_ref(&image.value);
-            match volume.format {
-                VolumeFormat::Filesystem if sbom => want(reference, for_sbom),
-                VolumeFormat::Filesystem => {}
-                VolumeFormat::Oci => want(
+        for (reference, role) in crate::config::image_uses(config) {
+            match role {
+                ImageRole::Volume(VolumeFormat::Oci) => want(
                     reference,
                     IndexRequest {
                         manifests: true,
                         sbom: false,
                     },
                 ),
+                // Every image whose filesystem lands in the output.
+                _ if sbom => want(reference, for_sbom),
+                _ => {}
             }
         }
     }
@@ -134,10 +115,10 @@ pub fn lower(
         images: HashMap::new(),
         sbom_sources: Vec::new(),
     };
-    let parts = lowering.parts()?;
+    let mut parts = lowering.parts()?;
     let mut outputs = Vec::new();
     for format in formats {
-        outputs.extend(format.lower(lowering.g, name, &parts));
+        outputs.extend(format.lower(lowering.g, name, &mut parts));
     }
     Ok(outputs)
 }
@@ -208,25 +189,17 @@ impl Lowering<'_, '_> {
         )
     }
 
-    fn segment(&mut self, node: NodeId, artifact: &str, what: String) -> NodeId {
-        self.g.add(
-            Arc::new(SegmentAction {
-                artifact: artifact.to_string(),
-                codec: self.input.codec,
-                what,
-            }),
-            &[node],
-        )
-    }
-
     fn parts(&mut self) -> Result<Parts, LowerError> {
         let config = self.input.config;
-        let mut segments = Vec::new();
         let mut trees = Vec::new();
+        let add_tree = |g: &mut GraphBuilder, trees: &mut Vec<SectionTree>, node, what| {
+            trees.push(SectionTree {
+                tree: g.only(node),
+                what,
+            });
+        };
 
-        let mut kernel_node = None;
-        let mut has_ucode = false;
-        let mut cmdline_empty = true;
+        let mut kernel_parts = None;
         if let Some(kernel) = &config.kernel
             && let Some(image) = kernel.image()
         {
@@ -244,10 +217,14 @@ impl Lowering<'_, '_> {
                 &[merged],
             );
             self.sbom_sources.push((reference.clone(), String::new()));
-            has_ucode = kernel.ucode().is_some();
-            cmdline_empty = kernel.cmdline().is_empty();
-            segments.push(self.segment(node, "initrd", "kernel".into()));
-            kernel_node = Some(node);
+            kernel_parts = Some(KernelParts {
+                kernel: self.g.out(node, "kernel"),
+                cmdline: self.g.out(node, "cmdline"),
+                ucode: kernel.ucode().map(|_| self.g.out(node, "ucode")),
+                rootfs: self.g.out(node, "rootfs"),
+                initrd: self.g.out(node, "initrd"),
+                cmdline_empty: kernel.cmdline().is_empty(),
+            });
         }
 
         let mut init_roots = Vec::new();
@@ -263,22 +240,23 @@ impl Lowering<'_, '_> {
                 }),
                 &[merged],
             );
-            segments.push(self.segment(node, "tree", format!("{location} {reference}")));
-            trees.push((node, "tree".to_string()));
+            add_tree(self.g, &mut trees, node, format!("{location} {reference}"));
             init_roots.push(node);
         }
         // With two or more init images, LinuxKit appends the union of their APK databases.
         if init_roots.len() > 1 {
             let node = self.g.add(Arc::new(ApkDbAction), &init_roots);
-            segments.push(self.segment(node, "tree", "init APK database".into()));
-            trees.push((node, "tree".to_string()));
+            add_tree(self.g, &mut trees, node, "init APK database".into());
         }
 
         for (i, volume) in config.volumes.iter().enumerate() {
             let node = self.volume(i, volume)?;
-            let what = format!("volume[{i}] {}", volume.name.value);
-            segments.push(self.segment(node, "tree", what));
-            trees.push((node, "tree".to_string()));
+            add_tree(
+                self.g,
+                &mut trees,
+                node,
+                format!("volume[{i}] {}", volume.name.value),
+            );
         }
 
         let ids = IdMap::from_config(config);
@@ -335,12 +313,12 @@ impl Lowering<'_, '_> {
                 } else {
                     self.g.add(Arc::new(action), &[])
                 };
-                segments.push(self.segment(
+                add_tree(
+                    self.g,
+                    &mut trees,
                     node,
-                    "tree",
                     format!("{location} {}", spec.name.value),
-                ));
-                trees.push((node, "tree".to_string()));
+                );
             }
         }
 
@@ -351,31 +329,16 @@ impl Lowering<'_, '_> {
                 }),
                 &[],
             );
-            segments.push(self.segment(node, "tree", "files".into()));
-            trees.push((node, "tree".to_string()));
+            add_tree(self.g, &mut trees, node, "files".into());
         }
 
-        if segments.is_empty() && kernel_node.is_none() {
+        if trees.is_empty() && kernel_parts.is_none() {
             return Err(LowerError::Empty);
         }
         if let Some(options) = self.input.sbom {
             let node = self.sbom(options)?;
-            segments.push(self.segment(node, "tree", "sbom".into()));
-            trees.push((node, "tree".to_string()));
+            add_tree(self.g, &mut trees, node, "sbom".into());
         }
-        let mut initrd_inputs = Vec::new();
-        if has_ucode {
-            initrd_inputs.extend(kernel_node);
-        }
-        initrd_inputs.extend(segments);
-        let initrd = self
-            .g
-            .add(Arc::new(InitrdAction { ucode: has_ucode }), &initrd_inputs);
-        Ok(Parts {
-            kernel: kernel_node,
-            cmdline_empty,
-            initrd,
-            trees,
-        })
+        Ok(Parts::new(kernel_parts, trees, self.input.codec))
     }
 }

@@ -7,10 +7,10 @@
 //! blank line.
 
 use async_trait::async_trait;
-use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
+use lkb_engine::{Action, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl};
 use lkb_store::{ActionResult, Store};
 
-use super::{artifact, insert, load_tree, save_tree, single, tagged};
+use super::{input_blobs, insert, load_tree, tagged, tree_outputs, tree_result};
 use crate::tree::{Entry, EntryKind, Meta, Tree};
 
 /// Where APK keeps its database of installed packages.
@@ -35,12 +35,14 @@ impl Action for ApkDbAction {
         "apk-db".into()
     }
     fn params(&self, _key: &mut KeyHasher) {}
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::each(ArtifactKind::Tree)
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let trees = ctx
-            .inputs()
-            .iter()
-            .map(|r| artifact(r, "tree").copied())
-            .collect::<Result<Vec<_>, _>>()?;
+        let trees = input_blobs(ctx);
         let store = ctx.store().clone();
         ctx.blocking(move || {
             let trees = trees
@@ -48,7 +50,7 @@ impl Action for ApkDbAction {
                 .map(|b| load_tree(&store, b))
                 .collect::<Result<Vec<_>, _>>()?;
             let union = union_tree(&store, &trees)?;
-            Ok(single("tree", save_tree(&store, &union)?))
+            tree_result(&store, &union)
         })
         .await
     }

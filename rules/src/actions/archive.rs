@@ -3,10 +3,10 @@
 use std::io::{BufWriter, Write};
 
 use async_trait::async_trait;
-use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
+use lkb_engine::{Action, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl};
 use lkb_store::{ActionResult, BlobRef, Store};
 
-use super::{GENERATED_FILE, artifact, load_tree, single};
+use super::{GENERATED_FILE, input_blobs, load_tree};
 use crate::compress::Codec;
 use crate::tree::{Entry, Tree};
 use crate::{cpio, tarball};
@@ -29,8 +29,6 @@ fn to_blob(
 /// One compressed newc cpio archive of one tree (DESIGN §5).
 #[derive(Debug)]
 pub struct SegmentAction {
-    /// Which tree artifact of the input to archive (`tree`, or the kernel's `initrd`).
-    pub artifact: String,
     pub codec: Codec,
     /// What the segment holds, for labels (`onboot[0] dhcpcd`).
     pub what: String,
@@ -47,19 +45,24 @@ impl Action for SegmentAction {
     fn identity(&self) -> String {
         format!("segment {}", self.what)
     }
-    fn params(&self, key: &mut KeyHasher) {
-        key.field("artifact", |key| {
-            key.str(&self.artifact);
-        })
-        .field("codec", |key| {
-            key.str(&self.codec.params());
-        })
-        .field("cpio_format", |key| {
-            key.u64(cpio::CPIO_FORMAT_VERSION.into());
-        });
+    fn params(&self, _key: &mut KeyHasher) {
+        // Everything that shapes the bytes is the codec, declared with the output.
+    }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("segment", ArtifactKind::Archive).codec(
+            "cpio",
+            format!(
+                "newc-v{};{}",
+                cpio::CPIO_FORMAT_VERSION,
+                self.codec.params()
+            ),
+        )]
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::exactly([ArtifactKind::Tree])
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let tree = *artifact(ctx.input(0)?, &self.artifact)?;
+        let tree = *ctx.input(0)?;
         let store = ctx.store().clone();
         let codec = self.codec;
         ctx.blocking(move || {
@@ -71,7 +74,7 @@ impl Action for SegmentAction {
                 enc.finish().map_err(io_error)?;
                 Ok(())
             })?;
-            Ok(single("segment", blob))
+            Ok(ActionResult::new().with("segment", ArtifactKind::Archive, blob))
         })
         .await
     }
@@ -80,7 +83,7 @@ impl Action for SegmentAction {
 /// The initrd: raw microcode (if any), then every segment, concatenated.
 #[derive(Debug)]
 pub struct InitrdAction {
-    /// Input 0 is the kernel action and its `ucode` artifact is prepended.
+    /// Input 0 is the kernel's `ucode`, prepended as it is.
     pub ucode: bool,
 }
 
@@ -100,18 +103,18 @@ impl Action for InitrdAction {
             key.bool(self.ucode);
         });
     }
-    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let mut parts = Vec::new();
-        let mut segments = ctx.inputs().iter();
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("initrd", ArtifactKind::Archive)]
+    }
+    fn inputs(&self) -> InputKinds {
         if self.ucode {
-            let kernel = segments
-                .next()
-                .ok_or_else(|| ActionError::internal("initrd without kernel input"))?;
-            parts.push(*artifact(kernel, "ucode")?);
+            InputKinds::then_each([ArtifactKind::Blob], ArtifactKind::Archive)
+        } else {
+            InputKinds::each(ArtifactKind::Archive)
         }
-        for s in segments {
-            parts.push(*artifact(s, "segment")?);
-        }
+    }
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let parts = input_blobs(ctx);
         let store = ctx.store().clone();
         ctx.blocking(move || {
             let blob = to_blob(&store, |out| {
@@ -121,7 +124,7 @@ impl Action for InitrdAction {
                 }
                 Ok(())
             })?;
-            Ok(single("initrd", blob))
+            Ok(ActionResult::new().with("initrd", ArtifactKind::Archive, blob))
         })
         .await
     }
@@ -130,10 +133,7 @@ impl Action for InitrdAction {
 /// The whole root filesystem as one PAX tar (format `tar`): the same trees as the initrd, in
 /// the same order, plus the kernel's `boot/` files.
 #[derive(Debug)]
-pub struct RootfsTarAction {
-    /// The tree artifact to take from each input, in input order.
-    pub artifacts: Vec<String>,
-}
+pub struct RootfsTarAction;
 
 #[async_trait]
 impl Action for RootfsTarAction {
@@ -146,23 +146,15 @@ impl Action for RootfsTarAction {
     fn identity(&self) -> String {
         "rootfs-tar".into()
     }
-    fn params(&self, key: &mut KeyHasher) {
-        key.field("artifacts", |key| {
-            key.list(self.artifacts.iter(), |key, artifact| {
-                key.str(artifact);
-            });
-        })
-        .field("tar_format", |key| {
-            key.u64(tarball::TAR_FORMAT_VERSION.into());
-        });
+    fn params(&self, _key: &mut KeyHasher) {}
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![tar_output()]
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::each(ArtifactKind::Tree)
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let blobs: Vec<BlobRef> = ctx
-            .inputs()
-            .iter()
-            .zip(&self.artifacts)
-            .map(|(r, name)| artifact(r, name).copied())
-            .collect::<Result<_, _>>()?;
+        let blobs = input_blobs(ctx);
         let store = ctx.store().clone();
         ctx.blocking(move || {
             let trees = blobs
@@ -172,7 +164,7 @@ impl Action for RootfsTarAction {
             let blob = to_blob(&store, |out| {
                 write_tar(out, trees.iter().flat_map(Tree::iter), &store)
             })?;
-            Ok(single("tar", blob))
+            Ok(ActionResult::new().with("tar", ArtifactKind::Archive, blob))
         })
         .await
     }
@@ -198,22 +190,24 @@ impl Action for KernelInitrdTarAction {
     fn identity(&self) -> String {
         "kernel-initrd-tar".into()
     }
-    fn params(&self, key: &mut KeyHasher) {
-        key.field("tar_format", |key| {
-            key.u64(tarball::TAR_FORMAT_VERSION.into());
-        });
+    fn params(&self, _key: &mut KeyHasher) {}
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![tar_output()]
+    }
+    fn inputs(&self) -> InputKinds {
+        // kernel, initrd, cmdline, then the microcode when the kernel has one.
+        InputKinds {
+            fixed: vec![
+                ArtifactKind::Blob,
+                ArtifactKind::Archive,
+                ArtifactKind::Blob,
+            ],
+            rest: Some(ArtifactKind::Blob),
+        }
     }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let kernel = ctx.input(0)?;
-        let initrd = ctx.input(1)?;
-        let mut files = vec![
-            ("kernel", *artifact(kernel, "kernel")?),
-            ("initrd.img", *artifact(initrd, "initrd")?),
-            ("cmdline", *artifact(kernel, "cmdline")?),
-        ];
-        if let Some(ucode) = kernel.get("ucode") {
-            files.push(("ucode.cpio", *ucode));
-        }
+        let names = ["kernel", "initrd.img", "cmdline", "ucode.cpio"];
+        let files: Vec<(&str, BlobRef)> = names.into_iter().zip(input_blobs(ctx)).collect();
         let store = ctx.store().clone();
         ctx.blocking(move || {
             // LinuxKit's order (kernel, initrd.img, cmdline, ucode.cpio), not path order.
@@ -223,10 +217,16 @@ impl Action for KernelInitrdTarAction {
                 .map(|(name, blob)| Entry::file(name, blob, GENERATED_FILE))
                 .collect();
             let blob = to_blob(&store, |out| write_tar(out, &entries, &store))?;
-            Ok(single("tar", blob))
+            Ok(ActionResult::new().with("tar", ArtifactKind::Archive, blob))
         })
         .await
     }
+}
+
+/// The output of the tar actions: a PAX tar, whose writer's version enters the key.
+fn tar_output() -> OutputDecl {
+    OutputDecl::new("tar", ArtifactKind::Archive)
+        .codec("pax-tar", tarball::TAR_FORMAT_VERSION.to_string())
 }
 
 /// Writes entries, in the order given, as one PAX tar archive.
@@ -247,32 +247,29 @@ mod tests {
     use super::*;
     use crate::actions::changed_params as changed;
 
-    fn segment(codec: Codec) -> SegmentAction {
-        SegmentAction {
-            artifact: "tree".into(),
-            codec,
-            what: "files".into(),
-        }
+    fn codec_of(action: &dyn Action) -> String {
+        let outputs = action.outputs();
+        let codec = outputs[0].codec.as_ref().expect("a codec");
+        format!("{} {}", codec.name, codec.version)
     }
 
     #[test]
-    fn segment_params_name_the_codec() {
-        let gzip = segment(Codec::Gzip { level: 6 });
-        assert!(changed(&gzip, &segment(Codec::Gzip { level: 6 })).is_empty());
-        assert_eq!(
-            changed(&gzip, &segment(Codec::Gzip { level: 9 })),
-            ["codec"]
-        );
-        assert_eq!(
-            changed(&gzip, &segment(Codec::Zstd { level: 3 })),
-            ["codec"]
-        );
-        let initrd = segment(Codec::None);
-        let kernel = SegmentAction {
-            artifact: "initrd".into(),
-            ..segment(Codec::None)
+    fn the_segment_codec_and_its_library_versions_are_declared() {
+        let segment = |codec| SegmentAction {
+            codec,
+            what: "files".into(),
         };
-        assert_eq!(changed(&initrd, &kernel), ["artifact"]);
+        let gzip = codec_of(&segment(Codec::Gzip { level: 6 }));
+        assert!(gzip.starts_with("cpio newc-v"), "{gzip}");
+        assert!(gzip.contains("level=6"), "{gzip}");
+        assert!(
+            gzip.contains(&format!("zlib-rs-{}", env!("LKB_ZLIB_RS_VERSION"))),
+            "{gzip}"
+        );
+        assert_ne!(gzip, codec_of(&segment(Codec::Gzip { level: 9 })));
+        assert_ne!(gzip, codec_of(&segment(Codec::Zstd { level: 3 })));
+        // The codec is not a param: `--explain` names it as an output change.
+        assert!(changed(&segment(Codec::Gzip { level: 6 }), &segment(Codec::None)).is_empty());
     }
 
     #[test]
@@ -285,13 +282,9 @@ mod tests {
                 .collect()
         };
         assert_eq!(fields(&InitrdAction { ucode: true }), ["ucode"]);
-        assert_eq!(
-            fields(&RootfsTarAction {
-                artifacts: vec!["rootfs".into(), "tree".into()],
-            }),
-            ["artifacts", "tar_format"]
-        );
-        assert_eq!(fields(&KernelInitrdTarAction), ["tar_format"]);
+        assert!(fields(&RootfsTarAction).is_empty());
+        assert!(codec_of(&RootfsTarAction).starts_with("pax-tar "));
+        assert!(codec_of(&KernelInitrdTarAction).starts_with("pax-tar "));
         assert_eq!(
             changed(
                 &InitrdAction { ucode: true },

@@ -2,10 +2,14 @@
 //! with its position in the merged list (`files[N]`).
 
 use async_trait::async_trait;
-use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
-use lkb_store::{ActionResult, BlobRef, Store};
+use lkb_engine::{Action, ActionError, ExecCtx, InputKinds, KeyHasher, OutputDecl};
+use lkb_store::{ActionResult, BlobRef, ErrorCategory, Store, StoreError};
+use std::path::Path;
 
-use super::{DEFAULT_MTIME, insert, save_tree, single, tagged};
+use super::{DEFAULT_MTIME, insert, tagged, tree_outputs, tree_result};
+use crate::config::{
+    Config, ConfigError, FileContent, IdMap, IdValue, Span, Spanned, render_metadata,
+};
 use crate::tree::{Entry, Meta, Tree};
 
 /// `LINUXKIT.source` of every entry.
@@ -37,6 +41,90 @@ pub struct FileItem {
     pub index: usize,
 }
 
+/// A `files:` entry that cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{span}: files[{index}]: cannot read source {source_path}")]
+    Source {
+        span: Span,
+        index: usize,
+        source_path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl FilesError {
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            FilesError::Source { .. } | FilesError::Config(_) => ErrorCategory::User,
+            FilesError::Store(e) => e.category(),
+        }
+    }
+}
+
+/// Resolves the `files:` entries of `config` as LinuxKit does at build time: `source:` paths
+/// relative to `base` (the directory of the last yml) or, with `~/`, to `home`, read into the
+/// store (an `optional` source that cannot be read is left out); `metadata:` rendered from
+/// the config; owners resolved to numbers; modes and implicit parent modes as LinuxKit sets
+/// them.
+pub fn file_items(
+    config: &Config,
+    base: &Path,
+    home: Option<&Path>,
+    store: &Store,
+) -> Result<Vec<FileItem>, FilesError> {
+    let ids = IdMap::from_config(config);
+    let mut items = Vec::new();
+    for (index, spec) in config.files.iter().enumerate() {
+        let data = match spec.content() {
+            FileContent::Directory => FileData::Directory,
+            FileContent::Symlink(t) => FileData::Symlink(t.to_string()),
+            FileContent::Contents(c) => FileData::Inline(c.as_bytes().to_vec()),
+            FileContent::Metadata(format) => FileData::Inline(render_metadata(config, format)),
+            FileContent::Source(source) => {
+                let path = match (source.strip_prefix("~/"), home) {
+                    (Some(rest), Some(home)) => home.join(rest),
+                    _ => base.join(source),
+                };
+                match fs_err::File::open(&path) {
+                    Ok(mut file) => FileData::Blob(store.put_reader(&mut file, None)?),
+                    Err(_) if spec.optional => continue,
+                    Err(error) => {
+                        return Err(FilesError::Source {
+                            span: spec.span.clone(),
+                            index,
+                            source_path: source.to_string(),
+                            error,
+                        });
+                    }
+                }
+            }
+        };
+        let id = |value: &Option<Spanned<IdValue>>| -> Result<u32, ConfigError> {
+            value
+                .as_ref()
+                .map(|v| ids.resolve_id(v))
+                .transpose()
+                .map(|id| id.unwrap_or(0))
+        };
+        items.push(FileItem {
+            path: spec.archive_path().to_string(),
+            data,
+            mode: spec.effective_mode(),
+            uid: id(&spec.uid)?,
+            gid: id(&spec.gid)?,
+            parent_mode: spec.parent_dir_mode(),
+            index,
+        });
+    }
+    Ok(items)
+}
+
 /// The `files:` section as one tree.
 #[derive(Debug)]
 pub struct FilesAction {
@@ -64,12 +152,18 @@ impl Action for FilesAction {
             }
         });
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::none()
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let store = ctx.store().clone();
         let items = self.items.clone();
         ctx.blocking(move || {
             let tree = files_tree(&store, &items)?;
-            Ok(single("tree", save_tree(&store, &tree)?))
+            tree_result(&store, &tree)
         })
         .await
     }

@@ -14,13 +14,14 @@
 //! - a params field was renamed or reordered with no change to the output: that invalidates
 //!   every cached result for nothing, so prefer not to.
 //!
-//! Segments use gzip and no compression only: a zstd segment's params name the libzstd
-//! version, so its key follows the `zstd-sys` in `Cargo.lock`, by design.
+//! Output codecs enter keys too (the tree encoding, the tar and cpio writers with the
+//! compressor and its library versions): a segment's key follows the `zlib-rs`, `flate2` or
+//! `zstd-sys` in `Cargo.lock`, by design, so the segment case here uses no compression.
 
 use std::sync::Arc;
 
-use lkb_engine::{Action, action_key, params_hash};
-use lkb_store::{ActionResult, BlobDigest, BlobRef};
+use lkb_engine::{Action, ArtifactKind, action_key, params_hash};
+use lkb_store::{Artifact, BlobDigest, BlobRef};
 
 use super::*;
 use crate::compress::Codec;
@@ -37,9 +38,25 @@ fn blob(content: &str) -> BlobRef {
     }
 }
 
-/// A result with one artifact `name` whose bytes would be `content`.
-fn result(name: &str, content: &str) -> ActionResult {
-    ActionResult::new().with(name, blob(content))
+/// An input artifact `name` of `kind` whose bytes would be `content`.
+fn input(name: &str, kind: ArtifactKind, content: &str) -> Artifact {
+    Artifact {
+        name: name.to_owned(),
+        kind,
+        blob: blob(content),
+    }
+}
+
+fn tree(content: &str) -> Artifact {
+    input("tree", ArtifactKind::Tree, content)
+}
+
+fn plain(name: &str, content: &str) -> Artifact {
+    input(name, ArtifactKind::Blob, content)
+}
+
+fn archive(name: &str, content: &str) -> Artifact {
+    input(name, ArtifactKind::Archive, content)
 }
 
 fn layer(content: &str) -> LayerDesc {
@@ -62,16 +79,6 @@ fn limits() -> Limits {
 
 fn reference(text: &str) -> ImageRef {
     ImageRef::parse(text).expect("a valid reference")
-}
-
-/// What the kernel action of [`kernel`] returns.
-fn kernel_result() -> ActionResult {
-    ActionResult::new()
-        .with("kernel", blob("bzImage"))
-        .with("cmdline", blob("console=ttyS0"))
-        .with("ucode", blob("ucode cpio"))
-        .with("rootfs", blob("kernel rootfs tree"))
-        .with("initrd", blob("kernel initrd tree"))
 }
 
 fn kernel() -> KernelAction {
@@ -101,16 +108,11 @@ fn file_item(index: usize, path: &str, data: FileData, mode: u32) -> FileItem {
 struct Case {
     kind: &'static str,
     action: Box<dyn Action>,
-    inputs: Vec<ActionResult>,
+    inputs: Vec<Artifact>,
     key: &'static str,
 }
 
-fn case(
-    kind: &'static str,
-    action: impl Action,
-    inputs: Vec<ActionResult>,
-    key: &'static str,
-) -> Case {
+fn case(kind: &'static str, action: impl Action, inputs: Vec<Artifact>, key: &'static str) -> Case {
     Case {
         kind,
         action: Box::new(action),
@@ -119,11 +121,12 @@ fn case(
     }
 }
 
-fn key_of(action: &dyn Action, inputs: &[ActionResult]) -> String {
+fn key_of(action: &dyn Action, inputs: &[Artifact]) -> String {
     action_key(
         action.kind(),
         action.version(),
         &params_hash(action),
+        &action.outputs(),
         inputs.iter(),
     )
     .to_string()
@@ -139,7 +142,7 @@ fn cases() -> Vec<Case> {
                 source: Arc::new(ImageSources::default()),
             },
             vec![],
-            "0b7a225a9014cb9a4f665320d1de16d69a02353a1427d471e3121716f14a4700",
+            "e8492b391a353d9258ed486955461694973fef03fa38e51e789655f7b5047c56",
         ),
         case(
             "unpack",
@@ -148,19 +151,16 @@ fn cases() -> Vec<Case> {
                 layer: layer("app layer"),
                 limits: limits(),
             },
-            vec![result("blob", "app layer")],
-            "954a4120d0b654ea271f714c0d7e895cab11a0d401c36f3253075f3b1721dc5f",
+            vec![plain("blob", "app layer")],
+            "e925e4aa566f66a0d75482756fcfc60a13fcdb9e6075129d34a964c412ed677a",
         ),
         case(
             "merge",
             MergeImageAction {
                 reference: "localhost/lkb/app:1".into(),
             },
-            vec![
-                result("tree", "lower layer tree"),
-                result("tree", "upper layer tree"),
-            ],
-            "ebc6b7214e95cceedf5f644a7d97966593b95298f659efec5f02ddc7861bd12c",
+            vec![tree("lower layer tree"), tree("upper layer tree")],
+            "449a72ae68ae55c0b7daeefec7864ab9958fe875a66b03019912510b997eb6bb",
         ),
         case(
             "init-root",
@@ -168,8 +168,8 @@ fn cases() -> Vec<Case> {
                 source: "localhost/lkb/init:1".into(),
                 location: "init[0]".into(),
             },
-            vec![result("tree", "init image tree")],
-            "2f905df41b03fc1ce168d8784a843372b47102f135ebfbdaa518064b75b5ee7f",
+            vec![tree("init image tree")],
+            "75f1e6d69f9f8ef589505b4cc0c4af904e33091fe482330889df8cea2a78251b",
         ),
         case(
             "bundle",
@@ -182,8 +182,8 @@ fn cases() -> Vec<Case> {
                 source: "localhost/lkb/app:1".into(),
                 location: "onboot[0]".into(),
             },
-            vec![result("tree", "app image tree")],
-            "885062bd11886d874c081bb929b9912f6b59a78cc48da10570206e17389d9b2b",
+            vec![tree("app image tree")],
+            "890e5687caf1b487e593f59645978b8925195d7aa9fe61912dc504899fdb2279",
         ),
         case(
             "bundle",
@@ -198,13 +198,13 @@ fn cases() -> Vec<Case> {
                 location: "services[1]".into(),
             },
             vec![],
-            "674575195d5ce7e95f3df292f3f12075c59fcb1d93c0f0f587a1dde184c1d9bb",
+            "3b06f7bb16b8459e35c02a718839c53ec2ecdf8d78b32348916d033b03eb3d97",
         ),
         case(
             "kernel",
             kernel(),
-            vec![result("tree", "kernel image tree")],
-            "5c8835ee043e4730bcdcbe690f4c258f42114daa4951eae2edcbbb16e1406d58",
+            vec![tree("kernel image tree")],
+            "002cdb41cfa1ad8e53eaf696d146556f5fe33c746319d0ad9362dd31b4bab1f4",
         ),
         case(
             "files",
@@ -217,55 +217,56 @@ fn cases() -> Vec<Case> {
                 ],
             },
             vec![],
-            "64f54b289c1883507f29b77ecfc88dfa36043ceab0f2701c4609af6b404c7844",
+            "fdb70e51306df807d31ef09e4cbb6996032f60f042df0ee2e93908d0b32638b3",
         ),
         case(
             "segment",
             SegmentAction {
-                artifact: "tree".into(),
-                codec: Codec::Gzip { level: 6 },
+                codec: Codec::None,
                 what: "onboot[0] app".into(),
             },
-            vec![result("tree", "bundle tree")],
-            "e593eba450692e992b757939c29018f56885d08a6a716005b10f79eb0837abee",
+            vec![tree("bundle tree")],
+            "3a5d08504d581290c9af43d6478cf923746f15cda6a5748ab769f541516be54e",
         ),
         case(
             "segment",
             SegmentAction {
-                artifact: "initrd".into(),
                 codec: Codec::None,
                 what: "kernel".into(),
             },
-            vec![kernel_result()],
-            "0ab71eabb7520d35931ee09daa35cd29d4fe3817aff38aa6111b7c57c57b5be6",
+            vec![input("initrd", ArtifactKind::Tree, "kernel initrd tree")],
+            "23b4bffbadee3118d47765becd142c950b3441417fc6f13e0fbabca05c676135",
         ),
         case(
             "initrd",
             InitrdAction { ucode: true },
             vec![
-                kernel_result(),
-                result("segment", "kernel segment"),
-                result("segment", "bundle segment"),
+                plain("ucode", "ucode cpio"),
+                archive("segment", "kernel segment"),
+                archive("segment", "bundle segment"),
             ],
-            "0fab9e9f5100c433c58e1914cba596ed31e87ab8113cb280798b67176ce3da34",
+            "b3e86c659e81d354a79b53dc30b822fe991d4b83f4d506cd4349e915e2dc997f",
         ),
         case(
             "rootfs-tar",
-            RootfsTarAction {
-                artifacts: vec!["rootfs".into(), "tree".into(), "tree".into()],
-            },
+            RootfsTarAction,
             vec![
-                kernel_result(),
-                result("tree", "init tree"),
-                result("tree", "bundle tree"),
+                input("rootfs", ArtifactKind::Tree, "kernel rootfs tree"),
+                tree("init tree"),
+                tree("bundle tree"),
             ],
-            "314afb1c35f52cc97725a7292fa72ba5a803c93366166adfc56bc3c3665d81d5",
+            "105b15e12d7de7fae43b2dc7b3a115bd929b5965f33fc52d4a0f2112cb01006b",
         ),
         case(
             "kernel-initrd-tar",
             KernelInitrdTarAction,
-            vec![kernel_result(), result("initrd", "initrd bytes")],
-            "df857a5722c4380e1981df0e8344f7e50ffa2ec441d84199f13865ed35e439d1",
+            vec![
+                plain("kernel", "bzImage"),
+                archive("initrd", "initrd bytes"),
+                plain("cmdline", "console=ttyS0"),
+                plain("ucode", "ucode cpio"),
+            ],
+            "ee56b02265e18839eb9ddb2bf423b1dec59d8f34b1bd5f3e8cb348153ee969ac",
         ),
         case(
             "volume",
@@ -275,7 +276,7 @@ fn cases() -> Vec<Case> {
                 content: VolumeContent::Blank,
             },
             vec![],
-            "b4cf2fb07eca86c879430fdc665758c82c630f2b77abe42708153bf5b1a27e47",
+            "def72918891e15c3362b86cd68b67d29c9bce4c3d7df8d7a493f58e49deb2d0e",
         ),
         case(
             "volume",
@@ -286,8 +287,8 @@ fn cases() -> Vec<Case> {
                     source: "localhost/lkb/vol:1".into(),
                 },
             },
-            vec![result("tree", "volume image tree")],
-            "3e861dea68f65c4c3f3f26b0d00280ce72cad8764985b160092d1d7b9dd7392f",
+            vec![tree("volume image tree")],
+            "c9fcfbd9c9e0bd028ac0a19f3899571881ece9c3e79000610fb727c9968cf22a",
         ),
         case(
             "volume",
@@ -299,18 +300,18 @@ fn cases() -> Vec<Case> {
                 },
             },
             vec![
-                result("blob", "layer"),
-                result("blob", "config"),
-                result("blob", "manifest"),
-                result("blob", "index"),
+                plain("blob", "layer"),
+                plain("blob", "config"),
+                plain("blob", "manifest"),
+                plain("blob", "index"),
             ],
-            "861c8485b770a0fad375bd99f1b174c16d3a06fa5ba5b08a5a31395258dae819",
+            "b0ec9c16a91ac512a31731e8aff3f54df1bd702bf8d4354d8df419163f35e87f",
         ),
         case(
             "apk-db",
             ApkDbAction,
-            vec![result("tree", "init tree a"), result("tree", "init tree b")],
-            "a18edde0a2d3c566bd6ed0ab81279e29bb375fc14eb2012a5785e2baa1ebab6a",
+            vec![tree("init tree a"), tree("init tree b")],
+            "6fc4cacbc3dd49774cfafd79add3dcd9468f594f92f130ff0e45055aa76927b1",
         ),
         case(
             "sbom",
@@ -328,10 +329,10 @@ fn cases() -> Vec<Case> {
                 created: DEFAULT_MTIME,
             },
             vec![
-                result("blob", "kernel attestation"),
-                result("blob", "app attestation"),
+                plain("blob", "kernel attestation"),
+                plain("blob", "app attestation"),
             ],
-            "ae470c101d6dfca0ee9006fa31a5c477dab88172370ea0b1ddf523fc2e739b37",
+            "01be556031ead7fdb57a8597acaa5ad26259506e74684374b0b13938b5bd8b4c",
         ),
     ]
 }
@@ -359,6 +360,15 @@ fn golden_action_keys_per_kind() {
     let mut wrong = Vec::new();
     for (i, case) in cases().iter().enumerate() {
         assert_eq!(case.action.kind(), case.kind, "case {i}");
+        let takes = case.action.inputs();
+        assert!(takes.enough(case.inputs.len()), "case {i}: too few inputs");
+        for (position, input) in case.inputs.iter().enumerate() {
+            assert_eq!(
+                takes.at(position),
+                Some(input.kind),
+                "case {i} input {position}"
+            );
+        }
         let key = key_of(&*case.action, &case.inputs);
         if key != case.key {
             wrong.push(format!(
@@ -404,7 +414,7 @@ fn golden_keys_leave_out_labels_and_sources() {
         },
         limits: limits(),
     };
-    let blob_input = [result("blob", "app layer")];
+    let blob_input = [plain("blob", "app layer")];
     assert_eq!(
         key_of(&unpack("localhost/lkb/app:1", GZIP_LAYER), &blob_input),
         key_of(
@@ -415,7 +425,7 @@ fn golden_keys_leave_out_labels_and_sources() {
             &blob_input
         )
     );
-    let trees = [result("tree", "lower layer tree")];
+    let trees = [tree("lower layer tree")];
     assert_eq!(
         key_of(
             &MergeImageAction {
@@ -431,11 +441,10 @@ fn golden_keys_leave_out_labels_and_sources() {
         )
     );
     let segment = |what: &str| SegmentAction {
-        artifact: "tree".into(),
         codec: Codec::Gzip { level: 6 },
         what: what.into(),
     };
-    let tree = [result("tree", "bundle tree")];
+    let tree = [tree("bundle tree")];
     assert_eq!(
         key_of(&segment("onboot[0] app"), &tree),
         key_of(&segment("services[3] other"), &tree)

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lkb_engine::{Action, ActionClass, ActionError, ExecCtx, KeyHasher};
+use lkb_engine::{
+    Action, ActionClass, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl,
+};
 use lkb_store::{ActionResult, BlobRef};
 
-use super::{artifact, load_tree, save_tree, single, tree_error};
+use super::{blob_result, input_blobs, load_tree, tree_error, tree_outputs, tree_result};
 use crate::layer::{Limits, unpack_layer};
 use crate::oci::{ImageRef, ImageSource, LayerDesc};
 use crate::tree::Tree;
@@ -48,13 +50,19 @@ impl Action for FetchBlobAction {
     fn source(&self) -> Option<String> {
         Some(format!("image {}", self.reference.canonical()))
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("blob", ArtifactKind::Blob)]
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::none()
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let wanted = BlobRef {
             digest: self.layer.digest,
             size: self.layer.size,
         };
         if ctx.store().has_blob(&wanted) {
-            return Ok(single("blob", wanted));
+            return Ok(blob_result("blob", wanted));
         }
         let progress = |n: u64| ctx.progress(n);
         let blob = self
@@ -63,7 +71,7 @@ impl Action for FetchBlobAction {
             .await
             .map_err(|e| ActionError::new(e.category(), e))?;
         ctx.add_counter("bytes_fetched", blob.size);
-        Ok(single("blob", blob))
+        Ok(blob_result("blob", blob))
     }
 }
 
@@ -102,8 +110,14 @@ impl Action for UnpackLayerAction {
         })
         .field("limits", |key| limits_key(&self.limits, key));
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::exactly([ArtifactKind::Blob])
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let blob = *artifact(ctx.input(0)?, "blob")?;
+        let blob = *ctx.input(0)?;
         let store = ctx.store().clone();
         let media_type = self.layer.media_type.clone();
         let limits = self.limits;
@@ -113,7 +127,7 @@ impl Action for UnpackLayerAction {
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
             let tree = unpack_layer(&store, reader, &media_type, &limits)
                 .map_err(|e| ActionError::new(e.category(), e.in_layer(digest)))?;
-            Ok(single("tree", save_tree(&store, &tree)?))
+            tree_result(&store, &tree)
         })
         .await
     }
@@ -137,12 +151,14 @@ impl Action for MergeImageAction {
         format!("merge {}", self.reference)
     }
     fn params(&self, _key: &mut KeyHasher) {}
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::each(ArtifactKind::Tree)
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let blobs: Vec<BlobRef> = ctx
-            .inputs()
-            .iter()
-            .map(|r| artifact(r, "tree").copied())
-            .collect::<Result<_, _>>()?;
+        let blobs: Vec<BlobRef> = input_blobs(ctx);
         let store = ctx.store().clone();
         ctx.blocking(move || {
             let layers = blobs
@@ -150,7 +166,7 @@ impl Action for MergeImageAction {
                 .map(|b| load_tree(&store, b))
                 .collect::<Result<Vec<_>, _>>()?;
             let merged = Tree::merge_layers(&layers).map_err(tree_error)?;
-            Ok(single("tree", save_tree(&store, &merged)?))
+            tree_result(&store, &merged)
         })
         .await
     }

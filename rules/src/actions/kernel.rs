@@ -2,12 +2,12 @@
 //! and the modules tar, as the artifacts the archive actions put together.
 
 use async_trait::async_trait;
-use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
+use lkb_engine::{Action, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl};
 use lkb_store::{ActionResult, Artifact, BlobRef, Store};
 
 use super::image::limits_key;
 use super::{
-    GENERATED_DIR, GENERATED_FILE, artifact, insert, load_tree, save_tree, tag, tree_error,
+    GENERATED_DIR, GENERATED_FILE, insert, load_tree, save_tree, tag, tree_error, tree_output,
 };
 use crate::layer::{Limits, unpack_layer};
 use crate::tree::{Entry, Meta, Tree};
@@ -52,8 +52,23 @@ impl Action for KernelAction {
         })
         .field("limits", |key| limits_key(&self.limits, key));
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        let mut outputs = vec![
+            OutputDecl::new("kernel", ArtifactKind::Blob),
+            OutputDecl::new("cmdline", ArtifactKind::Blob),
+        ];
+        if self.ucode.is_some() {
+            outputs.push(OutputDecl::new("ucode", ArtifactKind::Blob));
+        }
+        outputs.push(tree_output("rootfs"));
+        outputs.push(tree_output("initrd"));
+        outputs
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::exactly([ArtifactKind::Tree])
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let image = *artifact(ctx.input(0)?, "tree")?;
+        let image = *ctx.input(0)?;
         let store = ctx.store().clone();
         let this = KernelAction {
             source: self.source.clone(),
@@ -92,10 +107,12 @@ impl KernelAction {
         let mut outputs = vec![
             Artifact {
                 name: "kernel".into(),
+                kind: ArtifactKind::Blob,
                 blob: kernel,
             },
             Artifact {
                 name: "cmdline".into(),
+                kind: ArtifactKind::Blob,
                 blob: cmdline,
             },
         ];
@@ -130,6 +147,7 @@ impl KernelAction {
             insert(&mut rootfs, Entry::file("boot/ucode.cpio", blob, meta))?;
             outputs.push(Artifact {
                 name: "ucode".into(),
+                kind: ArtifactKind::Blob,
                 blob,
             });
         }
@@ -138,10 +156,12 @@ impl KernelAction {
         }
         outputs.push(Artifact {
             name: "rootfs".into(),
+            kind: ArtifactKind::Tree,
             blob: save_tree(store, &rootfs)?,
         });
         outputs.push(Artifact {
             name: "initrd".into(),
+            kind: ArtifactKind::Tree,
             blob: save_tree(store, &initrd)?,
         });
         Ok(ActionResult { outputs })

@@ -15,12 +15,12 @@
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
+use lkb_engine::{Action, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl};
 use lkb_store::{ActionResult, BlobRef, Store};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::{GENERATED_FILE, artifact, insert, save_tree, single};
+use super::{GENERATED_FILE, insert, tree_outputs, tree_result};
 use crate::indexes::SPDX_PREDICATE_TYPE;
 use crate::tree::{Entry, Tree};
 
@@ -73,10 +73,16 @@ impl Action for SbomAction {
             k.u64(SBOM_FORMAT_VERSION);
         });
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::each(ArtifactKind::Blob)
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let mut parts: Vec<(String, BlobRef)> = Vec::new();
         for part in &self.parts {
-            let blob = *artifact(ctx.input(part.input)?, "blob")?;
+            let blob = *ctx.input(part.input)?;
             parts.push((part.prefix.clone(), blob));
         }
         let store = ctx.store().clone();
@@ -90,7 +96,7 @@ impl Action for SbomAction {
                 })?;
             }
             let tree = sbom_tree(&store, &merger.finish(created))?;
-            Ok(single("tree", save_tree(&store, &tree)?))
+            tree_result(&store, &tree)
         })
         .await
     }

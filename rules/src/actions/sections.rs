@@ -3,12 +3,12 @@
 //! `volume` applies too.
 
 use async_trait::async_trait;
-use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
+use lkb_engine::{Action, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl};
 use lkb_store::{ActionResult, BlobRef, Store};
 
 use super::{
-    DEFAULT_MTIME, GENERATED_DIR, GENERATED_FILE, artifact, insert, load_tree, save_tree, single,
-    tag, tree_error,
+    DEFAULT_MTIME, GENERATED_DIR, GENERATED_FILE, insert, load_tree, tag, tree_error, tree_outputs,
+    tree_result,
 };
 use crate::tree::{Entry, Meta, Tree};
 
@@ -150,14 +150,20 @@ impl Action for InitRootAction {
             key.str(&self.location);
         });
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::exactly([ArtifactKind::Tree])
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
-        let image = *artifact(ctx.input(0)?, "tree")?;
+        let image = *ctx.input(0)?;
         let store = ctx.store().clone();
         let (source, location) = (self.source.clone(), self.location.clone());
         ctx.blocking(move || {
             let mut tree = linuxkit_root(&store, &load_tree(&store, &image)?, RootFilter::Init)?;
             tag(&mut tree, &source, &location);
-            Ok(single("tree", save_tree(&store, &tree)?))
+            tree_result(&store, &tree)
         })
         .await
     }
@@ -212,9 +218,20 @@ impl Action for BundleAction {
             key.str(&self.location);
         });
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        match self.root {
+            // The bundle extracts the image's filesystem as its rootfs.
+            Some(_) => InputKinds::exactly([ArtifactKind::Tree]),
+            // It shares an earlier container's rootfs: nothing to read.
+            None => InputKinds::none(),
+        }
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let image = match &self.root {
-            Some(_) => Some(*artifact(ctx.input(0)?, "tree")?),
+            Some(_) => Some(*ctx.input(0)?),
             None => None,
         };
         let store = ctx.store().clone();
@@ -229,7 +246,7 @@ impl Action for BundleAction {
         };
         ctx.blocking(move || {
             let tree = spec.tree(&store, image)?;
-            Ok(single("tree", save_tree(&store, &tree)?))
+            tree_result(&store, &tree)
         })
         .await
     }

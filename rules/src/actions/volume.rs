@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use lkb_engine::{Action, ActionError, ExecCtx, KeyHasher};
+use lkb_engine::{Action, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl};
 use lkb_store::{ActionResult, BlobRef, Store};
 use serde::Serialize;
 
 use super::sections::{RootFilter, linuxkit_root};
 use super::{
-    GENERATED_DIR, artifact, insert, load_tree, save_tree, single, tag, tagged, tree_error,
+    GENERATED_DIR, input_blobs, insert, load_tree, tag, tagged, tree_error, tree_outputs,
+    tree_result,
 };
 use crate::oci::{ANNOTATION_REF_NAME, OCI_INDEX};
 use crate::tree::{Entry, Meta, Tree};
@@ -86,15 +87,21 @@ impl Action for VolumeAction {
             };
         });
     }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        match self.content {
+            VolumeContent::Blank => InputKinds::none(),
+            VolumeContent::Filesystem { .. } => InputKinds::exactly([ArtifactKind::Tree]),
+            VolumeContent::Oci { .. } => InputKinds::each(ArtifactKind::Blob),
+        }
+    }
     async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
         let inputs = match &self.content {
             VolumeContent::Blank => Vec::new(),
-            VolumeContent::Filesystem { .. } => vec![*artifact(ctx.input(0)?, "tree")?],
-            VolumeContent::Oci { .. } => ctx
-                .inputs()
-                .iter()
-                .map(|r| artifact(r, "blob").copied())
-                .collect::<Result<_, _>>()?,
+            VolumeContent::Filesystem { .. } => vec![*ctx.input(0)?],
+            VolumeContent::Oci { .. } => input_blobs(ctx),
         };
         let store = ctx.store().clone();
         let spec = VolumeSpec {
@@ -104,7 +111,7 @@ impl Action for VolumeAction {
         };
         ctx.blocking(move || {
             let tree = spec.tree(&store, &inputs)?;
-            Ok(single("tree", save_tree(&store, &tree)?))
+            tree_result(&store, &tree)
         })
         .await
     }
@@ -294,7 +301,7 @@ mod tests {
         image
             .insert(Entry::file("etc/hostname", blob, Meta::new(0o644, 0, 0, 5)))
             .expect("insert");
-        let image = save_tree(&store, &image).expect("save");
+        let image = crate::actions::save_tree(&store, &image).expect("save");
         let source = "docker.io/library/data:1";
         let tree = spec(VolumeContent::Filesystem {
             source: source.into(),

@@ -141,6 +141,15 @@ fn fixture(yml: &str) -> Fixture {
 const OCI_INDEX_TYPE: &str = crate::oci::OCI_INDEX;
 
 fn lower_tar(f: &Fixture, sbom: Option<SbomOptions>) -> Result<(Graph, NodeId), LowerError> {
+    let (graph, outputs) = lower_formats(f, sbom, &["tar"])?;
+    Ok((graph, outputs[0].node))
+}
+
+fn lower_formats(
+    f: &Fixture,
+    sbom: Option<SbomOptions>,
+    formats: &[&str],
+) -> Result<(Graph, Vec<OutputSpec>), LowerError> {
     let input = LowerInput {
         config: &f.config,
         images: &f.images,
@@ -151,10 +160,51 @@ fn lower_tar(f: &Fixture, sbom: Option<SbomOptions>) -> Result<(Graph, NodeId), 
         indexes: &f.indexes,
         sbom,
     };
+    let formats: Vec<Format> = formats
+        .iter()
+        .map(|name| name.parse().expect("a format"))
+        .collect();
     let mut g = GraphBuilder::new();
-    let outputs = lower(&mut g, "t", &[Format::Tar], &input)?;
-    let node = outputs[0].node;
-    Ok((g.build().expect("graph"), node))
+    let outputs = lower(&mut g, "t", &formats, &input)?;
+    Ok((g.build().expect("graph"), outputs))
+}
+
+/// The kinds of every action in the graph.
+fn all_kinds(graph: &Graph) -> std::collections::BTreeSet<&'static str> {
+    graph
+        .node_ids()
+        .map(|n| graph.action(n).expect("node").kind())
+        .collect()
+}
+
+#[test]
+fn a_format_adds_only_the_parts_it_needs() {
+    let f = fixture(YML);
+    let (tar, outputs) = lower_formats(&f, None, &["tar"]).expect("lower");
+    let kinds = all_kinds(&tar);
+    assert!(kinds.contains("rootfs-tar"));
+    assert!(
+        !kinds.contains("segment") && !kinds.contains("initrd"),
+        "{kinds:?}"
+    );
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].kind, lkb_engine::ArtifactKind::Archive);
+
+    let (initrd, outputs) = lower_formats(&f, None, &["kernel+initrd"]).expect("lower");
+    let kinds = all_kinds(&initrd);
+    assert!(kinds.contains("segment") && kinds.contains("initrd"));
+    assert!(!kinds.contains("rootfs-tar"), "{kinds:?}");
+    let files: Vec<&str> = outputs.iter().map(|o| o.file_name.as_str()).collect();
+    assert!(files.contains(&"t-initrd.img"), "{files:?}");
+
+    // Two formats that both need the initrd share one.
+    let (both, _) =
+        lower_formats(&f, None, &["kernel+initrd", "tar-kernel-initrd"]).expect("lower");
+    let initrds = both
+        .node_ids()
+        .filter(|n| both.action(*n).expect("node").kind() == "initrd")
+        .count();
+    assert_eq!(initrds, 1);
 }
 
 fn kinds(graph: &Graph, nodes: &[NodeId]) -> Vec<&'static str> {
