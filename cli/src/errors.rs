@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use lkb_engine::{BuildError, EngineError};
+use lkb_rules::actions::FilesError;
 use lkb_rules::config::ConfigError;
 use lkb_rules::formats::FormatError;
 use lkb_rules::lock::LockError;
@@ -35,6 +36,7 @@ pub(crate) fn category(error: &anyhow::Error) -> ErrorCategory {
             BuildError,
             EngineError,
             ConfigError,
+            FilesError,
             ResolveError,
             OciError,
             LockError,

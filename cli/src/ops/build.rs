@@ -13,7 +13,7 @@ use crate::ops::cache::RootRecord;
 use crate::ops::plan::{Plan, PlanRequest, plan};
 use crate::settings::Settings;
 
-pub use crate::ops::plan::{expand_targets, image_refs, load_config, open_store};
+pub use crate::ops::plan::{expand_targets, load_config, open_store};
 
 /// What to build and how.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +84,13 @@ pub async fn execute(
         jobs: req.jobs.unwrap_or(BuildOptions::default().jobs).max(1),
         rebuild: req.rebuild,
         cancel,
+        // Only what the requested outputs need; lowering adds nothing else, this keeps it so.
+        targets: Some(
+            targets
+                .iter()
+                .flat_map(|target| target.outputs.iter().map(|output| output.node))
+                .collect(),
+        ),
         ..BuildOptions::default()
     };
     let outcome = Scheduler::run(&graph, &store, &opts, Arc::clone(&reporter)).await?;
@@ -125,7 +132,7 @@ pub async fn execute(
     }
     for target in &targets {
         RootRecord::of_build(&store, &graph, &outcome, &target.outputs, &lock.lock)
-            .put(&store, &target.label)?;
+            .put(&store, &target.key)?;
     }
     lock.write()?;
     Ok(BuildReport {

@@ -465,10 +465,16 @@ mod tests {
         let producer = ActionKey::from_bytes([1; 32]);
         let unrelated = ActionKey::from_bytes([2; 32]);
         store
-            .put_action(&producer, &ActionResult::new().with("out", output))
+            .put_action(
+                &producer,
+                &ActionResult::new().with("out", lkb_store::ArtifactKind::Archive, output),
+            )
             .expect("put");
         store
-            .put_action(&unrelated, &ActionResult::new().with("out", other))
+            .put_action(
+                &unrelated,
+                &ActionResult::new().with("out", lkb_store::ArtifactKind::Archive, other),
+            )
             .expect("put");
         let inventory = store
             .inventory(&|_: &lkb_store::Artifact| Ok(Vec::new()))

@@ -18,7 +18,7 @@ use lkb_rules::resolve::{ImageInfo, Resolver};
 use lkb_rules::workspace::Workspace;
 use serde_json::Value;
 
-use crate::ops::plan::{expand_targets, image_refs, image_sources, load_configs, open_store};
+use crate::ops::plan::{expand_targets, image_sources, load_configs, open_store};
 use crate::settings::Settings;
 
 /// What to print.
@@ -48,7 +48,10 @@ pub async fn config(
     let (workspace, targets) = expand_targets(&req.targets, &cwd, None)?;
     let mut configs = load_configs(&targets, notify)?;
     if req.resolved {
-        let refs: BTreeSet<String> = configs.iter().flat_map(image_refs).collect();
+        let refs: BTreeSet<String> = configs
+            .iter()
+            .flat_map(lkb_rules::config::image_refs)
+            .collect();
         let images = resolve_images(settings, workspace.as_ref(), &refs, notify).await?;
         for config in &mut configs {
             apply_image_settings(config, &images)?;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use lkb_engine::{Graph, GraphBuilder};
-use lkb_rules::actions::{FileData, FileItem};
+use lkb_rules::actions::file_items;
 use lkb_rules::compress::Codec;
-use lkb_rules::config::{self, Config, FileContent, IdMap};
+use lkb_rules::config::{self, Config};
 use lkb_rules::formats::{Format, OutputSpec};
 use lkb_rules::layer::Limits;
 use lkb_rules::lock::{LOCK_FILE, LockError, LockFile};
@@ -99,6 +99,10 @@ fn moved_images(old: &LockFile, new: &LockFile) -> Vec<ImageMove> {
 #[derive(Debug)]
 pub struct PlannedTarget {
     pub label: String,
+    /// The label made unique across workspaces sharing a store: `/abs/workspace//pkg:name`,
+    /// or the absolute path of the yml outside a workspace. Build history and GC roots are
+    /// kept under it.
+    pub key: String,
     /// The output directory.
     pub dir: PathBuf,
     pub outputs: Vec<OutputSpec>,
@@ -205,31 +209,6 @@ pub(crate) fn load_configs(
     Ok(configs)
 }
 
-/// Every image reference a config uses, canonical.
-pub fn image_refs(config: &Config) -> BTreeSet<String> {
-    let mut refs = BTreeSet::new();
-    if let Some(image) = config.kernel.as_ref().and_then(|k| k.image()) {
-        refs.insert(config::expand_ref(image));
-    }
-    for i in &config.init {
-        refs.insert(config::expand_ref(&i.value));
-    }
-    for spec in config
-        .onboot
-        .iter()
-        .chain(&config.onshutdown)
-        .chain(&config.services)
-    {
-        refs.insert(spec.reference());
-    }
-    for v in &config.volumes {
-        if let Some(image) = &v.image {
-            refs.insert(config::expand_ref(&image.value));
-        }
-    }
-    refs
-}
-
 /// Where images come from: the workspace's OCI layouts (those that exist), then the registry
 /// (with the workspace's insecure registries and the Docker config), unless `offline`.
 pub(crate) fn image_sources(
@@ -299,7 +278,7 @@ pub async fn plan(
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let (workspace, targets) = expand_targets(&req.targets, &cwd, req.name.as_deref())?;
     let formats = if req.formats.is_empty() {
-        vec![Format::KernelInitrd]
+        vec![Format::default_format()]
     } else {
         req.formats.clone()
     };
@@ -320,7 +299,7 @@ pub async fn plan(
         Some(p) => LockFile::read(p)?,
         None => LockFile::default(),
     };
-    let refs: BTreeSet<String> = configs.iter().flat_map(image_refs).collect();
+    let refs: BTreeSet<String> = configs.iter().flat_map(config::image_refs).collect();
     let resolver = Resolver {
         sources: Arc::clone(&sources),
         store: store.clone(),
@@ -346,7 +325,15 @@ pub async fn plan(
     let mut g = GraphBuilder::new();
     let mut planned = Vec::new();
     for (target, config) in targets.iter().zip(&configs) {
-        let files = resolve_files(config, target, settings, &store)?;
+        let key = target_key(workspace.as_ref(), target, &cwd);
+        g.set_scope(&key);
+        let base = target
+            .files
+            .last()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let files = file_items(config, &base, settings.home.as_deref(), &store)?;
         let input = LowerInput {
             config,
             images: &images,
@@ -369,6 +356,7 @@ pub async fn plan(
         };
         planned.push(PlannedTarget {
             label: target.label.clone(),
+            key,
             dir,
             outputs,
         });
@@ -388,68 +376,20 @@ pub async fn plan(
     })
 }
 
-/// Turns `files:` entries into lowering inputs: reads host sources into the store, resolves
-/// owners, renders metadata.
-fn resolve_files(
-    config: &Config,
-    target: &Target,
-    settings: &Settings,
-    store: &Store,
-) -> anyhow::Result<Vec<FileItem>> {
-    let ids = IdMap::from_config(config);
-    let base = target
-        .files
-        .last()
-        .and_then(|f| f.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let mut items = Vec::new();
-    for (index, spec) in config.files.iter().enumerate() {
-        let data = match spec.content() {
-            FileContent::Directory => FileData::Directory,
-            FileContent::Symlink(t) => FileData::Symlink(t.to_string()),
-            FileContent::Contents(c) => FileData::Inline(c.as_bytes().to_vec()),
-            FileContent::Metadata(format) => {
-                FileData::Inline(config::render_metadata(config, format))
-            }
-            FileContent::Source(source) => {
-                let path = match (source.strip_prefix("~/"), &settings.home) {
-                    (Some(rest), Some(home)) => home.join(rest),
-                    _ => base.join(source),
-                };
-                match fs_err::File::open(&path) {
-                    Ok(mut file) => FileData::Blob(store.put_reader(&mut file, None)?),
-                    Err(_) if spec.optional => continue,
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e).context(format!(
-                            "{}: files[{index}]: cannot read source {source}",
-                            spec.span
-                        )));
-                    }
-                }
-            }
-        };
-        let uid = spec
-            .uid
-            .as_ref()
-            .map(|u| ids.resolve_id(u))
-            .transpose()?
-            .unwrap_or(0);
-        let gid = spec
-            .gid
-            .as_ref()
-            .map(|g| ids.resolve_id(g))
-            .transpose()?
-            .unwrap_or(0);
-        items.push(FileItem {
-            path: spec.archive_path().to_string(),
-            data,
-            mode: spec.effective_mode(),
-            uid,
-            gid,
-            parent_mode: spec.parent_dir_mode(),
-            index,
-        });
+/// Where a target's build history and GC root are kept: its label prefixed by its workspace's
+/// root, so two workspaces on one store keep apart; outside a workspace, the yml's absolute
+/// path.
+fn target_key(workspace: Option<&Workspace>, target: &Target, cwd: &Path) -> String {
+    match workspace {
+        Some(ws) if target.label.starts_with("//") => {
+            format!("{}{}", ws.root.display(), target.label)
+        }
+        _ => {
+            let path = target
+                .files
+                .last()
+                .map_or_else(|| PathBuf::from(&target.label), |file| cwd.join(file));
+            path.display().to_string()
+        }
     }
-    Ok(items)
 }
