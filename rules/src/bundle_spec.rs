@@ -23,7 +23,8 @@ mod tests_layers;
 use serde_json::Value;
 
 use crate::config::{
-    Bind, ConfigError, IdMap, ImageConfig, ImageSpec, Span, Volume, did_you_mean, marshal_indent,
+    Bind, ConfigError, IdMap, ImageConfig, ImageSettings, ImageSpec, Span, Volume, did_you_mean,
+    marshal_indent,
 };
 
 /// The label that carries an image's default container settings.
@@ -102,6 +103,26 @@ pub fn bundle_spec(input: &BundleInput<'_>) -> Result<BundleSpec, ConfigError> {
         runtime_json: marshal_indent(&runtime),
         readonly,
         root,
+    })
+}
+
+/// The settings an image brings itself (`Entrypoint`+`Cmd`, `Env`, `WorkingDir` and its
+/// `org.mobyproject.config` label), read from its OCI config exactly as the bundles read them:
+/// what `lkb config --resolved` shows.
+pub fn image_settings(
+    image_config: &Value,
+    spec: &ImageSpec,
+) -> Result<ImageSettings, ConfigError> {
+    let defaults = image_defaults(image_config, &spec.image.span)?;
+    let label = match &defaults.label {
+        Some(text) => crate::config::parse_label(text, &spec.reference())?,
+        None => ImageConfig::default(),
+    };
+    Ok(ImageSettings {
+        label,
+        command: defaults.args,
+        env: defaults.env,
+        working_dir: defaults.working_dir,
     })
 }
 

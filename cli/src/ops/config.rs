@@ -10,13 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Context;
-use lkb_rules::bundle_spec::LABEL_KEY;
-use lkb_rules::config::{self, Config, ImageSettings, ImageSpec, MetadataFormat};
+use lkb_rules::bundle_spec::image_settings;
+use lkb_rules::config::{self, Config, MetadataFormat};
 use lkb_rules::lock::{LOCK_FILE, LockFile};
 use lkb_rules::oci::Platform;
 use lkb_rules::resolve::{ImageInfo, Resolver};
 use lkb_rules::workspace::Workspace;
-use serde_json::Value;
 
 use crate::ops::plan::{expand_targets, image_sources, load_configs, open_store};
 use crate::settings::Settings;
@@ -114,54 +113,14 @@ fn apply_image_settings(
     Ok(())
 }
 
-/// Reads `Entrypoint`+`Cmd`, `Env`, `WorkingDir` and the label from an image config (the
-/// whole config blob or its `config` object).
-fn image_settings(image_config: &Value, spec: &ImageSpec) -> anyhow::Result<ImageSettings> {
-    let inner = match image_config.get("config") {
-        Some(inner) if inner.is_object() => inner,
-        _ => image_config,
-    };
-    let reference = spec.reference();
-    let bad = |key: &str, expected: &str| {
-        anyhow::anyhow!("image {reference}: the image config's `{key}` is not {expected}")
-    };
-    let strings = |key: &str| -> anyhow::Result<Vec<String>> {
-        match inner.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad(key, "a list of strings")),
-            Some(_) => Err(bad(key, "a list of strings")),
-        }
-    };
-    let mut command = strings("Entrypoint")?;
-    command.extend(strings("Cmd")?);
-    let working_dir = match inner.get("WorkingDir") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(bad("WorkingDir", "a string")),
-    };
-    let label = match inner.get("Labels").and_then(|labels| labels.get(LABEL_KEY)) {
-        None | Some(Value::Null) => config::ImageConfig::default(),
-        Some(Value::String(text)) if text.is_empty() => config::ImageConfig::default(),
-        Some(Value::String(text)) => config::parse_label(text, &reference)?,
-        Some(_) => return Err(bad(&format!("Labels.{LABEL_KEY}"), "a string")),
-    };
-    Ok(ImageSettings {
-        label,
-        command,
-        env: strings("Env")?,
-        working_dir,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use serde_json::json;
+
+    use lkb_rules::bundle_spec::LABEL_KEY;
+    use lkb_rules::config::ImageSpec;
 
     use super::*;
 
@@ -220,6 +179,13 @@ mod tests {
         );
         let env = json!({"config": {"Env": "PATH=/bin"}});
         assert!(image_settings(&env, &spec()).is_err());
+        // The same rules as the bundles: `Labels` must be an object.
+        let labels = json!({"config": {"Labels": "not an object"}});
+        let err = image_settings(&labels, &spec()).expect_err("labels not an object");
+        assert!(
+            err.to_string().contains("`Labels` is not an object"),
+            "{err}"
+        );
         assert!(image_settings(&json!({}), &spec()).is_ok());
     }
 }
