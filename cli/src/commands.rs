@@ -8,7 +8,7 @@ mod query;
 use crate::args::{Cli, Command};
 use crate::settings::Settings;
 
-pub(crate) fn run(cli: &Cli, settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn run(cli: &Cli, settings: &Settings) -> crate::errors::Result<()> {
     match &cli.command {
         Command::Build(args) => build::run(&cli.global, args, settings, args.explain),
         Command::Explain(args) => build::explain(&cli.global, args, settings),

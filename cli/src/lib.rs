@@ -12,7 +12,7 @@ pub mod ops;
 pub mod settings;
 
 mod commands;
-mod errors;
+pub mod errors;
 mod printer;
 mod reporter;
 

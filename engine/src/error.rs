@@ -74,3 +74,5 @@ impl BuildError {
         }
     }
 }
+
+lkb_store::categorized!(EngineError, BuildError, crate::ActionError);

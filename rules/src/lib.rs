@@ -30,3 +30,37 @@ pub mod resolve;
 pub mod tarball;
 pub mod tree;
 pub mod workspace;
+
+use lkb_store::{Categorized, ErrorCategory};
+
+lkb_store::categorized!(
+    actions::FilesError,
+    config::ConfigError,
+    cpio::CpioError,
+    layer::LayerError,
+    lock::LockError,
+    lower::LowerError,
+    oci::OciError,
+    resolve::ResolveError,
+    tarball::TarError,
+    tree::TreeError,
+    workspace::WorkspaceError,
+);
+
+/// An unknown or unsupported `--format` is the user's to fix.
+impl Categorized for formats::FormatError {
+    fn category(&self) -> ErrorCategory {
+        ErrorCategory::User
+    }
+}
+
+/// A package whose tag cannot be computed: git missing is the machine's fault, the rest
+/// (no build.yml, not committed, a bad tag template) the user's.
+impl Categorized for config::PackageError {
+    fn category(&self) -> ErrorCategory {
+        match self {
+            config::PackageError::GitMissing { .. } => ErrorCategory::Environment,
+            _ => ErrorCategory::User,
+        }
+    }
+}

@@ -27,6 +27,34 @@ impl ErrorCategory {
     }
 }
 
+/// An error that says who has to act on it. Every error type of lkb implements it, and the
+/// CLI's error type converts from nothing else, so an error cannot reach the user without a
+/// category: a new error type without one does not compile where it meets the CLI.
+pub trait Categorized: std::error::Error + Send + Sync + 'static {
+    /// Who has to act on this error.
+    fn category(&self) -> ErrorCategory;
+}
+
+/// Implements [`Categorized`] for error types that have an inherent `category(&self)`.
+#[macro_export]
+macro_rules! categorized {
+    ($($ty:ty),* $(,)?) => {$(
+        impl $crate::Categorized for $ty {
+            fn category(&self) -> $crate::ErrorCategory {
+                <$ty>::category(self)
+            }
+        }
+    )*};
+}
+
+/// An I/O error that reached the top without a more specific error around it: the machine is
+/// at fault (permissions, disk, a missing directory).
+impl Categorized for io::Error {
+    fn category(&self) -> ErrorCategory {
+        ErrorCategory::Environment
+    }
+}
+
 /// An error of the local store. Messages name the path or digest; the cause is the source.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

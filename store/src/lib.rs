@@ -74,7 +74,7 @@ pub use digest::{
     ActionKey, ActionResult, Artifact, ArtifactKind, Blob, BlobDigest, BlobRef, Digest,
     DigestParseError, Tree, TreeDigest,
 };
-pub use error::{ErrorCategory, StoreError};
+pub use error::{Categorized, ErrorCategory, StoreError};
 pub use gc::{
     BlobClass, CleanReport, GcPlan, GcReport, GcRoot, Inventory, LiveSet, ReferenceError,
     ReferenceFn, Usage,
@@ -82,3 +82,5 @@ pub use gc::{
 pub use index::{Lookup, MetaTable};
 pub use store::Store;
 pub use verify::{BlobDamage, DamagedBlob, DroppedAction, RecordDamage, VerifyReport};
+
+categorized!(StoreError, DigestParseError);

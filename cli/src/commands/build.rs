@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use crate::errors::Context;
 use lkb_engine::{BuildError, CancelToken};
 use lkb_rules::formats::Format;
 
@@ -17,7 +17,7 @@ use crate::reporter::{CliReporter, Explain, JSON_VERSION};
 use crate::settings::Settings;
 
 /// Output formats from `-f`, in order, without repeats.
-pub(crate) fn parse_formats(args: &[String]) -> anyhow::Result<Vec<Format>> {
+pub(crate) fn parse_formats(args: &[String]) -> crate::errors::Result<Vec<Format>> {
     let mut formats = Vec::new();
     for f in args {
         let format: Format = f.parse()?;
@@ -42,7 +42,7 @@ pub(crate) fn codec(compression: Compression) -> Codec {
 /// The blocking pool is not capped: blob writers block waiting for data that async readers
 /// produce, and those readers (`tokio::fs`) need blocking threads too, so a small cap can
 /// deadlock. Memory per thread is bounded by capping malloc arenas instead (`lib.rs`).
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> crate::errors::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,7 +56,7 @@ pub(crate) fn run(
     args: &BuildArgs,
     settings: &Settings,
     explain: bool,
-) -> anyhow::Result<()> {
+) -> crate::errors::Result<()> {
     let explain = if explain {
         Explain::Progress
     } else {
@@ -70,7 +70,7 @@ pub(crate) fn explain(
     global: &GlobalArgs,
     args: &BuildArgs,
     settings: &Settings,
-) -> anyhow::Result<()> {
+) -> crate::errors::Result<()> {
     build_with(global, args, settings, Explain::Only)
 }
 
@@ -79,7 +79,7 @@ fn build_with(
     args: &BuildArgs,
     settings: &Settings,
     explain: Explain,
-) -> anyhow::Result<()> {
+) -> crate::errors::Result<()> {
     let req = BuildRequest {
         plan: PlanRequest {
             targets: args.targets.clone(),
@@ -100,7 +100,7 @@ fn build_with(
     let reporter = Arc::new(CliReporter::new(global.progress, global.quiet, explain));
     let runtime = runtime()?;
     let cancel = CancelToken::new();
-    let result: anyhow::Result<BuildReport> = runtime.block_on(async {
+    let result: crate::errors::Result<BuildReport> = runtime.block_on(async {
         let on_ctrl_c = cancel.clone();
         let notifier = Arc::clone(&reporter);
         tokio::spawn(async move {

@@ -15,7 +15,7 @@ pub(crate) fn run(
     global: &GlobalArgs,
     command: &CacheCommand,
     settings: &Settings,
-) -> anyhow::Result<()> {
+) -> crate::errors::Result<()> {
     let quiet = global.quiet;
     let notify = move |line: &str| {
         if !quiet {

@@ -17,7 +17,7 @@ pub(crate) fn run(
     global: &GlobalArgs,
     args: &ConfigArgs,
     settings: &Settings,
-) -> anyhow::Result<()> {
+) -> crate::errors::Result<()> {
     let req = ConfigRequest {
         targets: args.targets.clone(),
         resolved: args.resolved,

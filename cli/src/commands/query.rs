@@ -11,7 +11,7 @@ pub(crate) fn run(
     global: &GlobalArgs,
     args: &QueryArgs,
     settings: &Settings,
-) -> anyhow::Result<()> {
+) -> crate::errors::Result<()> {
     let req = PlanRequest {
         targets: args.targets.clone(),
         formats: parse_formats(&args.formats)?,
@@ -30,7 +30,7 @@ pub(crate) fn run(
     match args.output {
         QueryOutput::Text => printer::out(&report.text()),
         QueryOutput::Dot => printer::out(&report.dot()),
-        QueryOutput::Json => printer::out(&serde_json::to_string_pretty(&report.json())?),
+        QueryOutput::Json => printer::out(&crate::errors::json_text(&report.json())?),
     }
     if !global.quiet && args.output == QueryOutput::Text {
         let (total, cached) = report.counts();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
+use crate::errors::{Context, json_bytes};
 use lkb_engine::{BuildOptions, BuildStats, CancelToken, Reporter, Scheduler};
 use lkb_store::{BlobRef, MetaTable, Store};
 
@@ -33,8 +33,9 @@ pub struct NotReproducible {
     pub actions: Vec<String>,
 }
 
-impl NotReproducible {
-    pub fn category(&self) -> lkb_store::ErrorCategory {
+/// Two runs of one action disagreeing is a bug in that action (or a non-hermetic input).
+impl lkb_store::Categorized for NotReproducible {
+    fn category(&self) -> lkb_store::ErrorCategory {
         lkb_store::ErrorCategory::Internal
     }
 }
@@ -55,7 +56,7 @@ pub async fn build(
     reporter: Arc<dyn Reporter>,
     notify: &(dyn Fn(&str) + Sync),
     cancel: CancelToken,
-) -> anyhow::Result<BuildReport> {
+) -> crate::errors::Result<BuildReport> {
     let plan = plan(settings, &req.plan, notify).await?;
     for moved in &plan.moved {
         notify(&moved.to_string());
@@ -70,7 +71,7 @@ pub async fn execute(
     req: &BuildRequest,
     reporter: Arc<dyn Reporter>,
     cancel: CancelToken,
-) -> anyhow::Result<BuildReport> {
+) -> crate::errors::Result<BuildReport> {
     let Plan {
         store,
         graph,
@@ -163,7 +164,7 @@ fn stat_record(path: &Path, blob: &BlobRef) -> Option<OutputRecord> {
 }
 
 /// Copies a blob to `path` atomically, unless the file there is the one lkb wrote last time.
-fn place_output(store: &Store, blob: &BlobRef, path: &Path) -> anyhow::Result<()> {
+fn place_output(store: &Store, blob: &BlobRef, path: &Path) -> crate::errors::Result<()> {
     let key = format!("output:{}", path.display());
     if let (Some(prev), Some(now)) = (
         store.get_meta(MetaTable::Roots, &key)?,
@@ -184,7 +185,7 @@ fn place_output(store: &Store, blob: &BlobRef, path: &Path) -> anyhow::Result<()
     }
     fs_err::rename(&tmp, path)?;
     if let Some(record) = stat_record(path, blob) {
-        store.put_meta(MetaTable::Roots, &key, &serde_json::to_vec(&record)?)?;
+        store.put_meta(MetaTable::Roots, &key, &json_bytes(&record)?)?;
     }
     Ok(())
 }

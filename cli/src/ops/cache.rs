@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use crate::errors::Context;
 use lkb_engine::{BuildOutcome, Graph, NodeId};
 use lkb_rules::formats::OutputSpec;
 use lkb_rules::lock::LockFile;
@@ -114,8 +114,8 @@ impl RootRecord {
     }
 
     /// Stores the record as the root of `label`.
-    pub fn put(&self, store: &Store, label: &str) -> anyhow::Result<()> {
-        store.put_meta(MetaTable::Roots, label, &serde_json::to_vec(self)?)?;
+    pub fn put(&self, store: &Store, label: &str) -> crate::errors::Result<()> {
+        store.put_meta(MetaTable::Roots, label, &crate::errors::json_bytes(self)?)?;
         Ok(())
     }
 
@@ -156,7 +156,7 @@ pub struct Roots {
 
 impl Roots {
     /// Reads every root row (skipping output-file records).
-    pub fn read(store: &Store) -> anyhow::Result<Roots> {
+    pub fn read(store: &Store) -> crate::errors::Result<Roots> {
         let mut roots = Roots::default();
         for (label, bytes) in store.list_meta(MetaTable::Roots)? {
             if label.starts_with(OUTPUT_RECORD_PREFIX) {
@@ -194,7 +194,10 @@ pub fn references(
 }
 
 /// Opens the store for a `cache` command, or `None` if there is none yet.
-fn open_existing(settings: &Settings, notify: &dyn Fn(&str)) -> anyhow::Result<Option<Store>> {
+fn open_existing(
+    settings: &Settings,
+    notify: &dyn Fn(&str),
+) -> crate::errors::Result<Option<Store>> {
     if !Store::dir_under(&settings.store).is_dir() {
         return Ok(None);
     }
@@ -205,7 +208,7 @@ fn open_existing(settings: &Settings, notify: &dyn Fn(&str)) -> anyhow::Result<O
 
 /// Action key (hex) → action identity, from the build history (best effort: the history has
 /// the latest key of each identity only).
-fn identities(store: &Store) -> anyhow::Result<BTreeMap<String, String>> {
+fn identities(store: &Store) -> crate::errors::Result<BTreeMap<String, String>> {
     #[derive(Deserialize)]
     struct KeyOnly {
         key: String,
@@ -244,7 +247,7 @@ pub struct Listing {
 }
 
 /// `cache ls`: the targets with roots, what each keeps, and what no root keeps.
-pub fn ls(settings: &Settings, notify: &dyn Fn(&str)) -> anyhow::Result<Listing> {
+pub fn ls(settings: &Settings, notify: &dyn Fn(&str)) -> crate::errors::Result<Listing> {
     let Some(store) = open_existing(settings, notify)? else {
         return Ok(Listing::default());
     };
@@ -295,7 +298,7 @@ impl DiskUsage {
 }
 
 /// `cache du`: bytes in the CAS (by kind of blob) and in the index.
-pub fn du(settings: &Settings, notify: &dyn Fn(&str)) -> anyhow::Result<DiskUsage> {
+pub fn du(settings: &Settings, notify: &dyn Fn(&str)) -> crate::errors::Result<DiskUsage> {
     let Some(store) = open_existing(settings, notify)? else {
         return Ok(DiskUsage::default());
     };
@@ -326,7 +329,7 @@ pub fn gc(
     settings: &Settings,
     max_size: Option<u64>,
     notify: &dyn Fn(&str),
-) -> anyhow::Result<Collection> {
+) -> crate::errors::Result<Collection> {
     let Some(store) = open_existing(settings, notify)? else {
         return Ok(Collection::default());
     };
@@ -358,7 +361,7 @@ pub struct Verification {
 
 /// `cache verify`: re-hashes every blob; damaged blobs and the action records that need them
 /// are removed, so the next build re-runs those actions.
-pub fn verify(settings: &Settings, notify: &dyn Fn(&str)) -> anyhow::Result<Verification> {
+pub fn verify(settings: &Settings, notify: &dyn Fn(&str)) -> crate::errors::Result<Verification> {
     let Some(store) = open_existing(settings, notify)? else {
         return Ok(Verification::default());
     };
@@ -373,7 +376,10 @@ pub fn verify(settings: &Settings, notify: &dyn Fn(&str)) -> anyhow::Result<Veri
 }
 
 /// `cache clean`: deletes the store (waiting for any process using it).
-pub fn clean(settings: &Settings, notify: &dyn Fn(&str)) -> anyhow::Result<(PathBuf, CleanReport)> {
+pub fn clean(
+    settings: &Settings,
+    notify: &dyn Fn(&str),
+) -> crate::errors::Result<(PathBuf, CleanReport)> {
     let dir = Store::dir_under(&settings.store);
     let report = Store::clean(&settings.store, notify)
         .with_context(|| format!("cannot remove the store at {}", dir.display()))?;
@@ -382,9 +388,9 @@ pub fn clean(settings: &Settings, notify: &dyn Fn(&str)) -> anyhow::Result<(Path
 
 /// Parses a size such as `500M`, `2G`, `1.5GiB` or `4096`: a number, then optionally `K`,
 /// `M`, `G` or `T` (powers of 1024), optionally followed by `B` or `iB`; case does not matter.
-pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+pub fn parse_size(text: &str) -> crate::errors::Result<u64> {
     let bad = || {
-        anyhow::Error::new(UsageError(format!(
+        crate::errors::Error::from(UsageError(format!(
             "invalid size {text:?}: expected a number with an optional K, M, G or T suffix \
              (e.g. 500M, 2G)"
         )))

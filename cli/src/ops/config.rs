@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use anyhow::Context;
+use crate::errors::Context;
 use lkb_rules::bundle_spec::image_settings;
 use lkb_rules::config::{self, Config, MetadataFormat};
 use lkb_rules::lock::{LOCK_FILE, LockFile};
@@ -42,7 +42,7 @@ pub async fn config(
     settings: &Settings,
     req: &ConfigRequest,
     notify: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<Vec<TargetConfig>> {
+) -> crate::errors::Result<Vec<TargetConfig>> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let (workspace, targets) = expand_targets(&req.targets, &cwd, None)?;
     let mut configs = load_configs(&targets, notify)?;
@@ -73,7 +73,7 @@ async fn resolve_images(
     workspace: Option<&Workspace>,
     refs: &BTreeSet<String>,
     notify: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<BTreeMap<String, Arc<ImageInfo>>> {
+) -> crate::errors::Result<BTreeMap<String, Arc<ImageInfo>>> {
     let store = open_store(settings, notify).await?;
     let sources = image_sources(settings, workspace, false)?;
     let lock = match workspace {
@@ -96,7 +96,7 @@ async fn resolve_images(
 fn apply_image_settings(
     config: &mut Config,
     images: &BTreeMap<String, Arc<ImageInfo>>,
-) -> anyhow::Result<()> {
+) -> crate::errors::Result<()> {
     for spec in config
         .onboot
         .iter_mut()

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use crate::errors::Context;
 use lkb_engine::{Graph, GraphBuilder};
 use lkb_rules::actions::file_items;
 use lkb_rules::compress::Codec;
@@ -120,7 +120,7 @@ pub struct LockUpdate {
 
 impl LockUpdate {
     /// Writes the lock file if there is one and it changed.
-    pub fn write(&self) -> anyhow::Result<()> {
+    pub fn write(&self) -> crate::errors::Result<()> {
         if let Some(path) = &self.path
             && !self.changes.is_empty()
         {
@@ -146,13 +146,13 @@ pub fn expand_targets(
     args: &[String],
     cwd: &Path,
     name: Option<&str>,
-) -> anyhow::Result<(Option<Workspace>, Vec<Target>)> {
+) -> crate::errors::Result<(Option<Workspace>, Vec<Target>)> {
     let workspace = Workspace::discover(cwd)?;
     let labels = args.iter().filter(|a| workspace::is_label(a)).count();
     if labels > 0 && labels < args.len() {
-        bail!(UsageError(
-            "give either labels (//pkg:name) or yml files, not both".into()
-        ));
+        return Err(
+            UsageError("give either labels (//pkg:name) or yml files, not both".into()).into(),
+        );
     }
     let mut targets = Vec::new();
     if labels > 0 {
@@ -175,7 +175,7 @@ pub fn expand_targets(
     }
     if let Some(name) = name {
         if targets.len() > 1 {
-            bail!(UsageError("--name needs exactly one target".into()));
+            return Err(UsageError("--name needs exactly one target".into()).into());
         }
         targets[0].name = name.to_string();
     }
@@ -184,7 +184,7 @@ pub fn expand_targets(
 
 /// Parses and merges the yml files of a target (pure apart from reading the files, and
 /// `git` for `@pkg:` templates).
-pub fn load_config(target: &Target) -> anyhow::Result<Config> {
+pub fn load_config(target: &Target) -> crate::errors::Result<Config> {
     let mut configs = Vec::new();
     for file in &target.files {
         let text = fs_err::read_to_string(file)?;
@@ -197,7 +197,7 @@ pub fn load_config(target: &Target) -> anyhow::Result<Config> {
 pub(crate) fn load_configs(
     targets: &[Target],
     notify: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<Vec<Config>> {
+) -> crate::errors::Result<Vec<Config>> {
     let mut configs = Vec::new();
     for target in targets {
         let config = load_config(target)?;
@@ -215,7 +215,7 @@ pub(crate) fn image_sources(
     settings: &Settings,
     workspace: Option<&Workspace>,
     offline: bool,
-) -> anyhow::Result<ImageSources> {
+) -> crate::errors::Result<ImageSources> {
     let layouts = workspace
         .map(Workspace::layouts)
         .unwrap_or_default()
@@ -224,7 +224,7 @@ pub(crate) fn image_sources(
         .map(|p| {
             OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display()))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<crate::errors::Result<Vec<_>>>()?;
     let registry = if offline {
         None
     } else {
@@ -249,7 +249,7 @@ pub(crate) fn image_sources(
 pub async fn open_store(
     settings: &Settings,
     notify: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<Store> {
+) -> crate::errors::Result<Store> {
     let (tx, mut messages) = tokio::sync::mpsc::unbounded_channel::<String>();
     let root = settings.store.clone();
     let mut opening = tokio::task::spawn_blocking(move || {
@@ -260,7 +260,7 @@ pub async fn open_store(
     let opened = loop {
         tokio::select! {
             Some(message) = messages.recv() => notify(&message),
-            joined = &mut opening => break joined.context("the store-opening thread failed")?,
+            joined = &mut opening => break crate::errors::joined(joined, "the store-opening thread failed")?,
         }
     };
     let store =
@@ -274,7 +274,7 @@ pub async fn plan(
     settings: &Settings,
     req: &PlanRequest,
     notify: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<Plan> {
+) -> crate::errors::Result<Plan> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let (workspace, targets) = expand_targets(&req.targets, &cwd, req.name.as_deref())?;
     let formats = if req.formats.is_empty() {

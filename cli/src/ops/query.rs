@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use crate::errors::Context;
 use lkb_engine::{ActionKey, CacheState, NodeProbe, probe};
 use serde_json::{Value, json};
 
@@ -62,19 +62,21 @@ pub async fn query(
     settings: &Settings,
     req: &PlanRequest,
     notify: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<GraphReport> {
+) -> crate::errors::Result<GraphReport> {
     let Plan {
         store,
         graph,
         targets,
         ..
     } = plan(settings, req, notify).await?;
-    let (graph, probes) = tokio::task::spawn_blocking(move || {
-        let probes = probe(&graph, &store);
-        (graph, probes)
-    })
-    .await
-    .context("the cache lookups did not complete")?;
+    let (graph, probes) = crate::errors::joined(
+        tokio::task::spawn_blocking(move || {
+            let probes = probe(&graph, &store);
+            (graph, probes)
+        })
+        .await,
+        "the cache lookups did not complete",
+    )?;
     let probes = probes.context("cannot look up the action cache")?;
     let nodes = graph
         .node_ids()
