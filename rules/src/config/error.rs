@@ -74,6 +74,8 @@ pub struct ConfigError {
     span: Span,
     message: String,
     hint: Option<String>,
+    /// Further problems found in the same file, reported with this one.
+    also: Vec<ConfigError>,
 }
 
 impl ConfigError {
@@ -83,7 +85,28 @@ impl ConfigError {
             span,
             message: message.into(),
             hint: None,
+            also: Vec::new(),
         }
+    }
+
+    /// All of `errors` as one error (the first, with the others after it), or `None` if
+    /// there are none.
+    pub fn all(errors: Vec<ConfigError>) -> Option<ConfigError> {
+        let mut flat = Vec::new();
+        for mut error in errors {
+            let also = std::mem::take(&mut error.also);
+            flat.push(error);
+            flat.extend(also);
+        }
+        let mut iter = flat.into_iter();
+        let mut first = iter.next()?;
+        first.also = iter.collect();
+        Some(first)
+    }
+
+    /// Every problem this error reports: itself, then the ones found with it.
+    pub fn problems(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(self).chain(&self.also)
     }
 
     /// Adds (or replaces) the hint.
@@ -119,6 +142,12 @@ impl fmt::Display for ConfigError {
         write!(f, "{}: {}", self.span, self.message)?;
         if let Some(hint) = &self.hint {
             write!(f, "\nhint: {hint}")?;
+        }
+        for other in &self.also {
+            write!(f, "\n{other}")?;
+        }
+        if !self.also.is_empty() {
+            write!(f, "\n({} problems)", self.also.len() + 1)?;
         }
         Ok(())
     }

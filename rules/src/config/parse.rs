@@ -40,13 +40,17 @@ pub fn parse_config_with(
     templates.substitute(&mut doc);
     let map = r.map(&doc, "", TOP_KEYS)?;
     let mut config = Config::default();
+    // Each section, and each item of a list, is checked on its own, so one run reports a
+    // problem in every item that has one (the first problem of each), as compilers do.
+    let mut errors = Errors::default();
     if let Some(node) = map.get("kernel") {
-        config.kernel = Some(kernel(&r, node)?);
+        config.kernel = errors.keep(kernel(&r, node));
     }
-    if let Some(node) = map.get("init") {
-        let init = r.strings(node, "init")?;
+    if let Some(node) = map.get("init")
+        && let Some(init) = errors.keep(r.strings(node, "init"))
+    {
         for (i, reference) in init.value.iter().enumerate() {
-            check_reference(reference, &item("init", i))?;
+            errors.keep(check_reference(reference, &item("init", i)));
         }
         config.init = init.value;
     }
@@ -55,30 +59,38 @@ pub fn parse_config_with(
         ("onshutdown", &mut config.onshutdown),
         ("services", &mut config.services),
     ] {
-        if let Some(node) = map.get(key) {
-            let items = r.sequence(node, key)?;
+        if let Some(node) = map.get(key)
+            && let Some(items) = errors.keep(r.sequence(node, key))
+        {
             for (i, n) in items.iter().enumerate() {
-                list.push(image_spec(&r, n, &item(key, i))?);
+                list.extend(errors.keep(image_spec(&r, n, &item(key, i))));
             }
         }
     }
-    if let Some(node) = map.get("files") {
-        let items = r.sequence(node, "files")?;
+    if let Some(node) = map.get("files")
+        && let Some(items) = errors.keep(r.sequence(node, "files"))
+    {
         for (i, n) in items.iter().enumerate() {
-            config.files.push(file_spec(&r, n, &item("files", i))?);
+            config
+                .files
+                .extend(errors.keep(file_spec(&r, n, &item("files", i))));
         }
     }
-    if let Some(node) = map.get("volumes") {
-        let items = r.sequence(node, "volumes")?;
+    if let Some(node) = map.get("volumes")
+        && let Some(items) = errors.keep(r.sequence(node, "volumes"))
+    {
         for (i, n) in items.iter().enumerate() {
-            config.volumes.push(volume(&r, n, &item("volumes", i))?);
+            config
+                .volumes
+                .extend(errors.keep(volume(&r, n, &item("volumes", i))));
         }
     }
-    if let Some(node) = map.get("trust") {
-        let trust = r.map(node, "trust", &["image", "org"])?;
+    if let Some(node) = map.get("trust")
+        && let Some(trust) = errors.keep(r.map(node, "trust", &["image", "org"]))
+    {
         for key in ["image", "org"] {
             if let Some(v) = trust.get(key) {
-                r.strings(v, &child("trust", key))?;
+                errors.keep(r.strings(v, &child("trust", key)));
             }
         }
         config.warnings.push(ConfigWarning {
@@ -86,9 +98,29 @@ pub fn parse_config_with(
             message: "`trust` is ignored: LinuxKit no longer verifies image signatures".to_owned(),
         });
     }
-    unique_services(&config.services)?;
-    unique_volumes(&config.volumes)?;
-    Ok(config)
+    errors.keep(unique_services(&config.services));
+    errors.keep(unique_volumes(&config.volumes));
+    match ConfigError::all(errors.0) {
+        Some(error) => Err(error),
+        None => Ok(config),
+    }
+}
+
+/// The problems found so far in one file.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    /// The value, or `None` after noting the error.
+    fn keep<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.0.push(error);
+                None
+            }
+        }
+    }
 }
 
 fn kernel(r: &Reader<'_>, node: &Node) -> Result<Kernel, ConfigError> {

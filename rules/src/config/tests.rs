@@ -608,3 +608,47 @@ fn legacy_octal_integers_read_like_yaml_v3() {
         Some(IdValue::Number(15))
     );
 }
+
+#[test]
+fn every_item_with_a_problem_is_reported_in_one_run() {
+    let err = parse(&[
+        "kernel:",
+        "  image: linuxkit/kernel:6.6",
+        "  cmdlin: console=ttyS0",
+        "services:",
+        "  - name: one",
+        "    image: linuxkit/one:1",
+        "    capabilities: [CAP_NOPE]",
+        "  - name: two",
+        "    image: linuxkit/two:1",
+        "  - name: three",
+        "    imag: linuxkit/three:1",
+        "files:",
+        "  - path: etc/motd",
+        "    mode: 644",
+    ])
+    .expect_err("four problems");
+    let lines: Vec<(u32, u32)> = err
+        .problems()
+        .map(|problem| (problem.span().line, problem.span().column))
+        .collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert_eq!(lines[0].0, 3, "the kernel's first: {err}");
+    assert_eq!(
+        lines.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
+        {
+            let mut sorted = lines.iter().map(|(line, _)| *line).collect::<Vec<_>>();
+            sorted.sort_unstable();
+            sorted
+        },
+        "in file order: {err}"
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("t.yml:3:"), "{text}");
+    assert!(text.ends_with("(4 problems)"), "{text}");
+    assert_eq!(text.matches("t.yml:").count(), 4, "{text}");
+    // One problem prints as before, with no count.
+    let one = parse(&["kernel:", "  cmdlin: x"]).expect_err("one problem");
+    assert_eq!(one.problems().count(), 1);
+    assert!(!one.to_string().contains("problems"), "{one}");
+}
