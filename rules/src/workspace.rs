@@ -37,7 +37,17 @@ pub enum WorkspaceError {
         nearest: Option<String>,
     },
     #[error("{path}: {reason}")]
-    NotAFile { path: PathBuf, reason: &'static str },
+    NotAFile { path: PathBuf, reason: String },
+    #[error(
+        "no target `{label}`: without `:NAME` it means `{label}:{name}`; the package has {}; \
+         `{label}/...` builds them all",
+        .targets.join(", ")
+    )]
+    NoDefaultTarget {
+        label: String,
+        name: String,
+        targets: Vec<String>,
+    },
     #[error("`{label}` matched no targets")]
     EmptyPattern { label: String },
     #[error("cannot read {path}")]
@@ -148,7 +158,11 @@ impl Workspace {
     pub fn expand(&self, label: &str) -> Result<Vec<Target>, WorkspaceError> {
         let parsed = Label::parse(label)?;
         match parsed {
-            Label::Target { package, name } => {
+            Label::Target {
+                package,
+                name,
+                implicit,
+            } => {
                 let dir = self.root.join(&package);
                 if !dir.is_dir() {
                     let nearest = self.nearest_package(&package)?.map(|p| format!("//{p}"));
@@ -159,6 +173,22 @@ impl Workspace {
                 }
                 match find_yml(&dir, &name) {
                     Some(file) => Ok(vec![self.target(&package, &name, file)]),
+                    None if implicit => {
+                        let mut here = Vec::new();
+                        self.collect(&dir, &mut here)?;
+                        here.retain(|target| target.package == Path::new(&package));
+                        here.sort_by(|a, b| a.label.cmp(&b.label));
+                        if here.is_empty() {
+                            return Err(WorkspaceError::EmptyPattern {
+                                label: label.to_string(),
+                            });
+                        }
+                        Err(WorkspaceError::NoDefaultTarget {
+                            label: label.to_string(),
+                            name,
+                            targets: here.into_iter().map(|target| target.label).collect(),
+                        })
+                    }
                     None => {
                         let nearest =
                             nearest(label, self.all_targets()?.into_iter().map(|t| t.label));
@@ -264,11 +294,16 @@ pub fn target_from_files(
     for f in files {
         if !f.is_file() {
             let reason = if f.is_dir() {
-                "is a directory, not a yml file (to build the targets in it, use a label such as //pkg/...)"
+                "is a directory, not a yml file (to build the targets in it, use a label such as //pkg/...)".to_owned()
             } else if f.exists() {
-                "is not a regular file"
+                "is not a regular file".to_owned()
             } else {
-                "no such file"
+                match label_like(f, workspace) {
+                    Some(label) => {
+                        format!("no such file; labels start with `//`: did you mean `{label}`?")
+                    }
+                    None => "no such file".to_owned(),
+                }
             };
             return Err(WorkspaceError::NotAFile {
                 path: f.clone(),
@@ -306,6 +341,17 @@ pub fn target_from_files(
     })
 }
 
+/// `//pkg:name` when a missing file `f` reads like a label written without its `//`
+/// (`examples:sshd`): its path below the workspace root (or its name) has a `:`.
+fn label_like(f: &Path, workspace: Option<&Workspace>) -> Option<String> {
+    let relative = workspace
+        .and_then(|ws| f.strip_prefix(&ws.root).ok())
+        .or_else(|| f.file_name().map(Path::new))?
+        .to_str()?;
+    let (package, name) = relative.split_once(':')?;
+    (!name.is_empty() && !name.contains(['/', ':'])).then(|| format!("//{package}:{name}"))
+}
+
 /// True if the argument looks like a label rather than a file path.
 pub fn is_label(arg: &str) -> bool {
     arg.starts_with("//")
@@ -313,7 +359,12 @@ pub fn is_label(arg: &str) -> bool {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Label {
-    Target { package: String, name: String },
+    /// `implicit`: written without `:NAME`, so the name is the package's last component.
+    Target {
+        package: String,
+        name: String,
+        implicit: bool,
+    },
     Recursive { package: String },
 }
 
@@ -337,9 +388,9 @@ impl Label {
                 package: package.to_string(),
             });
         }
-        let (package, name) = match rest.split_once(':') {
-            Some((p, n)) => (p, n),
-            None => (rest, rest.rsplit('/').next().unwrap_or(rest)),
+        let (package, name, implicit) = match rest.split_once(':') {
+            Some((p, n)) => (p, n, false),
+            None => (rest, rest.rsplit('/').next().unwrap_or(rest), true),
         };
         check_package(package).map_err(|r| bad(&r))?;
         if name.is_empty() || name.contains('/') || name.contains(':') {
@@ -348,6 +399,7 @@ impl Label {
         Ok(Label::Target {
             package: package.to_string(),
             name: name.to_string(),
+            implicit,
         })
     }
 }
@@ -438,10 +490,35 @@ mod tests {
         assert_eq!(ws.expand("//:top").expect("root")[0].name, "top");
         let deep = ws.expand("//examples/nested:deep").expect("yaml extension");
         assert_eq!(deep[0].package, PathBuf::from("examples/nested"));
-        assert!(matches!(
-            ws.expand("//examples/nested"),
-            Err(WorkspaceError::UnknownTarget { .. })
-        ));
+        // A label without `:NAME` names the target of the package's own name; when there is
+        // none, the error lists what the package has instead of guessing a near name.
+        let err = ws.expand("//examples").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no target `//examples`: without `:NAME` it means `//examples:examples`; the \
+             package has //examples:minimal, //examples:sshd; `//examples/...` builds them all"
+        );
+        assert_eq!(
+            ws.expand("//examples/nested").unwrap_err().to_string(),
+            "no target `//examples/nested`: without `:NAME` it means \
+             `//examples/nested:nested`; the package has //examples/nested:deep; \
+             `//examples/nested/...` builds them all"
+        );
+    }
+
+    #[test]
+    fn a_label_written_without_slashes_is_hinted() {
+        let (d, ws) = workspace();
+        let missing = d.path().join("examples:sshd");
+        let err = target_from_files(&[missing], Some(&ws)).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("no such file; labels start with `//`: did you mean `//examples:sshd`?"),
+            "{err}"
+        );
+        let plain = d.path().join("nothing.yml");
+        let err = target_from_files(&[plain], Some(&ws)).unwrap_err();
+        assert!(err.to_string().ends_with(": no such file"), "{err}");
     }
 
     #[test]
