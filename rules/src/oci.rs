@@ -16,6 +16,7 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -150,6 +151,8 @@ impl ImageSource for OciLayout {
 #[derive(Clone, Debug, Default)]
 pub struct ImageSources {
     layouts: Vec<Arc<OciLayout>>,
+    /// Layouts the workspace lists that do not exist (yet), to name when an image is missing.
+    missing_layouts: Vec<PathBuf>,
     registry: Option<RegistryClient>,
 }
 
@@ -157,12 +160,25 @@ impl ImageSources {
     pub fn new(layouts: Vec<OciLayout>, registry: Option<RegistryClient>) -> ImageSources {
         ImageSources {
             layouts: layouts.into_iter().map(Arc::new).collect(),
+            missing_layouts: Vec::new(),
             registry,
         }
     }
 
     pub fn layouts(&self) -> &[Arc<OciLayout>] {
         &self.layouts
+    }
+
+    /// The same sources, remembering listed layouts that do not exist.
+    #[must_use]
+    pub fn with_missing_layouts(mut self, missing: Vec<PathBuf>) -> ImageSources {
+        self.missing_layouts = missing;
+        self
+    }
+
+    /// Listed layouts that do not exist.
+    pub fn missing_layouts(&self) -> &[PathBuf] {
+        &self.missing_layouts
     }
 
     pub fn registry(&self) -> Option<&RegistryClient> {

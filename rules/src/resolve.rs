@@ -10,6 +10,7 @@
 //! - `--locked` turns any change to the lock file into an error.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use lkb_store::{BlobDigest, BlobRef, ErrorCategory, Store, StoreError};
@@ -32,6 +33,17 @@ pub enum ResolveError {
         "image {reference} is not in the store or any OCI layout, and --offline forbids asking a registry"
     )]
     Offline { reference: String },
+    #[error("{}", not_in_layouts(.reference, .searched, .missing))]
+    NotInLayouts {
+        reference: String,
+        /// The layouts searched.
+        searched: Vec<PathBuf>,
+        /// Listed layouts that do not exist.
+        missing: Vec<PathBuf>,
+        /// Why the registry could not give it either.
+        #[source]
+        source: OciError,
+    },
     #[error("stored manifest {digest} of {reference} is not an image manifest: {reason}")]
     BadStoredManifest {
         reference: String,
@@ -47,6 +59,11 @@ impl ResolveError {
             ResolveError::Lock(e) => e.category(),
             ResolveError::Store(e) => e.category(),
             ResolveError::Offline { .. } => ErrorCategory::User,
+            ResolveError::NotInLayouts {
+                missing, source, ..
+            } if missing.is_empty() => source.category(),
+            // The layout the user was meant to create is missing: theirs to fix.
+            ResolveError::NotInLayouts { .. } => ErrorCategory::User,
             ResolveError::BadStoredManifest { .. } => ErrorCategory::Environment,
         }
     }
@@ -133,11 +150,11 @@ impl Resolver {
                     resolved.index_digest = pin.index;
                     resolved
                 }
-                (None, None) => {
-                    self.sources
-                        .resolve(&r, &self.platform, &self.store)
-                        .await?
-                }
+                (None, None) => self
+                    .sources
+                    .resolve(&r, &self.platform, &self.store)
+                    .await
+                    .map_err(|error| self.not_in_layouts(name, error))?,
             }
         };
         let config = self.store.read_blob(&resolved.config.digest)?;
@@ -147,6 +164,27 @@ impl Resolver {
             reason: format!("image config {} is not JSON: {e}", resolved.config.digest),
         })?;
         Ok(ImageInfo { resolved, config })
+    }
+
+    /// A registry error for an image no layout has: when the workspace lists layouts, say
+    /// so, and name the ones that do not exist.
+    fn not_in_layouts(&self, name: &str, error: OciError) -> ResolveError {
+        let searched: Vec<PathBuf> = self
+            .sources
+            .layouts()
+            .iter()
+            .map(|layout| layout.root().to_path_buf())
+            .collect();
+        let missing = self.sources.missing_layouts().to_vec();
+        if searched.is_empty() && missing.is_empty() {
+            return error.into();
+        }
+        ResolveError::NotInLayouts {
+            reference: name.to_string(),
+            searched,
+            missing,
+            source: error,
+        }
     }
 
     /// Rebuilds a pinned image from the store alone, if its manifest and config are there.
@@ -191,4 +229,42 @@ impl Resolver {
         )?;
         Ok(Some(resolved))
     }
+}
+
+/// The message of [`ResolveError::NotInLayouts`], with a hint per missing layout (naming the
+/// `build.sh` beside it when there is one, as for the examples).
+fn not_in_layouts(reference: &str, searched: &[PathBuf], missing: &[PathBuf]) -> String {
+    let list = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!("image {reference} is in none of the OCI layouts lkb.toml lists");
+    match (searched.is_empty(), missing.is_empty()) {
+        (false, true) => text.push_str(&format!(" ({})", list(searched))),
+        (false, false) => text.push_str(&format!(
+            " (searched {}; missing {})",
+            list(searched),
+            list(missing)
+        )),
+        (true, _) => text.push_str(&format!(" (none of them exists: {})", list(missing))),
+    }
+    text.push_str(", and the registry could not provide it");
+    for layout in missing {
+        let script = layout.parent().map(|dir| dir.join("build.sh"));
+        match script.filter(|script| script.is_file()) {
+            Some(script) => text.push_str(&format!(
+                "\nhint: {} does not exist; {} creates it",
+                layout.display(),
+                script.display()
+            )),
+            None => text.push_str(&format!(
+                "\nhint: {} does not exist; create the layout or remove it from lkb.toml",
+                layout.display()
+            )),
+        }
+    }
+    text
 }

@@ -365,7 +365,9 @@ enum Label {
         name: String,
         implicit: bool,
     },
-    Recursive { package: String },
+    Recursive {
+        package: String,
+    },
 }
 
 impl Label {

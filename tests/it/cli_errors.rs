@@ -847,3 +847,48 @@ fn error_report_does_not_repeat_causes_already_in_the_message() {
         }
     }
 }
+
+/// A newcomer who has not built the example images yet: the image is in no layout (the
+/// listed one does not exist) and the registry is unreachable. The error says the layout is
+/// missing and which script creates it, not only that a registry refused a connection.
+#[test]
+fn an_image_in_no_layout_names_the_missing_layout_and_its_build_script() {
+    let registry = format!("127.0.0.1:{}", free_port().unwrap());
+    let ws = cli::workspace(&[], &[&registry]).unwrap();
+    fs_err::write(
+        ws.path().join("lkb.toml"),
+        format!("[images]\nlayouts = [\"images/oci\"]\ninsecure-registries = [\"{registry}\"]\n"),
+    )
+    .unwrap();
+    fs_err::create_dir_all(ws.path().join("images")).unwrap();
+    fs_err::write(ws.path().join("images/build.sh"), "#!/bin/sh\n").unwrap();
+    fs_err::write(
+        ws.path().join("app.yml"),
+        format!("init:\n  - {registry}/lkb/init:1\n"),
+    )
+    .unwrap();
+    let lkb = Lkb::new(ws.path()).unwrap();
+    let run = lkb.build(&["//:app"]).unwrap();
+    let error = check_failure(&run, 2, &["//:app"]);
+    assert!(
+        error.contains(&format!(
+            "image {registry}/lkb/init:1 is in none of the OCI layouts"
+        )),
+        "{}",
+        run.stderr
+    );
+    let layout = ws.path().join("images/oci");
+    let script = ws.path().join("images/build.sh");
+    assert!(
+        run.stderr.contains(&format!(
+            "hint: {} does not exist; {} creates it",
+            layout.display(),
+            script.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    // The registry's own failure is still there, as the cause.
+    assert!(run.stderr.contains(&registry), "{}", run.stderr);
+    assert!(!ws.path().join("lkb-out").exists());
+}

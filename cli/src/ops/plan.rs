@@ -216,11 +216,13 @@ pub(crate) fn image_sources(
     workspace: Option<&Workspace>,
     offline: bool,
 ) -> crate::errors::Result<ImageSources> {
-    let layouts = workspace
+    let (layouts, missing): (Vec<PathBuf>, Vec<PathBuf>) = workspace
         .map(Workspace::layouts)
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p.exists())
+        .partition(|p| p.exists());
+    let layouts = layouts
+        .into_iter()
         .map(|p| {
             OciLayout::open(&p).with_context(|| format!("cannot open OCI layout {}", p.display()))
         })
@@ -241,7 +243,7 @@ pub(crate) fn image_sources(
             ..RegistryConfig::default()
         })?)
     };
-    Ok(ImageSources::new(layouts, registry))
+    Ok(ImageSources::new(layouts, registry).with_missing_layouts(missing))
 }
 
 /// Opens the store. Waiting for another process's lock happens on a blocking thread, so the
