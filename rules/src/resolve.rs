@@ -42,7 +42,7 @@ pub enum ResolveError {
         missing: Vec<PathBuf>,
         /// Why the registry could not give it either.
         #[source]
-        source: OciError,
+        source: Box<OciError>,
     },
     #[error("stored manifest {digest} of {reference} is not an image manifest: {reason}")]
     BadStoredManifest {
@@ -183,7 +183,7 @@ impl Resolver {
             reference: name.to_string(),
             searched,
             missing,
-            source: error,
+            source: Box::new(error),
         }
     }
 
