@@ -152,6 +152,9 @@ fn now_ms() -> u64 {
 pub struct Roots {
     pub targets: BTreeMap<String, RootRecord>,
     pub unreadable: Vec<String>,
+    /// Rows keyed by a bare label (`//pkg:name`), as lkb wrote them before roots were keyed by
+    /// workspace: they root nothing, and `gc` removes them.
+    pub stale: Vec<String>,
 }
 
 impl Roots {
@@ -160,6 +163,10 @@ impl Roots {
         let mut roots = Roots::default();
         for (label, bytes) in store.list_meta(MetaTable::Roots)? {
             if label.starts_with(OUTPUT_RECORD_PREFIX) {
+                continue;
+            }
+            if label.starts_with("//") {
+                roots.stale.push(label);
                 continue;
             }
             match RootRecord::decode(&bytes) {
@@ -340,7 +347,7 @@ pub fn gc(
     let plan = inventory.plan(&roots.gc_roots(&inventory), max_size);
     // Roots go first: a crash after this leaves garbage for the next run, never a root that
     // names deleted records.
-    for label in &plan.evicted {
+    for label in plan.evicted.iter().chain(&roots.stale) {
         store.remove_meta(MetaTable::Roots, label)?;
     }
     let report = store.sweep(&plan)?;
@@ -460,6 +467,25 @@ mod tests {
         let json = serde_json::to_vec(&current).expect("encode");
         assert_eq!(RootRecord::decode(&json).expect("decode"), current);
         assert!(RootRecord::decode(b"{\"oops\":1}").is_err());
+    }
+
+    #[test]
+    fn label_keyed_roots_of_an_older_lkb_are_stale() {
+        let dir = std::env::temp_dir().join(format!("lkb-cache-stale-{}", std::process::id()));
+        let store = Store::open(&dir).expect("store");
+        let record = RootRecord::default();
+        record.put(&store, "//examples:minimal").expect("old row");
+        record
+            .put(&store, "/ws//examples:minimal")
+            .expect("new row");
+        let roots = super::Roots::read(&store).expect("read");
+        assert_eq!(roots.stale, ["//examples:minimal"]);
+        assert_eq!(
+            roots.targets.keys().collect::<Vec<_>>(),
+            ["/ws//examples:minimal"]
+        );
+        drop(store);
+        fs_err::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
