@@ -21,13 +21,12 @@ use std::io::Read;
 use lkb_store::{Artifact, BlobDigest, Store};
 
 use crate::oci::{Manifest, parse_manifest};
-use crate::tree::{TREE_FORMAT_VERSION, Tree, TreeError};
+use crate::tree::{TREE_FORMAT_VERSION, TREE_FORMAT_VERSION_NO_ROOT, TREE_MAGIC, Tree, TreeError};
 
 /// The first bytes of every tree encoding: the magic, then the format version.
 fn tree_header() -> Vec<u8> {
-    let mut header = Tree::new().encode();
-    // An empty tree is the magic, the version, and a zero entry count.
-    header.truncate(header.len() - 1);
+    let mut header = TREE_MAGIC.to_vec();
+    header.push(TREE_FORMAT_VERSION);
     header
 }
 
@@ -57,7 +56,7 @@ pub fn references(store: &Store, artifact: &Artifact) -> Result<Vec<BlobDigest>,
         })?;
     match tree_version(&prefix) {
         None => Ok(Vec::new()),
-        Some(TREE_FORMAT_VERSION) => {
+        Some(TREE_FORMAT_VERSION | TREE_FORMAT_VERSION_NO_ROOT) => {
             let tree = Tree::load(store, digest)?;
             let mut contents: Vec<BlobDigest> = tree
                 .iter()
@@ -108,7 +107,7 @@ mod tests {
     use lkb_store::{Artifact, BlobRef, Store};
 
     use super::{image_metadata, references};
-    use crate::tree::{Entry, Meta, Tree};
+    use crate::tree::{Entry, Meta, TREE_FORMAT_VERSION_NO_ROOT, TREE_MAGIC, Tree};
 
     fn artifact(name: &str, blob: BlobRef) -> Artifact {
         Artifact {
@@ -166,11 +165,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open store");
         let mut future = Tree::new().encode();
-        let version = future.len() - 2;
+        let version = TREE_MAGIC.len();
         future[version] = future[version].wrapping_add(1);
         let future = store.put_bytes(&future).expect("put");
         let error = references(&store, &artifact("tree", future)).expect_err("future version");
         assert!(error.to_string().contains("format version"), "{error}");
+
+        // Version 1 (before the root entry) is still read.
+        let mut v1 = Tree::new().encode();
+        v1[version] = TREE_FORMAT_VERSION_NO_ROOT;
+        v1.remove(version + 1);
+        let v1 = store.put_bytes(&v1).expect("put");
+        assert_eq!(references(&store, &artifact("tree", v1)).expect("v1"), []);
 
         let mut broken = Tree::new().encode();
         broken.extend_from_slice(b"trailing");

@@ -149,7 +149,7 @@ fn cases() -> Vec<Case> {
                 limits: limits(),
             },
             vec![result("blob", "app layer")],
-            "954a4120d0b654ea271f714c0d7e895cab11a0d401c36f3253075f3b1721dc5f",
+            "56aed585300efc9dcab3e7b07865c360ffc2d8c37da9918bb1bc550b3db80fa3",
         ),
         case(
             "merge",
@@ -204,7 +204,7 @@ fn cases() -> Vec<Case> {
             "kernel",
             kernel(),
             vec![result("tree", "kernel image tree")],
-            "5c8835ee043e4730bcdcbe690f4c258f42114daa4951eae2edcbbb16e1406d58",
+            "c0a319cc0de79c099c44b32d2ae3af440273451c9f9ed1a04e3031f97299c25a",
         ),
         case(
             "files",
@@ -227,7 +227,7 @@ fn cases() -> Vec<Case> {
                 what: "onboot[0] app".into(),
             },
             vec![result("tree", "bundle tree")],
-            "e593eba450692e992b757939c29018f56885d08a6a716005b10f79eb0837abee",
+            "a46071542e4170d4b96399a8841e52a9fdaebc59eba70b1e9d3602c18a5b8a1f",
         ),
         case(
             "segment",
@@ -237,7 +237,7 @@ fn cases() -> Vec<Case> {
                 what: "kernel".into(),
             },
             vec![kernel_result()],
-            "0ab71eabb7520d35931ee09daa35cd29d4fe3817aff38aa6111b7c57c57b5be6",
+            "a5c79ec3eb4760718081fbcc111d37fdeb49963c938a2c7ccc3997631ce14f04",
         ),
         case(
             "initrd",
@@ -259,13 +259,13 @@ fn cases() -> Vec<Case> {
                 result("tree", "init tree"),
                 result("tree", "bundle tree"),
             ],
-            "314afb1c35f52cc97725a7292fa72ba5a803c93366166adfc56bc3c3665d81d5",
+            "93a8e92edca4fdbe85aa87ba39a64fd94de6dbc7b1d492dc72b85d36eea687f1",
         ),
         case(
             "kernel-initrd-tar",
             KernelInitrdTarAction,
             vec![kernel_result(), result("initrd", "initrd bytes")],
-            "df857a5722c4380e1981df0e8344f7e50ffa2ec441d84199f13865ed35e439d1",
+            "cad608643eb37f99c18b00b452bd493961e9171fe0b72c6a657867f676ebc507",
         ),
         case(
             "volume",
