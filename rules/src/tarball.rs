@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(&b[..13], b"PaxHeaders.0\0");
         let h = &b[1024..1536];
         assert_eq!((&h[..2], h[156]), (&b".\0"[..], b'5'));
-        assert_eq!(&h[100..124], b"0000700\00000005\00000006\0");
+        assert_eq!(&h[100..124], b"0000700\x000000005\x000000006\x00");
 
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a.tar");
