@@ -15,6 +15,7 @@
 //!   only regular files and devices, and LinuxKit never had such links).
 //! - Files of 4 GiB or more are an error instead of a corrupt archive.
 //! - mtimes outside the 32-bit range are clamped to 0 / 0xffffffff.
+//! - A root entry is always named `.`; LinuxKit copies a kernel tar's `./` verbatim.
 //!
 //! **Inode numbers.** Each archive (segment) numbers its entries from `ino_base` (default
 //! LinuxKit's 721), one per entry or hard-link group, plus one for the trailer. Numbers are not
@@ -32,7 +33,8 @@ use lkb_store::{ErrorCategory, Store, StoreError};
 use crate::tree::{Entry, EntryKind, Tree};
 
 /// Version of this writer's byte-affecting choices, for action keys.
-pub const CPIO_FORMAT_VERSION: u32 = 1;
+/// 2: [`write_cpio`] writes a tree's root entry (`.`) first.
+pub const CPIO_FORMAT_VERSION: u32 = 2;
 /// LinuxKit's first inode number.
 pub const LINUXKIT_INO_BASE: u32 = 721;
 const TRAILER: &str = "TRAILER!!!";
@@ -398,7 +400,13 @@ fn plan(list: &[&Entry]) -> Result<(Vec<Role>, Vec<Group>), CpioError> {
     Ok((roles, groups))
 }
 
-/// Writes a whole tree, in archive order, as one newc archive.
+/// Writes a whole tree, in archive order, as one newc archive: first its root entry, as `.`,
+/// if it has one ([`Tree::root`]).
+///
+/// Each initrd segment is one tree, so the root entry appears once per segment whose tree has
+/// one (the kernel's modules, each `init:` image), in the order LinuxKit writes the same
+/// entries; the kernel applies them in turn (a directory that exists gets the new owner and
+/// mode), so as with LinuxKit the last one decides `/`.
 pub fn write_cpio<W: Write>(
     out: W,
     tree: &Tree,
@@ -406,7 +414,7 @@ pub fn write_cpio<W: Write>(
     opts: &CpioOptions,
 ) -> Result<(W, CpioSummary), CpioError> {
     let mut w = CpioWriter::new(out, store, opts);
-    w.write_entries(tree.iter())?;
+    w.write_entries(tree.archive_entries())?;
     w.finish()
 }
 
@@ -505,6 +513,41 @@ pub(crate) mod tests {
             (summary.entries, summary.bytes),
             (t.len() as u64, bytes.len() as u64)
         );
+    }
+
+    #[test]
+    fn the_root_entry_comes_first_as_dot() {
+        let (_d, store) = store();
+        let mut t = tree_of(vec![file(&store, "a", b"A")]);
+        t.set_root(Some(crate::tree::Entry::dir(
+            crate::tree::ROOT_PATH,
+            Meta::new(0o700, 5, 6, 1_492_533_000),
+        )))
+        .unwrap();
+        let bytes = cpio_bytes(&t, &store);
+        let ents = parse_newc(&bytes);
+        let names: Vec<&str> = ents.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, [".", "a", TRAILER]);
+        let f = ents[0].1;
+        // ino, mode, uid, gid, nlink, mtime
+        assert_eq!(
+            f[..6],
+            [LINUXKIT_INO_BASE, 0o040700, 5, 6, 2, 1_492_533_000]
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a.cpio");
+        std::fs::write(&archive, &bytes).unwrap();
+        let long = run(Command::new("cpio")
+            .args(["-itv", "--quiet", "-n", "-F"])
+            .arg(&archive));
+        let first: Vec<&str> = long.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            (first[0], first[2], first[3]),
+            ("drwx------", "5", "6"),
+            "{long}"
+        );
+        assert_eq!(first.last(), Some(&"."), "{long}");
     }
 
     #[test]

@@ -70,7 +70,7 @@ mod tests {
     use lkb_store::{Artifact, ArtifactKind, BlobRef, Store};
 
     use super::{image_metadata, references};
-    use crate::tree::{Entry, Meta, Tree};
+    use crate::tree::{Entry, Meta, TREE_FORMAT_VERSION_NO_ROOT, TREE_MAGIC, Tree};
 
     fn artifact(kind: ArtifactKind, blob: BlobRef) -> Artifact {
         Artifact {
@@ -126,11 +126,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open store");
         let mut future = Tree::new().encode();
-        let version = future.len() - 2;
+        let version = TREE_MAGIC.len();
         future[version] = future[version].wrapping_add(1);
         let future = store.put_bytes(&future).expect("put");
         let error = references(&store, &artifact(TreeKind, future)).expect_err("future version");
         assert!(error.to_string().contains("format version"), "{error}");
+
+        // Version 1 (before the root entry) is still read.
+        let mut v1 = Tree::new().encode();
+        v1[version] = TREE_FORMAT_VERSION_NO_ROOT;
+        v1.remove(version + 1);
+        let v1 = store.put_bytes(&v1).expect("put");
+        assert_eq!(references(&store, &artifact(TreeKind, v1)).expect("v1"), []);
 
         let mut broken = Tree::new().encode();
         broken.extend_from_slice(b"trailing");

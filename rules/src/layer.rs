@@ -9,7 +9,8 @@
 //!
 //! What a layer may contain, and what becomes of it:
 //! - names are normalised lexically ([`normalize_path`]); `..` climbing out of the root is an
-//!   error naming the path; the root entry itself (`./`) is dropped;
+//!   error naming the path; a root directory entry (`./`, `.`, `/`) becomes the tree's
+//!   [`Tree::root`] (the last one wins); a root entry of another type is dropped;
 //! - `dir/.wh.name` → [`EntryKind::Whiteout`], `dir/.wh..wh..opq` → [`EntryKind::Opaque`]; other
 //!   `.wh..wh.*` names (aufs metadata such as `.wh..wh.plnk`) and everything below them are
 //!   skipped, as Docker does;
@@ -37,8 +38,8 @@ use lkb_store::{ErrorCategory, Store, StoreError};
 
 use crate::compress::{Detected, decompress_reader};
 use crate::tree::{
-    Entry, EntryKind, Meta, OPAQUE_MARKER, PathError, Tree, TreeError, WHITEOUT_PREFIX, ancestors,
-    is_basic_pax_key, normalize_path, split_parent,
+    Entry, EntryKind, Meta, OPAQUE_MARKER, PathError, ROOT_PATH, Tree, TreeError, WHITEOUT_PREFIX,
+    ancestors, is_basic_pax_key, normalize_path, split_parent,
 };
 
 /// Bounds for one layer; exceeding one is an error.
@@ -414,7 +415,14 @@ fn add_entry(
     };
     let name = utf8(&raw_name, "name")?;
     let Some(path) = normalize(&name, limits)? else {
-        return Ok(()); // the root directory itself
+        let raw_type = header.entry_type().as_byte();
+        let is_dir = matches!(raw_type, b'5' | b'D')
+            || (matches!(raw_type, b'0' | b'\0') && raw_name.ends_with(b"/"));
+        return if is_dir {
+            set_root(tree, header, ext)
+        } else {
+            Ok(())
+        };
     };
     let raw_type = header.entry_type().as_byte();
     let base = split_parent(&path).1;
@@ -437,34 +445,7 @@ fn add_entry(
         }
     }
 
-    let uid = match ext.pax("uid") {
-        Some(v) => std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(&path, "bad PAX uid"))?,
-        None => num(header.uid(), &path, "uid")?,
-    };
-    let gid = match ext.pax("gid") {
-        Some(v) => std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(&path, "bad PAX gid"))?,
-        None => num(header.gid(), &path, "gid")?,
-    };
-    let mtime = match ext.pax("mtime") {
-        Some(v) => parse_pax_time(v).ok_or_else(|| bad(&path, "bad PAX mtime"))?,
-        None => i64::try_from(num(header.mtime(), &path, "mtime")?).unwrap_or(i64::MAX),
-    };
-    let mode = header
-        .mode()
-        .map_err(|e| bad(&path, format!("bad mode: {e}")))?
-        & 0o7777;
-    let meta = Meta {
-        mode,
-        uid: id32(uid, &path, "uid")?,
-        gid: id32(gid, &path, "gid")?,
-        mtime,
-    };
+    let meta = entry_meta(header, ext, &path)?;
 
     let link_target = || -> Result<String, LayerErrorKind> {
         let raw = match (ext.pax("linkpath"), &ext.long_link) {
@@ -546,6 +527,21 @@ fn add_entry(
     };
 
     let mut entry = Entry::new(path, kind, meta);
+    copy_records(&mut entry, ext);
+    insert_layer_entry(tree, entry)
+}
+
+/// Records a root directory entry (`./`) as the tree's root; later ones replace earlier ones,
+/// like a directory over a directory.
+fn set_root(tree: &mut Tree, header: &tar::Header, ext: &Pending) -> Result<(), LayerErrorKind> {
+    let mut root = Entry::dir(ROOT_PATH, entry_meta(header, ext, ROOT_PATH)?);
+    copy_records(&mut root, ext);
+    tree.set_root(Some(root))?;
+    Ok(())
+}
+
+/// Keeps an entry's xattrs and its PAX records other than the basic ones.
+fn copy_records(entry: &mut Entry, ext: &Pending) {
     for (k, v) in ext.pax.iter().flatten() {
         if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
             entry.xattrs.insert(name.to_string(), v.clone());
@@ -555,7 +551,38 @@ fn add_entry(
             entry.pax.insert(k.clone(), v);
         }
     }
-    insert_layer_entry(tree, entry)
+}
+
+/// Mode, owner and mtime of an entry: the header's, overridden by PAX records.
+fn entry_meta(header: &tar::Header, ext: &Pending, path: &str) -> Result<Meta, LayerErrorKind> {
+    let uid = match ext.pax("uid") {
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(path, "bad PAX uid"))?,
+        None => num(header.uid(), path, "uid")?,
+    };
+    let gid = match ext.pax("gid") {
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(path, "bad PAX gid"))?,
+        None => num(header.gid(), path, "gid")?,
+    };
+    let mtime = match ext.pax("mtime") {
+        Some(v) => parse_pax_time(v).ok_or_else(|| bad(path, "bad PAX mtime"))?,
+        None => i64::try_from(num(header.mtime(), path, "mtime")?).unwrap_or(i64::MAX),
+    };
+    let mode = header
+        .mode()
+        .map_err(|e| bad(path, format!("bad mode: {e}")))?
+        & 0o7777;
+    Ok(Meta {
+        mode,
+        uid: id32(uid, path, "uid")?,
+        gid: id32(gid, path, "gid")?,
+        mtime,
+    })
 }
 
 fn store_file(

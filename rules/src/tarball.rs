@@ -24,10 +24,11 @@ use std::io::{self, Read, Write};
 
 use lkb_store::{ErrorCategory, Store, StoreError};
 
-use crate::tree::{Entry, EntryKind, Tree, is_basic_pax_key};
+use crate::tree::{Entry, EntryKind, ROOT_PATH, Tree, is_basic_pax_key};
 
 /// Version of this writer's byte-affecting choices, for action keys.
-pub const TAR_FORMAT_VERSION: u32 = 1;
+/// 2: root entries (`.`) are written, their PAX header named `PaxHeaders.0` as Go names it.
+pub const TAR_FORMAT_VERSION: u32 = 2;
 const BLOCK: usize = 512;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -280,7 +281,10 @@ impl<W: Write> TarWriter<W> {
                 Some(i) => (&e.path[..i], &e.path[i + 1..]),
                 None => ("", e.path.as_str()),
             };
-            let name = if dir.is_empty() {
+            // Go joins and cleans the parts: the root entry's header is `PaxHeaders.0`.
+            let name = if file == ROOT_PATH && dir.is_empty() {
+                "PaxHeaders.0".to_string()
+            } else if dir.is_empty() {
                 format!("PaxHeaders.0/{file}")
             } else {
                 format!("{dir}/PaxHeaders.0/{file}")
@@ -335,7 +339,8 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-/// Writes a whole tree, in archive order, as one tar.
+/// Writes a whole tree, in archive order, as one tar: first its root entry, as `.`, if it has
+/// one ([`Tree::root`]).
 pub fn write_tar<W: Write>(
     out: W,
     tree: &Tree,
@@ -343,7 +348,7 @@ pub fn write_tar<W: Write>(
     opts: &TarOptions,
 ) -> Result<(W, TarSummary), TarError> {
     let mut w = TarWriter::new(out, store, opts);
-    w.append_entries(tree.iter())?;
+    w.append_entries(tree.archive_entries())?;
     w.finish()
 }
 
@@ -418,6 +423,35 @@ mod tests {
         // No records, no PAX header.
         let plain = tar_bytes(&tree_of(vec![Entry::dir("d", M755)]), &store, &[]);
         assert_eq!((plain.len(), plain[156]), (512 * 3, b'5'));
+    }
+
+    #[test]
+    fn the_root_entry_comes_first_as_dot() {
+        let (_d, store) = store();
+        let mut t = tree_of(vec![file(&store, "a", b"A")]);
+        let mut root = Entry::dir(ROOT_PATH, Meta::new(0o700, 5, 6, 1_492_533_000));
+        root.pax
+            .insert("LINUXKIT.location".into(), "init[0]".into());
+        t.set_root(Some(root)).unwrap();
+        let b = tar_bytes(&t, &store, &[]);
+        // Go: path.Join("", "PaxHeaders.0", ".") is "PaxHeaders.0".
+        assert_eq!(&b[..13], b"PaxHeaders.0\0");
+        let h = &b[1024..1536];
+        assert_eq!((&h[..2], h[156]), (&b".\0"[..], b'5'));
+        assert_eq!(&h[100..124], b"0000700\x000000005\x000000006\x00");
+
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a.tar");
+        std::fs::write(&archive, &b).unwrap();
+        let listed = run(Command::new("tar")
+            .args(["-tvf"])
+            .arg(&archive)
+            .arg("--numeric-owner"));
+        let first = listed.lines().next().unwrap();
+        assert!(first.starts_with("drwx------ 5/6 "), "{listed}");
+        assert!(first.ends_with(" ./") || first.ends_with(" ."), "{listed}");
+        let unpacked: Tree = unpack_layer(&store, &b[..], "", &Limits::default()).unwrap();
+        assert_eq!(unpacked.root(), t.root());
     }
 
     #[test]

@@ -6,8 +6,15 @@
 //!
 //! # Paths
 //! Paths are relative, `/`-separated, without a leading or trailing `/`, without empty, `.` or
-//! `..` components, without NUL bytes, and never empty (the root has no entry). See
-//! [`normalize_path`] for turning untrusted archive names into such paths.
+//! `..` components, without NUL bytes, and never empty. See [`normalize_path`] for turning
+//! untrusted archive names into such paths.
+//!
+//! # The root
+//! The root directory is not one of the entries. A tree may still carry its metadata
+//! ([`Tree::root`]): a layer whose tar has a `./` entry records it, merges keep the topmost
+//! layer's, and the archive writers emit it first as `.` (LinuxKit copies an image's root entry
+//! into its rootfs tar and initrd, so the image's mode and owner of `/` survive). Prefixing a
+//! tree drops it.
 //!
 //! # Order
 //! Entries are kept and iterated in *archive order*: paths are compared component by
@@ -43,6 +50,8 @@ mod tests;
 pub(crate) mod testutil;
 
 pub use codec::TREE_FORMAT_VERSION;
+#[cfg(test)]
+pub(crate) use codec::{TREE_FORMAT_VERSION_NO_ROOT, TREE_MAGIC};
 use path::PathKey;
 pub use path::{PathError, ancestors, check_path, cmp_paths, normalize_path, split_parent};
 
@@ -333,6 +342,20 @@ fn invalid(path: &str, reason: &'static str) -> TreeError {
     }
 }
 
+/// Validates a root entry ([`Tree::set_root`]).
+fn validate_root(root: &Entry) -> Result<(), TreeError> {
+    if root.path != ROOT_PATH || !root.is_dir() {
+        return Err(invalid(
+            &root.path,
+            "the root entry must be a directory named .",
+        ));
+    }
+    if root.mode & !0o7777 != 0 {
+        return Err(invalid(&root.path, "mode has bits outside 0o7777"));
+    }
+    Ok(())
+}
+
 /// Validates an entry for insertion into a tree.
 fn validate(entry: &Entry) -> Result<(), TreeError> {
     check_path(&entry.path).map_err(|r| invalid(&entry.path, r))?;
@@ -370,10 +393,15 @@ fn validate(entry: &Entry) -> Result<(), TreeError> {
     Ok(())
 }
 
+/// The name archive writers give the root entry ([`Tree::root`]).
+pub const ROOT_PATH: &str = ".";
+
 /// An ordered, canonical listing of a file tree (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
     map: BTreeMap<PathKey, Entry>,
+    /// The root directory's entry (path [`ROOT_PATH`], a directory), if the source had one.
+    root: Option<Entry>,
 }
 
 impl Tree {
@@ -391,6 +419,27 @@ impl Tree {
 
     pub fn get(&self, path: &str) -> Option<&Entry> {
         self.map.get(&PathKey(path.to_string()))
+    }
+
+    /// The root directory's entry, named [`ROOT_PATH`], if the tree records one. It is not
+    /// among [`Tree::iter`]'s entries; archive writers put it first.
+    pub fn root(&self) -> Option<&Entry> {
+        self.root.as_ref()
+    }
+
+    /// Records (or, with `None`, forgets) the root directory's metadata. The entry must be a
+    /// directory named [`ROOT_PATH`] with mode bits within `0o7777`.
+    pub fn set_root(&mut self, root: Option<Entry>) -> Result<(), TreeError> {
+        if let Some(r) = &root {
+            validate_root(r)?;
+        }
+        self.root = root;
+        Ok(())
+    }
+
+    /// The root entry (if any) followed by all entries: what an archive of the tree holds.
+    pub fn archive_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.root.iter().chain(self.map.values())
     }
 
     pub fn contains(&self, path: &str) -> bool {
@@ -459,7 +508,7 @@ impl Tree {
     /// Sets a PAX record on every entry (e.g. LinuxKit's `LINUXKIT.source`); paths and kinds
     /// stay as they are.
     pub fn set_pax_all(&mut self, key: &str, value: &str) {
-        for e in self.map.values_mut() {
+        for e in self.map.values_mut().chain(self.root.as_mut()) {
             e.pax.insert(key.to_string(), value.to_string());
         }
     }
@@ -485,7 +534,8 @@ impl Tree {
 
     /// A copy of this tree re-rooted under `prefix` (normalised; `""` or `/` leave it as is).
     /// Hard-link targets move along; symlink targets are data and stay unchanged. No directory
-    /// entries are made for the prefix itself: use [`Tree::ensure_dir`].
+    /// entries are made for the prefix itself: use [`Tree::ensure_dir`]. The root entry is
+    /// dropped: under a prefix it would name the prefix directory, not `/`.
     pub fn prefixed(&self, prefix: &str) -> Result<Tree, TreeError> {
         let prefix = match normalize_path(prefix) {
             Ok(Some(p)) => p,

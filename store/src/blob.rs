@@ -1,6 +1,6 @@
 //! Writing blobs (temp file, hash while writing, rename into `cas/`) and listing/removing them.
 
-use std::fs::Permissions;
+use std::fs::Permissions; // a plain type: fs_err has no Permissions of its own
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

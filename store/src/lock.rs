@@ -1,6 +1,6 @@
 //! The process-level lock on a store: one lkb process at a time, later ones wait.
 
-use std::fs::TryLockError;
+use std::fs::TryLockError; // the error type of File::try_lock, which fs_err does not wrap
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 

@@ -537,9 +537,12 @@ fn initrd_extracts_with_cpio_into_the_linuxkit_layout() {
     let mut names = cpio_names(&archives);
     drop_sbom(&mut names);
     assert_eq!(names.len(), 4, "kernel, init, onboot, service: {names:#?}");
-    assert_eq!(names[0][0], "boot");
+    // The kernel tar's `./` entry comes first, as `.` (LinuxKit copies it too).
+    assert_eq!(names[0][..2], [".", "boot"]);
     assert!(
-        names[0].iter().all(|n| n == "boot" || n.starts_with("lib")),
+        names[0]
+            .iter()
+            .all(|n| n == "." || n == "boot" || n.starts_with("lib")),
         "{:#?}",
         names[0]
     );
@@ -856,6 +859,98 @@ fn tar_and_initrd_agree_on_hard_links_long_names_and_owners() {
     );
     assert!(!root.join("containers/services/ro/tmp").exists());
     assert!(root.join("containers/services/ro/rootfs").is_dir());
+}
+
+/// An image's `./` entry reaches the outputs as LinuxKit's does: the init image's initrd
+/// segment and its part of the rootfs tar start with a `.` entry that has the image's mode,
+/// owner and mtime, so `/` gets them when the kernel (or `tar -x`) applies it.
+#[test]
+fn the_image_root_entry_reaches_the_initrd_and_the_tar() {
+    use lkb_tests::oci::{Entry, ImageBuilder, Layer};
+    let image = ImageBuilder::new()
+        .layer(
+            Layer::new()
+                .entry(Entry::dir(".").mode(0o700).owner(5, 6).mtime(1_600_000_000))
+                .file("hello", "hi\n"),
+        )
+        .build()
+        .unwrap();
+    let layout_dir = tempfile::tempdir().unwrap();
+    let mut layout = OciLayout::create(layout_dir.path()).unwrap();
+    layout
+        .add("localhost/lkb-tests/rootmode:1", &image)
+        .unwrap();
+    let ws = workspace(&[layout_dir.path()], &[]).unwrap();
+    write(
+        ws.path(),
+        "rootmode.yml",
+        "init:\n  - localhost/lkb-tests/rootmode:1\nfiles:\n  - path: etc/extra\n    contents: x\n",
+    );
+    let lkb = Lkb::new(ws.path()).unwrap();
+    build_ok(
+        &lkb,
+        &[
+            "rootmode.yml",
+            "--dir",
+            "out",
+            "-f",
+            "kernel+initrd",
+            "-f",
+            "tar",
+        ],
+    );
+    let out = ws.path().join("out");
+
+    let archives = initrd_archives(&out.join("rootmode-initrd.img"));
+    let listings: Vec<Vec<String>> = archives
+        .iter()
+        .map(|a| {
+            lines(run_tool(
+                Command::new("cpio").args(["-itv", "--quiet", "-n"]),
+                Some(a),
+            ))
+        })
+        .collect();
+    let roots: Vec<&String> = listings
+        .iter()
+        .flatten()
+        .filter(|l| l.ends_with(" ."))
+        .collect();
+    assert_eq!(
+        roots.len(),
+        1,
+        "one `.` entry, in the init segment: {listings:#?}"
+    );
+    let init = listings
+        .iter()
+        .find(|l| l.iter().any(|e| e.ends_with(" hello")))
+        .expect("the init image's segment");
+    let fields: Vec<&str> = init[0].split_whitespace().collect();
+    assert_eq!(
+        (fields[0], fields[2], fields[3], *fields.last().unwrap()),
+        ("drwx------", "5", "6", "."),
+        "{init:#?}"
+    );
+    let newc: Vec<Rec> = archives.iter().flat_map(|a| parse_newc(a)).collect();
+    let root = newc.iter().find(|r| r.name == ".").expect("`.` parsed");
+    assert_eq!(
+        (root.kind, root.mode, root.uid, root.gid, root.mtime),
+        ('d', 0o700, 5, 6, 1_600_000_000)
+    );
+
+    let tar = fs_err::read(out.join("rootmode.tar")).unwrap();
+    let listed = lines(run_tool(
+        Command::new("tar").args(["-tv", "--numeric-owner", "-f", "-"]),
+        Some(&tar),
+    ));
+    assert!(
+        listed[0].starts_with("drwx------ 5/6 ") && listed[0].ends_with(" ."),
+        "{listed:#?}"
+    );
+    assert_eq!(listed.iter().filter(|l| l.ends_with(" .")).count(), 1);
+    let (rec, pax) = &parse_tar(&tar)[0];
+    assert_eq!((rec.name.as_str(), rec.mode, rec.uid), (".", 0o700, 5));
+    assert_eq!(pax["LINUXKIT.location"], "init[0]");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,12 +3,13 @@
 //! builds of the example images.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use lkb_tests::cli::{Lkb, Run, example_layout, lkb_bin, repo_root, workspace};
+use lkb_tests::cli::{Lkb, Run, example_layout, repo_root, workspace};
 use serde_json::Value;
 use sha2::Digest as _;
 
@@ -175,12 +176,6 @@ impl Random {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-
-    /// Uniform in `0..=max`.
-    fn duration(&mut self, max: Duration) -> Duration {
-        let max_us = max.as_micros().max(1) as u64;
-        Duration::from_micros(self.next() % (max_us + 1))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,51 +252,79 @@ fn two_builds_on_one_store_both_succeed_and_the_second_says_it_waits() {
 /// Builds killed with SIGKILL at seeded random points (twice in a row on the same store, then
 /// on a fresh one, ten times) leave a store that the next build uses without error, and whose
 /// outputs are byte-identical to a build in a fresh store. `cache verify` finds no damage.
+///
+/// Every kill interrupts a running build: the points are counted in `action_started` events
+/// (read from the child's `--progress=json` stream as it goes), never more than the build still
+/// has to start, and the child is checked to be alive just before it is killed. (Points in time
+/// cannot promise that: later builds run faster than the first, cold one.)
 #[test]
 fn builds_killed_at_random_points_leave_a_usable_store() {
     let ws = minimal_workspace();
     let reference = Lkb::new(ws.path()).unwrap();
-    lkb_bin(); // built before timing the cold build
-    let started = Instant::now();
-    build_ok(&reference, &[MINIMAL, "--dir", "reference"]);
-    let cold = started.elapsed();
+    let run = build_ok(&reference, &[MINIMAL, "--dir", "reference"]);
     let expected = outputs(&ws.path().join("reference"));
+    let actions = run
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "action_started")
+        .count() as u64;
+    assert!(actions >= 2, "a cold build starts {actions} actions");
 
     let mut random = Random(0x0005_eed1_b5c0_ffee);
     for iteration in 0..10 {
         let lkb = Lkb::new(ws.path()).unwrap();
-        let mut delays = Vec::new();
-        for _ in 0..2 {
-            // Spread over the whole cold build, and a little beyond it.
-            let delay = random.duration(cold + cold / 4);
-            delays.push(delay);
+        // The first build gets through at most `first` actions, so the second, on the same
+        // store, still starts at least `actions - first`.
+        let first = 1 + random.next() % (actions - 1);
+        let second = 1 + random.next() % (actions - first);
+        let points = [first, second];
+        for (run, &point) in points.iter().enumerate() {
             let mut child = lkb
                 .command(&["--progress=json", "build", MINIMAL, "--dir", "out"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(delay);
-            // SIGKILL; the child may already have finished, which is fine.
-            let _ = child.kill();
+            // Kept open until the child is dead: a closed pipe would end the build early.
+            let mut events = BufReader::new(child.stderr.take().unwrap()).lines();
+            let mut started = 0;
+            for line in events.by_ref() {
+                let line = line.unwrap();
+                if serde_json::from_str::<Value>(&line)
+                    .is_ok_and(|v| v["event"] == "action_started")
+                {
+                    started += 1;
+                    if started == point {
+                        break;
+                    }
+                }
+            }
+            let exited = child.try_wait().unwrap();
+            assert!(
+                started == point && exited.is_none(),
+                "iteration {iteration}, run {run}: the build ended ({exited:?}) after \
+                 {started} of {point} action starts; a kill must interrupt a running build"
+            );
+            child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
+            drop(events);
         }
         let run = lkb
             .build(&[MINIMAL, "--dir", "out"])
             .unwrap()
             .ok()
-            .unwrap_or_else(|e| panic!("iteration {iteration}, killed after {delays:?}: {e}"));
+            .unwrap_or_else(|e| panic!("iteration {iteration}, killed at {points:?}: {e}"));
         assert_eq!(
             outputs(&ws.path().join("out")),
             expected,
-            "iteration {iteration}, killed after {delays:?}: outputs differ ({} executed)",
+            "iteration {iteration}, killed at {points:?}: outputs differ ({} executed)",
             executed(&run)
         );
         let verify = cache_ok(&lkb, &["verify"]);
         assert!(
             verify.stdout.contains("no damage found"),
-            "iteration {iteration}, killed after {delays:?}:\n{}",
+            "iteration {iteration}, killed at {points:?}:\n{}",
             verify.stdout
         );
         assert_eq!(executed(&build_ok(&lkb, &[MINIMAL, "--dir", "out"])), 0);

@@ -1,5 +1,5 @@
 //! Smoke tests for the test-support crate itself: the registry launcher, the image builder
-//! against a real registry, and (ignored by default) the QEMU boot harness.
+//! against a real registry, and the QEMU boot harness.
 
 use lkb_tests::oci::{
     Compression, Digest, Flavor, ImageBuilder, IndexBuilder, Layer, MOBY_CONFIG_LABEL, OciLayout,
@@ -186,19 +186,23 @@ fn unpack_image(image: &lkb_tests::oci::Image, dir: &std::path::Path) {
     }
 }
 
+/// Uses the example layout the other tests share (made once from cached Debian packages), so it
+/// needs nothing they do not; the boot takes about 10 s of QEMU, like the tests in `boot.rs`.
 #[test]
-#[ignore = "needs Debian packages (apt-get download on first use, then cached) and ~10 s of QEMU"]
 fn example_images_push_to_the_registry_and_boot() {
-    use lkb_tests::examples::{self, BOOT_MARKER, DONE_MARKER};
+    use lkb_tests::examples::{BOOT_MARKER, DONE_MARKER};
     use lkb_tests::oci::Artifact;
 
-    let cache = lkb_tests::debs::DebCache::open_default().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let oci = work.path().join("oci");
-    let outcome = examples::write_layout(&cache, &oci, false).unwrap();
-    let layout = OciLayout::open(&oci).unwrap();
+    let layout = OciLayout::open(&lkb_tests::cli::example_layout().unwrap()).unwrap();
+    let refs: Vec<String> = layout
+        .entries()
+        .iter()
+        .filter_map(|e| e.ref_name.clone())
+        .collect();
+    assert!(!refs.is_empty(), "the example layout names no images");
     let registry = Registry::start().unwrap();
-    for reference in &outcome.refs {
+    for reference in &refs {
         let (repo, tag) = reference
             .strip_prefix("localhost/")
             .and_then(|r| r.rsplit_once(':'))
@@ -208,8 +212,7 @@ fn example_images_push_to_the_registry_and_boot() {
     }
 
     let amd64 = |name: &str| {
-        let reference = outcome
-            .refs
+        let reference = refs
             .iter()
             .find(|r| r.contains(&format!("/{name}:")))
             .unwrap();

@@ -181,6 +181,7 @@ fn place_output(store: &Store, blob: &BlobRef, path: &Path) -> crate::errors::Re
     fs_err::copy(store.blob_path(&blob.digest), &tmp)?;
     {
         use std::os::unix::fs::PermissionsExt;
+        // std's Permissions is a plain type; fs_err has none of its own.
         fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
     }
     fs_err::rename(&tmp, path)?;

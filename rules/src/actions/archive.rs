@@ -131,7 +131,8 @@ impl Action for InitrdAction {
 }
 
 /// The whole root filesystem as one PAX tar (format `tar`): the same trees as the initrd, in
-/// the same order, plus the kernel's `boot/` files.
+/// the same order, plus the kernel's `boot/` files. Each tree's root entry (`.`), if any, comes
+/// before its entries, as in the initrd segments.
 #[derive(Debug)]
 pub struct RootfsTarAction;
 
@@ -162,7 +163,7 @@ impl Action for RootfsTarAction {
                 .map(|b| load_tree(&store, b))
                 .collect::<Result<Vec<_>, _>>()?;
             let blob = to_blob(&store, |out| {
-                write_tar(out, trees.iter().flat_map(Tree::iter), &store)
+                write_tar(out, trees.iter().flat_map(Tree::archive_entries), &store)
             })?;
             Ok(ActionResult::new().with("tar", ArtifactKind::Archive, blob))
         })

@@ -152,7 +152,7 @@ fn cases() -> Vec<Case> {
                 limits: limits(),
             },
             vec![plain("blob", "app layer")],
-            "e925e4aa566f66a0d75482756fcfc60a13fcdb9e6075129d34a964c412ed677a",
+            "dff455d0cc5f6b259d0d64caed675078ae82d50fe1456f23f30a7afa8d7647d4",
         ),
         case(
             "merge",
@@ -160,7 +160,7 @@ fn cases() -> Vec<Case> {
                 reference: "localhost/lkb/app:1".into(),
             },
             vec![tree("lower layer tree"), tree("upper layer tree")],
-            "449a72ae68ae55c0b7daeefec7864ab9958fe875a66b03019912510b997eb6bb",
+            "6590b1bc6039c0b6eb9f0b69ef6d36fd60d411a36accc3da992923ac35ddb4a9",
         ),
         case(
             "init-root",
@@ -169,7 +169,7 @@ fn cases() -> Vec<Case> {
                 location: "init[0]".into(),
             },
             vec![tree("init image tree")],
-            "75f1e6d69f9f8ef589505b4cc0c4af904e33091fe482330889df8cea2a78251b",
+            "66581bc73093ea523fea3ef054a988f3d38e93c16701546a0b6de947b4e1e93a",
         ),
         case(
             "bundle",
@@ -183,7 +183,7 @@ fn cases() -> Vec<Case> {
                 location: "onboot[0]".into(),
             },
             vec![tree("app image tree")],
-            "890e5687caf1b487e593f59645978b8925195d7aa9fe61912dc504899fdb2279",
+            "fd086047429c5e5f7819a3673df2cffceada015a46bc0d43c388bb408014b443",
         ),
         case(
             "bundle",
@@ -198,13 +198,13 @@ fn cases() -> Vec<Case> {
                 location: "services[1]".into(),
             },
             vec![],
-            "3b06f7bb16b8459e35c02a718839c53ec2ecdf8d78b32348916d033b03eb3d97",
+            "71ecea7b154a7c1f5bfa55d189876b880ceff4b71bf09da774685116326bdb6a",
         ),
         case(
             "kernel",
             kernel(),
             vec![tree("kernel image tree")],
-            "002cdb41cfa1ad8e53eaf696d146556f5fe33c746319d0ad9362dd31b4bab1f4",
+            "179e1f28b502785f20284851a467bb89b066559110daa9ed1216b60e2373852b",
         ),
         case(
             "files",
@@ -217,7 +217,7 @@ fn cases() -> Vec<Case> {
                 ],
             },
             vec![],
-            "fdb70e51306df807d31ef09e4cbb6996032f60f042df0ee2e93908d0b32638b3",
+            "04d311a6fdcd7295f2965766c198d11816b5fb36c60a3e986507e2834ff472f3",
         ),
         case(
             "segment",
@@ -226,7 +226,7 @@ fn cases() -> Vec<Case> {
                 what: "onboot[0] app".into(),
             },
             vec![tree("bundle tree")],
-            "3a5d08504d581290c9af43d6478cf923746f15cda6a5748ab769f541516be54e",
+            "4cd1a5b4c824ac5f05fcb5bb023d26c570989cde9df06d5f65da31b564451654",
         ),
         case(
             "segment",
@@ -235,7 +235,7 @@ fn cases() -> Vec<Case> {
                 what: "kernel".into(),
             },
             vec![input("initrd", ArtifactKind::Tree, "kernel initrd tree")],
-            "23b4bffbadee3118d47765becd142c950b3441417fc6f13e0fbabca05c676135",
+            "e9a7e0bea08d7b186953cf2c0c9b3fc959f9dbbfa9c2a36b1f332d09eeaf0bcb",
         ),
         case(
             "initrd",
@@ -255,7 +255,7 @@ fn cases() -> Vec<Case> {
                 tree("init tree"),
                 tree("bundle tree"),
             ],
-            "105b15e12d7de7fae43b2dc7b3a115bd929b5965f33fc52d4a0f2112cb01006b",
+            "39eada69401ca92def7e14f5f4c7dc22ada3e05346aab71b9e85d28e26d78327",
         ),
         case(
             "kernel-initrd-tar",
@@ -266,7 +266,7 @@ fn cases() -> Vec<Case> {
                 plain("cmdline", "console=ttyS0"),
                 plain("ucode", "ucode cpio"),
             ],
-            "ee56b02265e18839eb9ddb2bf423b1dec59d8f34b1bd5f3e8cb348153ee969ac",
+            "91701c6b47fac158fa1e15e8270d6182c94b05a5fef02dd50ee90794b71ae9d2",
         ),
         case(
             "volume",
@@ -276,7 +276,7 @@ fn cases() -> Vec<Case> {
                 content: VolumeContent::Blank,
             },
             vec![],
-            "def72918891e15c3362b86cd68b67d29c9bce4c3d7df8d7a493f58e49deb2d0e",
+            "6fc5f24a4cdb460e9af078f21da62a302f676ac8b935cfebc08dc5c72e7e57b8",
         ),
         case(
             "volume",
@@ -288,7 +288,7 @@ fn cases() -> Vec<Case> {
                 },
             },
             vec![tree("volume image tree")],
-            "c9fcfbd9c9e0bd028ac0a19f3899571881ece9c3e79000610fb727c9968cf22a",
+            "fbfc35892a6b76a69dab7ff7ef5cda4e479d0d54a4a6150bf4d83c47e249cc58",
         ),
         case(
             "volume",
@@ -305,13 +305,13 @@ fn cases() -> Vec<Case> {
                 plain("blob", "manifest"),
                 plain("blob", "index"),
             ],
-            "b0ec9c16a91ac512a31731e8aff3f54df1bd702bf8d4354d8df419163f35e87f",
+            "ae78e95ecd2654cb142a0e805ecb42155455e2ae7a604846cc43cf2e68febfbc",
         ),
         case(
             "apk-db",
             ApkDbAction,
             vec![tree("init tree a"), tree("init tree b")],
-            "6fc4cacbc3dd49774cfafd79add3dcd9468f594f92f130ff0e45055aa76927b1",
+            "32ac299cc3629fdcec0277a6905ec98368037e43a925aa9e1317d295b1a731f5",
         ),
         case(
             "sbom",
@@ -332,7 +332,7 @@ fn cases() -> Vec<Case> {
                 plain("blob", "kernel attestation"),
                 plain("blob", "app attestation"),
             ],
-            "01be556031ead7fdb57a8597acaa5ad26259506e74684374b0b13938b5bd8b4c",
+            "3b4e82bfa31f7ba99a071f7df9e4b599a06d19369d5503e1b1e43a33440bc8fb",
         ),
     ]
 }

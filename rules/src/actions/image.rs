@@ -88,6 +88,10 @@ impl Action for UnpackLayerAction {
     fn kind(&self) -> &'static str {
         "unpack"
     }
+    fn version(&self) -> u32 {
+        // 2: a layer's `./` entry is kept as the tree's root (tree format 2).
+        2
+    }
     fn label(&self) -> String {
         format!(
             "unpack {} of {}",

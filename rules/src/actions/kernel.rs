@@ -28,6 +28,10 @@ impl Action for KernelAction {
     fn kind(&self) -> &'static str {
         "kernel"
     }
+    fn version(&self) -> u32 {
+        // 2: the kernel tar's `./` entry is kept as the root of `rootfs` and `initrd`.
+        2
+    }
     fn label(&self) -> String {
         format!("kernel {}", self.source)
     }
@@ -137,6 +141,10 @@ impl KernelAction {
             )
             .map_err(|e| ActionError::new(e.category(), e))?;
             let modules = Tree::merge_layers(&[layer]).map_err(tree_error)?;
+            // LinuxKit copies the tar's `./` entry too, so its owner and mode reach `/`.
+            for t in [&mut rootfs, &mut initrd] {
+                t.set_root(modules.root().cloned()).map_err(tree_error)?;
+            }
             for entry in modules.iter() {
                 insert(&mut rootfs, entry.clone())?;
                 insert(&mut initrd, entry.clone())?;

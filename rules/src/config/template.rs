@@ -218,6 +218,7 @@ pub enum PackageError {
 /// `linuxkit pkg show-tag --canonical <dir>` prints it.
 pub fn package_reference(dir: &Path) -> Result<String, PackageError> {
     let path = dir.join("build.yml");
+    // std, not fs_err: `PackageError::Read` names the path itself.
     let text = std::fs::read_to_string(&path).map_err(|source| PackageError::Read {
         path: path.clone(),
         source,
@@ -472,12 +473,13 @@ fn content_hash(dir: &Path) -> Result<String, PackageError> {
     for line in listing.trim().split('\n') {
         let name = line.strip_suffix('\r').unwrap_or(line);
         let path = dir.join(name);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        let Ok(meta) = fs_err::symlink_metadata(&path) else {
             continue;
         };
         if meta.is_dir() || meta.file_type().is_symlink() {
             continue;
         }
+        // std, not fs_err: read errors become `PackageError::Read`, which names the path.
         let Ok(mut file) = std::fs::File::open(&path) else {
             continue;
         };

@@ -251,7 +251,7 @@ impl DockerConfig {
     /// Loads `config.json` from `path`. A missing file is an empty config; a malformed one is an
     /// error naming the file.
     pub fn load(path: &Path) -> Result<DockerConfig, OciError> {
-        match std::fs::read(path) {
+        match fs_err::read(path) {
             Ok(bytes) => DockerConfig::from_json(&bytes, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerConfig {
                 path: Some(path.to_path_buf()),

@@ -39,8 +39,8 @@ impl OciLayout {
         struct Marker {
             image_layout_version: String,
         }
-        let marker = std::fs::read(root.join("oci-layout"))
-            .map_err(|e| bad(format!("not an OCI image layout (oci-layout: {e})")))?;
+        let marker = fs_err::read(root.join("oci-layout"))
+            .map_err(|e| bad(format!("not an OCI image layout ({e})")))?;
         let marker: Marker = serde_json::from_slice(&marker)
             .map_err(|e| bad(format!("oci-layout is not valid: {e}")))?;
         if !marker.image_layout_version.starts_with("1.") {
@@ -49,8 +49,7 @@ impl OciLayout {
                 marker.image_layout_version
             )));
         }
-        let index =
-            std::fs::read(root.join("index.json")).map_err(|e| bad(format!("index.json: {e}")))?;
+        let index = fs_err::read(root.join("index.json")).map_err(|e| bad(e.to_string()))?;
         let index: ImageIndex = serde_json::from_slice(&index)
             .map_err(|e| bad(format!("index.json is not a valid image index: {e}")))?;
         Ok(OciLayout { root, index })
@@ -87,7 +86,7 @@ impl OciLayout {
             if let Some(d) = self.entries().iter().find(|d| d.sha256() == Some(*want)) {
                 return Some(d.clone());
             }
-            let len = std::fs::metadata(self.blob_path(want)).ok()?.len();
+            let len = fs_err::metadata(self.blob_path(want)).ok()?.len();
             return Some(Descriptor {
                 media_type: String::new(),
                 digest: want.to_string(),

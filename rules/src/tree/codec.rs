@@ -1,7 +1,8 @@
 //! Canonical byte encoding of a [`Tree`].
 //!
 //! ```text
-//! tree    = magic "LKBTREE\n" | version u8 (= 1) | count varint | entry*count
+//! tree    = magic "LKBTREE\n" | version u8 (= 2) | root | count varint | entry*count
+//! root    = 0 (none) | 1 entry     (path ".", a directory; see `Tree::root`)
 //! entry   = path str | tag u8 | payload | mode varint | uid varint | gid varint
 //!           | mtime zigzag-varint | n varint | (key str | value bytes)*n    (xattrs)
 //!           | n varint | (key str | value str)*n                           (pax records)
@@ -14,6 +15,10 @@
 //! Entries are in archive order and map keys in byte order; the decoder insists on strictly
 //! ascending order, shortest varints, valid entries and no trailing bytes, so every tree has
 //! exactly one encoding and `decode(encode(t)) == t`.
+//!
+//! Version 1 had no `root` field. It is still decoded (as a tree without a root entry), so
+//! stores written before version 2 keep working: results of actions whose trees could hold a
+//! root (`unpack`) have new keys and are made again, and the others never have one.
 
 use std::collections::BTreeMap;
 
@@ -21,9 +26,12 @@ use lkb_store::{BlobDigest, BlobRef, Store};
 
 use super::{Entry, EntryKind, PathKey, Tree, TreeError, cmp_paths, validate};
 
-const MAGIC: &[u8; 8] = b"LKBTREE\n";
+/// The first bytes of every tree encoding; the format version follows.
+pub(crate) const TREE_MAGIC: &[u8; 8] = b"LKBTREE\n";
 /// Version of the tree encoding; bump when the format or the meaning of a field changes.
-pub const TREE_FORMAT_VERSION: u8 = 1;
+pub const TREE_FORMAT_VERSION: u8 = 2;
+/// The version before the root entry, still decoded.
+pub(crate) const TREE_FORMAT_VERSION_NO_ROOT: u8 = 1;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -38,6 +46,52 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+fn put_entry(out: &mut Vec<u8>, e: &Entry) {
+    put_bytes(out, e.path.as_bytes());
+    match &e.kind {
+        EntryKind::Dir => out.push(0),
+        EntryKind::File { blob } => {
+            out.push(1);
+            out.extend_from_slice(blob.digest.as_bytes());
+            put_varint(out, blob.size);
+        }
+        EntryKind::Symlink { target } => {
+            out.push(2);
+            put_bytes(out, target.as_bytes());
+        }
+        EntryKind::Hardlink { target } => {
+            out.push(3);
+            put_bytes(out, target.as_bytes());
+        }
+        EntryKind::Char { major, minor } | EntryKind::Block { major, minor } => {
+            out.push(if matches!(e.kind, EntryKind::Char { .. }) {
+                4
+            } else {
+                5
+            });
+            put_varint(out, u64::from(*major));
+            put_varint(out, u64::from(*minor));
+        }
+        EntryKind::Fifo => out.push(6),
+        EntryKind::Whiteout => out.push(7),
+        EntryKind::Opaque => out.push(8),
+    }
+    put_varint(out, u64::from(e.mode));
+    put_varint(out, u64::from(e.uid));
+    put_varint(out, u64::from(e.gid));
+    put_varint(out, zigzag(e.mtime));
+    put_varint(out, e.xattrs.len() as u64);
+    for (k, v) in &e.xattrs {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v);
+    }
+    put_varint(out, e.pax.len() as u64);
+    for (k, v) in &e.pax {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+}
+
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -50,53 +104,18 @@ impl Tree {
     /// The canonical encoding (see the module docs of `tree::codec`).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.len() * 64);
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(TREE_MAGIC);
         out.push(TREE_FORMAT_VERSION);
+        match &self.root {
+            None => out.push(0),
+            Some(root) => {
+                out.push(1);
+                put_entry(&mut out, root);
+            }
+        }
         put_varint(&mut out, self.len() as u64);
         for e in self.iter() {
-            put_bytes(&mut out, e.path.as_bytes());
-            match &e.kind {
-                EntryKind::Dir => out.push(0),
-                EntryKind::File { blob } => {
-                    out.push(1);
-                    out.extend_from_slice(blob.digest.as_bytes());
-                    put_varint(&mut out, blob.size);
-                }
-                EntryKind::Symlink { target } => {
-                    out.push(2);
-                    put_bytes(&mut out, target.as_bytes());
-                }
-                EntryKind::Hardlink { target } => {
-                    out.push(3);
-                    put_bytes(&mut out, target.as_bytes());
-                }
-                EntryKind::Char { major, minor } | EntryKind::Block { major, minor } => {
-                    out.push(if matches!(e.kind, EntryKind::Char { .. }) {
-                        4
-                    } else {
-                        5
-                    });
-                    put_varint(&mut out, u64::from(*major));
-                    put_varint(&mut out, u64::from(*minor));
-                }
-                EntryKind::Fifo => out.push(6),
-                EntryKind::Whiteout => out.push(7),
-                EntryKind::Opaque => out.push(8),
-            }
-            put_varint(&mut out, u64::from(e.mode));
-            put_varint(&mut out, u64::from(e.uid));
-            put_varint(&mut out, u64::from(e.gid));
-            put_varint(&mut out, zigzag(e.mtime));
-            put_varint(&mut out, e.xattrs.len() as u64);
-            for (k, v) in &e.xattrs {
-                put_bytes(&mut out, k.as_bytes());
-                put_bytes(&mut out, v);
-            }
-            put_varint(&mut out, e.pax.len() as u64);
-            for (k, v) in &e.pax {
-                put_bytes(&mut out, k.as_bytes());
-                put_bytes(&mut out, v.as_bytes());
-            }
+            put_entry(&mut out, e);
         }
         out
     }
@@ -114,17 +133,29 @@ impl Tree {
     /// Decodes [`Tree::encode`] output, rejecting anything that is not canonical.
     pub fn decode(bytes: &[u8]) -> Result<Tree, TreeError> {
         let mut r = Reader { buf: bytes, pos: 0 };
-        if r.take(MAGIC.len())? != MAGIC {
+        if r.take(TREE_MAGIC.len())? != TREE_MAGIC {
             return Err(TreeError::Decode("not a tree (bad magic)".into()));
         }
         let version = r.u8()?;
-        if version != TREE_FORMAT_VERSION {
-            return Err(TreeError::Decode(format!(
-                "unsupported tree format version {version}"
-            )));
+        let mut tree = Tree::new();
+        match version {
+            TREE_FORMAT_VERSION_NO_ROOT => {}
+            TREE_FORMAT_VERSION => match r.u8()? {
+                0 => {}
+                1 => {
+                    let root = r.entry()?;
+                    tree.set_root(Some(root))
+                        .map_err(|e| TreeError::Decode(e.to_string()))?;
+                }
+                t => return Err(TreeError::Decode(format!("unknown root tag {t}"))),
+            },
+            _ => {
+                return Err(TreeError::Decode(format!(
+                    "unsupported tree format version {version}"
+                )));
+            }
         }
         let count = r.varint()?;
-        let mut tree = Tree::new();
         let mut prev: Option<String> = None;
         for _ in 0..count {
             let entry = r.entry()?;

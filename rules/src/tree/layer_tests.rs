@@ -294,3 +294,47 @@ fn layers_from_tars_merge_per_oci() {
     assert_eq!(merged.read_file(&store, "etc/a-link").unwrap(), b"a1");
     merged.check_complete().unwrap();
 }
+
+#[test]
+fn a_root_entry_becomes_the_tree_root_and_the_top_layer_decides() {
+    let (_d, store) = store();
+    let mut l1 = TarBuf::default();
+    l1.pax(&[("LINUXKIT.note", b"lower")]);
+    l1.raw(b"./", b'5', b"", |h| {
+        h.set_mode(0o700);
+        h.set_uid(5);
+        h.set_gid(6);
+    });
+    l1.file("a", b"a");
+    let mut l2 = TarBuf::default();
+    l2.file("b", b"b");
+    let mut l3 = TarBuf::default();
+    l3.raw(b".", b'5', b"", |h| h.set_mode(0o750));
+    // A non-directory at the root names nothing; it is dropped.
+    l3.raw(b".", b'0', b"", |_| {});
+    let layers = [l1.finish(), l2.finish(), l3.finish()].map(|b| unpack(&store, &b).unwrap());
+    let root = layers[0].root().unwrap();
+    assert_eq!((root.path.as_str(), root.is_dir()), (".", true));
+    assert_eq!(root.meta(), Meta::new(0o700, 5, 6, 1_492_533_000));
+    assert_eq!(
+        root.pax.get("LINUXKIT.note").map(String::as_str),
+        Some("lower")
+    );
+    assert!(layers[1].root().is_none());
+    assert_eq!(layers[0].len(), 1, "the root is not one of the entries");
+
+    let lower_two = Tree::merge_layers(&layers[..2]).unwrap();
+    assert_eq!(lower_two.root(), layers[0].root());
+    let all = Tree::merge_layers(&layers).unwrap();
+    assert_eq!(
+        all.root().unwrap().meta(),
+        Meta::new(0o750, 0, 0, 1_492_533_000)
+    );
+    assert_eq!(Tree::decode(&all.encode()).unwrap(), all);
+    assert_eq!(
+        Tree::decode(&lower_two.encode()).unwrap().root(),
+        layers[0].root()
+    );
+    // Prefixing drops it: under a prefix it would not describe `/`.
+    assert!(all.prefixed("containers/x").unwrap().root().is_none());
+}

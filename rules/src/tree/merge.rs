@@ -16,6 +16,9 @@
 //!    order) is promoted to a copy of the old primary (content, mode, owner, mtime, xattrs)
 //!    and the others point to it. So links never silently change content and never dangle.
 //!    A link whose target exists in no layer is an error ([`TreeError::DanglingHardlink`]).
+//! 5. The root entry ([`Tree::root`]) of a layer that has one replaces the lower one, like a
+//!    directory over a directory: the topmost layer with a `./` entry decides (go-containerregistry's
+//!    flattening, which LinuxKit uses, keeps the first `.` it meets walking from the top).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -51,6 +54,9 @@ impl Tree {
         let mut acc = Tree::new();
         for layer in layers {
             apply_layer(&mut acc, layer)?;
+            if layer.root.is_some() {
+                acc.root.clone_from(&layer.root);
+            }
         }
         normalize(&mut acc, false)?;
         Ok(acc)

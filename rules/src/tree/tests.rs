@@ -246,11 +246,47 @@ fn encode_decode_round_trip() {
     // Swap the order of two single-entry trees' bodies: out of order must be refused.
     let one = |p: &str| tree_of(vec![dir(p)]).encode();
     let (x, y) = (one("b"), one("a"));
-    let mut two = x[..9].to_vec();
+    // magic, version, no root, count.
+    let mut two = x[..10].to_vec();
     two.push(2);
-    two.extend_from_slice(&x[10..]);
-    two.extend_from_slice(&y[10..]);
+    two.extend_from_slice(&x[11..]);
+    two.extend_from_slice(&y[11..]);
     assert!(matches!(Tree::decode(&two), Err(TreeError::Decode(m)) if m.contains("order")));
+}
+
+#[test]
+fn the_root_entry_round_trips_and_version_1_still_decodes() {
+    let mut t = tree_of(vec![dir("etc")]);
+    let mut root = Entry::dir(ROOT_PATH, Meta::new(0o700, 5, 6, 7));
+    root.pax
+        .insert("LINUXKIT.location".into(), "init[0]".into());
+    t.set_root(Some(root.clone())).unwrap();
+    let bytes = t.encode();
+    assert_eq!(bytes[8], TREE_FORMAT_VERSION);
+    let back = Tree::decode(&bytes).unwrap();
+    assert_eq!(back.root(), Some(&root));
+    assert_eq!(back, t);
+    assert_eq!(
+        back.archive_entries()
+            .map(|e| e.path.as_str())
+            .collect::<Vec<_>>(),
+        [".", "etc"]
+    );
+    let mut bad_tag = bytes.clone();
+    bad_tag[9] = 2;
+    assert!(Tree::decode(&bad_tag).is_err());
+
+    // Only a directory named `.` can be the root.
+    assert!(t.set_root(Some(dir("etc"))).is_err());
+    let file_root = Entry::new(ROOT_PATH, EntryKind::Fifo, Meta::new(0o644, 0, 0, 0));
+    assert!(t.set_root(Some(file_root)).is_err());
+
+    // Version 1: no root field after the version byte.
+    let plain = tree_of(vec![dir("etc")]);
+    let mut v1 = plain.encode();
+    v1[8] = 1;
+    v1.remove(9);
+    assert_eq!(Tree::decode(&v1).unwrap(), plain);
 }
 
 #[test]
