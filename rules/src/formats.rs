@@ -12,6 +12,7 @@ mod kernel_initrd;
 mod tar;
 mod tar_kernel_initrd;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
@@ -22,10 +23,19 @@ use lkb_engine::{ArtifactKind, GraphBuilder, NodeId, Out};
 use crate::actions::{InitrdAction, SegmentAction};
 use crate::compress::Codec;
 
-/// One output format: its `--format` name and how it lowers onto the shared [`Parts`].
+/// One output format: its `--format` name, the images its own actions need, and how it lowers
+/// onto the shared [`Parts`].
 pub(crate) trait OutputFormat: Sync + 'static {
     /// The `--format` name, as LinuxKit spells it.
     fn name(&self) -> &'static str;
+
+    /// Images the format's own actions read besides the config's (a boot loader's files, for
+    /// the disk formats), as canonical references. They are resolved and pinned in `lkb.lock`
+    /// with the config's images, and their file trees reach [`OutputFormat::lower`] through
+    /// [`Parts::tool_image`].
+    fn tool_images(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Adds the format's own actions and returns the files it writes for target `name`.
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec>;
@@ -77,6 +87,17 @@ impl Format {
     /// The `--format` name.
     pub fn name(self) -> &'static str {
         self.0.name()
+    }
+
+    /// The images this format's own actions read; see [`OutputFormat::tool_images`].
+    pub fn tool_images(self) -> Vec<String> {
+        self.0.tool_images()
+    }
+
+    /// A format that is not registered, for tests of the format interface.
+    #[cfg(test)]
+    pub(crate) fn unregistered(format: &'static dyn OutputFormat) -> Format {
+        Format(format)
     }
 
     pub(crate) fn lower(
@@ -191,6 +212,8 @@ pub(crate) struct Parts {
     pub trees: Vec<SectionTree>,
     pub codec: Codec,
     initrd: Option<Out>,
+    /// The file trees of the formats' tool images, by canonical reference.
+    tools: BTreeMap<String, Out>,
 }
 
 impl Parts {
@@ -200,7 +223,25 @@ impl Parts {
             trees,
             codec,
             initrd: None,
+            tools: BTreeMap::new(),
         }
+    }
+
+    /// Makes the file tree of a tool image available to formats.
+    pub(crate) fn add_tool_image(&mut self, reference: String, tree: Out) {
+        self.tools.insert(reference, tree);
+    }
+
+    /// The file tree of `reference`, one of the format's [`OutputFormat::tool_images`].
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "no registered format has a tool image until the disk formats"
+        )
+    )]
+    pub(crate) fn tool_image(&self, reference: &str) -> Option<Out> {
+        self.tools.get(reference).copied()
     }
 
     /// The initrd: the microcode (if any), then one compressed cpio segment per tree (the

@@ -116,6 +116,11 @@ pub fn lower(
         sbom_sources: Vec::new(),
     };
     let mut parts = lowering.parts()?;
+    for reference in formats.iter().flat_map(|format| format.tool_images()) {
+        let merged = lowering.image(&reference)?;
+        let tree = lowering.g.only(merged);
+        parts.add_tool_image(reference, tree);
+    }
     let mut outputs = Vec::new();
     for format in formats {
         outputs.extend(format.lower(lowering.g, name, &mut parts));

@@ -301,7 +301,12 @@ pub async fn plan(
         Some(p) => LockFile::read(p)?,
         None => LockFile::default(),
     };
-    let refs: BTreeSet<String> = configs.iter().flat_map(config::image_refs).collect();
+    let tools = formats.iter().flat_map(|format| format.tool_images());
+    let refs: BTreeSet<String> = configs
+        .iter()
+        .flat_map(config::image_refs)
+        .chain(tools)
+        .collect();
     let resolver = Resolver {
         sources: Arc::clone(&sources),
         store: store.clone(),

@@ -177,6 +177,50 @@ fn all_kinds(graph: &Graph) -> std::collections::BTreeSet<&'static str> {
         .collect()
 }
 
+/// A format whose own action reads a tool image (as a disk format reads a boot loader's).
+struct WithTool;
+
+impl crate::formats::OutputFormat for WithTool {
+    fn name(&self) -> &'static str {
+        "with-tool"
+    }
+    fn tool_images(&self) -> Vec<String> {
+        vec!["example.com/lkb/app:1".to_owned()]
+    }
+    fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
+        let tool = parts
+            .tool_image("example.com/lkb/app:1")
+            .expect("the tool image's tree");
+        let tar = g.add_wired(Arc::new(crate::actions::RootfsTarAction), &[tool]);
+        vec![OutputSpec::new(format!("{name}.tool"), g.only(tar), "tar")]
+    }
+}
+
+#[test]
+fn a_format_gets_the_trees_of_its_tool_images() {
+    let f = fixture(YML);
+    let input = LowerInput {
+        config: &f.config,
+        images: &f.images,
+        files: Vec::new(),
+        sources: Arc::new(ImageSources::default()),
+        codec: Codec::None,
+        limits: Limits::default(),
+        indexes: &f.indexes,
+        sbom: None,
+    };
+    let mut g = GraphBuilder::new();
+    let outputs = lower(&mut g, "t", &[Format::unregistered(&WithTool)], &input).expect("lower");
+    let graph = g.build().expect("graph");
+    assert_eq!(outputs[0].file_name, "t.tool");
+    let tar = outputs[0].node;
+    assert_eq!(kinds(&graph, graph.inputs(tar)), ["merge"]);
+    assert_eq!(
+        graph.action(graph.inputs(tar)[0]).expect("node").label(),
+        "merge example.com/lkb/app:1"
+    );
+}
+
 #[test]
 fn a_format_adds_only_the_parts_it_needs() {
     let f = fixture(YML);
