@@ -59,6 +59,38 @@ pub enum Command {
     /// Inspect and manage the store
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Boot a build in QEMU: `lkb run qemu out/sshd`, or a label, built first
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// `qemu` (the only backend so far, and the default), then what to boot: a build's path
+    /// prefix (lkb-out/examples/sshd for sshd-kernel, sshd-initrd.img, sshd-cmdline), its
+    /// -kernel file, or a label such as //examples:sshd to build first
+    #[arg(required = true, num_args = 1..=2, value_name = "[qemu] IMAGE")]
+    pub image: Vec<String>,
+    /// Virtual CPUs
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Memory in MB
+    #[arg(long, default_value_t = 1024, value_name = "MB")]
+    pub mem: u32,
+    /// Accelerator [default: kvm when /dev/kvm is usable, else tcg]
+    #[arg(long, value_name = "kvm|tcg")]
+    pub accel: Option<String>,
+    /// The QEMU binary
+    #[arg(long, default_value = "qemu-system-x86_64", value_name = "PATH")]
+    pub qemu: String,
+    /// Stop with success at the first console line matching REGEX
+    #[arg(long, value_name = "REGEX")]
+    pub until: Option<String>,
+    /// Stop with an error (and the last 40 console lines) after DURATION (90s, 5m, 1h)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Also write the console to FILE
+    #[arg(long, value_name = "FILE")]
+    pub console_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

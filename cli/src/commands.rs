@@ -4,6 +4,7 @@ mod build;
 mod cache;
 mod config;
 mod query;
+mod run;
 
 use crate::args::{Cli, Command};
 use crate::settings::Settings;
@@ -15,6 +16,7 @@ pub(crate) fn run(cli: &Cli, settings: &Settings) -> crate::errors::Result<()> {
         Command::Query(args) => query::run(&cli.global, args, settings),
         Command::Config(args) => config::run(&cli.global, args, settings),
         Command::Cache(command) => cache::run(&cli.global, command, settings),
+        Command::Run(args) => run::run(&cli.global, args, settings),
     }
 }
 

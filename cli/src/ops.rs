@@ -5,3 +5,4 @@ pub mod cache;
 pub mod config;
 pub mod plan;
 pub mod query;
+pub mod run;

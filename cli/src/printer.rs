@@ -16,6 +16,13 @@ pub(crate) fn out(line: &str) {
     let _ = writeln!(stdout, "{line}");
 }
 
+/// Copies console bytes to stdout as they come (`lkb run`), ignoring a closed stdout.
+pub(crate) fn raw(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(bytes);
+    let _ = stdout.flush();
+}
+
 /// Flushes both streams (before exiting).
 pub(crate) fn flush() {
     let _ = std::io::stdout().flush();

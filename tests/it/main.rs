@@ -6,6 +6,7 @@ mod golden;
 mod oci;
 mod outputs;
 mod repro;
+mod run;
 mod store;
 mod support_smoke;
 mod volumes_sbom;

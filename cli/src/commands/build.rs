@@ -62,7 +62,7 @@ pub(crate) fn run(
     } else {
         Explain::Off
     };
-    build_with(global, args, settings, explain)
+    build_with(global, args, settings, explain).map(drop)
 }
 
 /// `lkb explain`: a build whose result is one line per executed action on stdout.
@@ -71,15 +71,16 @@ pub(crate) fn explain(
     args: &BuildArgs,
     settings: &Settings,
 ) -> crate::errors::Result<()> {
-    build_with(global, args, settings, Explain::Only)
+    build_with(global, args, settings, Explain::Only).map(drop)
 }
 
-fn build_with(
+/// Builds as `lkb build` does and returns what it wrote.
+pub(crate) fn build_with(
     global: &GlobalArgs,
     args: &BuildArgs,
     settings: &Settings,
     explain: Explain,
-) -> crate::errors::Result<()> {
+) -> crate::errors::Result<BuildReport> {
     let req = BuildRequest {
         plan: PlanRequest {
             targets: args.targets.clone(),
@@ -134,7 +135,7 @@ fn build_with(
     reporter.finish();
     let report = result?;
     summarize(&reporter, &report);
-    Ok(())
+    Ok(report)
 }
 
 fn summarize(reporter: &CliReporter, report: &BuildReport) {

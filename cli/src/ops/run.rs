@@ -1,0 +1,411 @@
+//! `lkb run qemu`: boots what a build wrote in QEMU, watching its serial console.
+//!
+//! The image is found from the path LinuxKit's `run qemu` takes: a prefix (`out/sshd` →
+//! `sshd-kernel`, `sshd-initrd.img`, `sshd-cmdline`). QEMU runs with `-nographic
+//! -no-reboot`, so the serial console is its stdout and a guest power-off (or reboot) ends it.
+//! lkb copies the console to its own stdout and, with `--console-log`, to a file; `--until`
+//! ends the run at the first console line that matches, `--timeout` bounds it.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lkb_store::{Categorized, ErrorCategory};
+
+/// How many console lines a failure shows.
+pub const TAIL_LINES: usize = 40;
+
+/// What `lkb run` cannot do, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no bootable image at {path}: looked for {}", .looked_for.join(", "))]
+    NoImage {
+        path: String,
+        looked_for: Vec<String>,
+    },
+    #[error(
+        "{path} is a {kind} image, which `lkb run qemu` cannot boot yet (kernel+initrd builds only)"
+    )]
+    NotYet { path: String, kind: &'static str },
+    #[error(
+        "cannot run {qemu}: {source} (install the Debian package qemu-system-x86, or pass --qemu)"
+    )]
+    NoQemu {
+        qemu: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid --until pattern: {0}")]
+    BadPattern(#[from] regex::Error),
+    #[error("invalid --timeout {text:?}: expected a number with an optional s, m or h suffix")]
+    BadDuration { text: String },
+    #[error("no console line matched --until within {timeout:?}; the last lines:\n{tail}")]
+    TimedOut { timeout: Duration, tail: String },
+    #[error("the guest stopped before a console line matched --until; the last lines:\n{tail}")]
+    NoMatch { tail: String },
+    #[error("{qemu} failed ({status}); the last lines:\n{tail}")]
+    QemuFailed {
+        qemu: String,
+        status: String,
+        tail: String,
+    },
+}
+
+impl Categorized for RunError {
+    fn category(&self) -> ErrorCategory {
+        match self {
+            RunError::NoQemu { .. } | RunError::Read { .. } | RunError::QemuFailed { .. } => {
+                ErrorCategory::Environment
+            }
+            _ => ErrorCategory::User,
+        }
+    }
+}
+
+/// A kernel+initrd build on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelInitrd {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// The command line (empty when the build wrote no `-cmdline` file).
+    pub cmdline: String,
+}
+
+/// Finds the image at `path`: a prefix of `-kernel`, `-initrd.img` and (optionally)
+/// `-cmdline` files, or the `-kernel` file itself.
+pub fn find_image(path: &Path) -> Result<KernelInitrd, RunError> {
+    let text = path.display().to_string();
+    let prefix = text.strip_suffix("-kernel").unwrap_or(&text).to_owned();
+    let kernel = PathBuf::from(format!("{prefix}-kernel"));
+    let initrd = PathBuf::from(format!("{prefix}-initrd.img"));
+    if kernel.is_file() && initrd.is_file() {
+        let cmdline_path = PathBuf::from(format!("{prefix}-cmdline"));
+        let cmdline = match fs_err::read_to_string(&cmdline_path) {
+            Ok(text) => text.trim().to_owned(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(RunError::Read {
+                    path: cmdline_path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        return Ok(KernelInitrd {
+            kernel,
+            initrd,
+            cmdline,
+        });
+    }
+    let kind = match path.extension().and_then(|e| e.to_str()) {
+        Some("iso") => Some("ISO"),
+        Some("img" | "raw") => Some("raw disk"),
+        Some("qcow2") => Some("qcow2"),
+        Some("vhd") => Some("VHD"),
+        Some("vmdk") => Some("VMDK"),
+        Some("efi") => Some("UKI"),
+        _ => None,
+    };
+    match kind {
+        Some(kind) if path.is_file() => Err(RunError::NotYet { path: text, kind }),
+        _ => Err(RunError::NoImage {
+            path: text,
+            looked_for: vec![kernel.display().to_string(), initrd.display().to_string()],
+        }),
+    }
+}
+
+/// Parses `90`, `90s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, RunError> {
+    let bad = || RunError::BadDuration {
+        text: text.to_owned(),
+    };
+    let trimmed = text.trim();
+    let (number, unit) = match trimmed.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => trimmed.split_at(at),
+        None => (trimmed, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// How to run QEMU.
+#[derive(Debug, Clone)]
+pub struct QemuRequest {
+    pub image: KernelInitrd,
+    pub qemu: String,
+    pub cpus: u32,
+    pub mem_mib: u32,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    pub until: Option<regex::Regex>,
+    pub timeout: Option<Duration>,
+    pub console_log: Option<PathBuf>,
+    /// Where to copy the console as it comes, if anywhere.
+    pub echo: Option<Echo>,
+}
+
+/// Where the console goes besides the log file: the caller's stdout writer.
+pub type Echo = fn(&[u8]);
+
+/// How a run ended well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The guest powered off (or rebooted, which `-no-reboot` turns into an exit).
+    Stopped,
+    /// A console line matched `--until`; QEMU was stopped.
+    Matched(String),
+}
+
+/// Whether `/dev/kvm` can be used by this process.
+pub fn kvm_usable() -> bool {
+    fs_err::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// The QEMU command line for `request`.
+pub fn qemu_args(request: &QemuRequest) -> Vec<String> {
+    let image = &request.image;
+    let mut args = vec![
+        "-accel".to_owned(),
+        request.accel.clone(),
+        "-smp".to_owned(),
+        request.cpus.to_string(),
+        "-m".to_owned(),
+        request.mem_mib.to_string(),
+        "-nographic".to_owned(),
+        "-no-reboot".to_owned(),
+        "-kernel".to_owned(),
+        image.kernel.display().to_string(),
+        "-initrd".to_owned(),
+        image.initrd.display().to_string(),
+    ];
+    if !image.cmdline.is_empty() {
+        args.push("-append".to_owned());
+        args.push(image.cmdline.clone());
+    }
+    args
+}
+
+/// Stops our own QEMU child by its PID and reaps it.
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Boots `request`, copying the console, until the guest stops, `--until` matches or
+/// `--timeout` passes.
+pub fn run_qemu(request: &QemuRequest) -> Result<RunOutcome, RunError> {
+    let mut log_file = match &request.console_log {
+        Some(path) => Some(fs_err::File::create(path).map_err(|source| RunError::Read {
+            path: path.display().to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    let mut child = Command::new(&request.qemu)
+        .args(qemu_args(request))
+        .stdin(if request.until.is_some() || request.timeout.is_some() {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| RunError::NoQemu {
+            qemu: request.qemu.clone(),
+            source,
+        })?;
+    // Both pipes feed one channel of lines; the readers end when QEMU closes them.
+    let (lines, received) = mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    for pipe in [stdout, stderr].into_iter().flatten() {
+        let lines = lines.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&buf).replace('\r', "");
+                if lines.send(line).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        }));
+    }
+    drop(lines);
+
+    let started = Instant::now();
+    let mut tail: Vec<String> = Vec::new();
+    let outcome = loop {
+        let wait = match request.timeout {
+            Some(limit) => match limit.checked_sub(started.elapsed()) {
+                Some(left) => left.min(Duration::from_millis(200)),
+                None => {
+                    stop(&mut child);
+                    break Err(RunError::TimedOut {
+                        timeout: limit,
+                        tail: tail.concat(),
+                    });
+                }
+            },
+            None => Duration::from_millis(200),
+        };
+        match received.recv_timeout(wait) {
+            Ok(line) => {
+                if let Some(echo) = request.echo {
+                    echo(line.as_bytes());
+                }
+                if let Some(file) = &mut log_file {
+                    let _ = file.write_all(line.as_bytes());
+                }
+                tail.push(line.clone());
+                if tail.len() > TAIL_LINES {
+                    tail.remove(0);
+                }
+                if let Some(pattern) = &request.until
+                    && pattern.is_match(line.trim_end_matches('\n'))
+                {
+                    stop(&mut child);
+                    break Ok(RunOutcome::Matched(line.trim_end().to_owned()));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map_err(|source| RunError::Read {
+                    path: request.qemu.clone(),
+                    source,
+                })?;
+                break if !status.success() {
+                    Err(RunError::QemuFailed {
+                        qemu: request.qemu.clone(),
+                        status: status.to_string(),
+                        tail: tail.concat(),
+                    })
+                } else if request.until.is_some() {
+                    Err(RunError::NoMatch {
+                        tail: tail.concat(),
+                    })
+                } else {
+                    Ok(RunOutcome::Stopped)
+                };
+            }
+        }
+    };
+    for reader in readers {
+        let _ = reader.join();
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5h").ok(), Some(Duration::from_secs(5400)));
+        for bad in ["", "m", "5d", "-1", "1e99"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn images_are_found_by_prefix_or_kernel_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prefix = dir.path().join("sshd");
+        let missing = find_image(&prefix).expect_err("nothing there");
+        assert!(matches!(missing, RunError::NoImage { .. }));
+        assert!(missing.to_string().contains("sshd-initrd.img"), "{missing}");
+        assert_eq!(missing.category(), ErrorCategory::User);
+
+        fs_err::write(dir.path().join("sshd-kernel"), b"k").expect("write");
+        fs_err::write(dir.path().join("sshd-initrd.img"), b"i").expect("write");
+        let found = find_image(&prefix).expect("kernel+initrd");
+        assert_eq!(found.cmdline, "");
+        fs_err::write(dir.path().join("sshd-cmdline"), b"console=ttyS0\n").expect("write");
+        let found = find_image(&dir.path().join("sshd-kernel")).expect("by kernel path");
+        assert_eq!(found.cmdline, "console=ttyS0");
+        assert_eq!(found.initrd, dir.path().join("sshd-initrd.img"));
+
+        fs_err::write(dir.path().join("disk.qcow2"), b"q").expect("write");
+        let not_yet = find_image(&dir.path().join("disk.qcow2")).expect_err("qcow2");
+        assert!(matches!(not_yet, RunError::NotYet { kind: "qcow2", .. }));
+    }
+
+    #[test]
+    fn qemu_arguments() {
+        let request = QemuRequest {
+            image: KernelInitrd {
+                kernel: "k".into(),
+                initrd: "i".into(),
+                cmdline: "console=ttyS0".into(),
+            },
+            qemu: "qemu-system-x86_64".into(),
+            cpus: 2,
+            mem_mib: 512,
+            accel: "tcg".into(),
+            until: None,
+            timeout: None,
+            console_log: None,
+            echo: None,
+        };
+        assert_eq!(
+            qemu_args(&request).join(" "),
+            "-accel tcg -smp 2 -m 512 -nographic -no-reboot -kernel k -initrd i -append console=ttyS0"
+        );
+    }
+
+    #[test]
+    fn a_missing_qemu_is_an_environment_error_naming_the_package() {
+        let request = QemuRequest {
+            image: KernelInitrd {
+                kernel: "k".into(),
+                initrd: "i".into(),
+                cmdline: String::new(),
+            },
+            qemu: "/nonexistent/qemu-system-x86_64".into(),
+            cpus: 1,
+            mem_mib: 256,
+            accel: "tcg".into(),
+            until: None,
+            timeout: Some(Duration::from_secs(1)),
+            console_log: None,
+            echo: None,
+        };
+        let error = run_qemu(&request).expect_err("no qemu");
+        assert_eq!(error.category(), ErrorCategory::Environment);
+        assert!(error.to_string().contains("qemu-system-x86"), "{error}");
+    }
+}

@@ -1,0 +1,141 @@
+//! `lkb run qemu`: boots what a build wrote (or a label, built first) in real QEMU with TCG,
+//! and ends on a guest power-off, an `--until` match or a `--timeout`.
+
+use lkb_tests::cli::{self, Lkb};
+use lkb_tests::examples::{BOOT_MARKER, DONE_MARKER};
+
+/// A scratch workspace with the repository's example ymls and the example layout.
+fn example_workspace() -> tempfile::TempDir {
+    let layout = cli::example_layout().expect("example OCI layout (examples/images/oci)");
+    let ws = cli::workspace(&[&layout], &[]).expect("scratch workspace");
+    let examples = ws.path().join("examples");
+    fs_err::create_dir(&examples).unwrap();
+    for name in ["minimal.yml"] {
+        fs_err::copy(
+            cli::repo_root().join("examples").join(name),
+            examples.join(name),
+        )
+        .unwrap();
+    }
+    ws
+}
+
+#[test]
+fn run_boots_a_label_and_a_built_prefix_and_ends_on_until_power_off_or_timeout() {
+    let ws = example_workspace();
+    let lkb = Lkb::new(ws.path()).unwrap();
+    let log = ws.path().join("console.log");
+    let log_arg = log.display().to_string();
+
+    // A label: built first, then booted until the init says it is done.
+    let run = lkb
+        .run(&[
+            "run",
+            "qemu",
+            "--accel",
+            "tcg",
+            "--mem",
+            "512",
+            "--until",
+            DONE_MARKER,
+            "--timeout",
+            "10m",
+            "--console-log",
+            &log_arg,
+            "//examples:minimal",
+        ])
+        .unwrap();
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(run.stdout.contains(BOOT_MARKER), "{}", run.stdout);
+    assert!(run.stderr.contains("matched --until"), "{}", run.stderr);
+    let logged = fs_err::read_to_string(&log).unwrap();
+    assert!(logged.contains(BOOT_MARKER), "{logged}");
+    let prefix = ws.path().join("lkb-out/examples/minimal");
+    assert!(
+        ws.path()
+            .join("lkb-out/examples/minimal-initrd.img")
+            .is_file()
+    );
+
+    // The prefix of what the build wrote, without --until: the example init powers the VM
+    // off, which ends `run` with success.
+    let prefix_arg = prefix.display().to_string();
+    let run = lkb
+        .run(&[
+            "run",
+            "qemu",
+            "--accel",
+            "tcg",
+            "--mem",
+            "512",
+            "--timeout",
+            "10m",
+            &prefix_arg,
+        ])
+        .unwrap();
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(run.stdout.contains(DONE_MARKER), "{}", run.stdout);
+
+    // A pattern that never appears: an error with the console's last lines, whether the
+    // guest powers off first or the timeout comes first.
+    let run = lkb
+        .run(&[
+            "run",
+            "qemu",
+            "--accel",
+            "tcg",
+            "--mem",
+            "512",
+            "--until",
+            "NEVER-PRINTED",
+            "--timeout",
+            "10m",
+            &prefix_arg,
+        ])
+        .unwrap();
+    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
+    assert!(run.stderr.contains("the last lines"), "{}", run.stderr);
+    assert!(run.stderr.contains(DONE_MARKER), "{}", run.stderr);
+}
+
+#[test]
+fn run_names_what_it_looked_for_and_what_to_install() {
+    let ws = example_workspace();
+    let lkb = Lkb::new(ws.path()).unwrap();
+    let run = lkb.run(&["run", "qemu", "out/nothing"]).unwrap();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("out/nothing-kernel") && run.stderr.contains("out/nothing-initrd.img"),
+        "{}",
+        run.stderr
+    );
+
+    fs_err::create_dir(ws.path().join("out")).unwrap();
+    fs_err::write(ws.path().join("out/a-kernel"), b"k").unwrap();
+    fs_err::write(ws.path().join("out/a-initrd.img"), b"i").unwrap();
+    let run = lkb
+        .run(&[
+            "run",
+            "qemu",
+            "--qemu",
+            "/nonexistent/qemu",
+            "--accel",
+            "tcg",
+            "out/a",
+        ])
+        .unwrap();
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("qemu-system-x86"), "{}", run.stderr);
+
+    let run = lkb.run(&["run", "hyperkit", "out/a"]).unwrap();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("qemu only"), "{}", run.stderr);
+}
