@@ -10,13 +10,11 @@ fn example_workspace() -> tempfile::TempDir {
     let ws = cli::workspace(&[&layout], &[]).expect("scratch workspace");
     let examples = ws.path().join("examples");
     fs_err::create_dir(&examples).unwrap();
-    for name in ["minimal.yml"] {
-        fs_err::copy(
-            cli::repo_root().join("examples").join(name),
-            examples.join(name),
-        )
-        .unwrap();
-    }
+    fs_err::copy(
+        cli::repo_root().join("examples/minimal.yml"),
+        examples.join("minimal.yml"),
+    )
+    .unwrap();
     ws
 }
 
