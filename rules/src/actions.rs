@@ -46,7 +46,9 @@ mod sections;
 mod volume;
 
 pub use apkdb::{APK_INSTALLED, ApkDbAction};
-pub use archive::{InitrdAction, KernelInitrdTarAction, RootfsTarAction, SegmentAction};
+pub use archive::{
+    InitrdAction, KernelInitrdTarAction, RootfsTarAction, SEGMENT_MEMBER_BYTES, SegmentAction,
+};
 pub use files::{FileData, FileItem, FilesAction, FilesError, file_items};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use kernel::KernelAction;

@@ -141,6 +141,7 @@ enum Role {
     CopyOf(usize),
 }
 
+#[derive(Clone)]
 struct Group {
     primary: usize,
     members: Vec<usize>,
@@ -224,7 +225,20 @@ impl<W: Write> CpioWriter<W> {
     ) -> Result<(), CpioError> {
         let list: Vec<&Entry> = entries.into_iter().collect();
         let (roles, mut groups) = plan(&list)?;
-        for (i, e) in list.iter().enumerate() {
+        self.write_run(&list, 0..list.len(), &roles, &mut groups)
+    }
+
+    /// Writes entries `run` of `list`, whose roles and groups [`plan`] computed over the
+    /// whole list; the run holds every member of each group it touches.
+    fn write_run(
+        &mut self,
+        list: &[&Entry],
+        run: std::ops::Range<usize>,
+        roles: &[Role],
+        groups: &mut [Group],
+    ) -> Result<(), CpioError> {
+        for i in run {
+            let e = list[i];
             match roles[i] {
                 Role::Plain => {
                     let ino = self.alloc_ino()?;
@@ -400,6 +414,55 @@ fn plan(list: &[&Entry]) -> Result<(Vec<Role>, Vec<Group>), CpioError> {
     Ok((roles, groups))
 }
 
+/// A tree's archive entries cut into runs of about `target_bytes` of file data each, for
+/// separate archives that are compressed in parallel and concatenated (the kernel reads a
+/// sequence of compressed archives). A cut never separates the members of a hard-link group,
+/// since inode numbers do not carry across a trailer. The cuts depend only on the entries and
+/// `target_bytes`, never on the machine, so the bytes stay reproducible.
+pub fn archive_runs(
+    list: &[&Entry],
+    target_bytes: u64,
+) -> Result<Vec<std::ops::Range<usize>>, CpioError> {
+    let (_, groups) = plan(list)?;
+    // open[i] > 0: a cut just before entry i would split a group.
+    let mut open = vec![0i64; list.len() + 1];
+    for group in &groups {
+        let first = group.members[0];
+        let last = *group.members.last().expect("groups are not empty");
+        open[first + 1] += 1;
+        open[last + 1] -= 1;
+    }
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    let mut depth = 0i64;
+    for (i, entry) in list.iter().enumerate() {
+        depth += open[i];
+        if i > start && bytes >= target_bytes && depth == 0 {
+            runs.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += entry.blob().map_or(0, |blob| blob.size) + 512;
+    }
+    runs.push(start..list.len());
+    Ok(runs)
+}
+
+/// Writes run `run` of `list` (see [`archive_runs`]) as one complete newc archive.
+pub fn write_cpio_run<W: Write>(
+    out: W,
+    list: &[&Entry],
+    run: std::ops::Range<usize>,
+    store: &Store,
+    opts: &CpioOptions,
+) -> Result<(W, CpioSummary), CpioError> {
+    let (roles, mut groups) = plan(list)?;
+    let mut w = CpioWriter::new(out, store, opts);
+    w.write_run(list, run, &roles, &mut groups)?;
+    w.finish()
+}
+
 /// Writes a whole tree, in archive order, as one newc archive: first its root entry, as `.`,
 /// if it has one ([`Tree::root`]).
 ///
@@ -459,6 +522,51 @@ pub(crate) mod tests {
         write_cpio(Vec::new(), t, store, &CpioOptions::default())
             .unwrap()
             .0
+    }
+
+    #[test]
+    fn runs_cut_by_file_data_and_never_inside_a_hard_link_group() {
+        let (_d, store) = store();
+        let meta = Meta::new(0o644, 0, 0, 0);
+        let mut t = Tree::new();
+        for (path, size) in [("a", 40), ("b", 40), ("c", 40), ("d", 40), ("e", 40)] {
+            let blob = store.put_bytes(&vec![b'x'; size]).unwrap();
+            t.insert(Entry::file(path, blob, meta)).unwrap();
+        }
+        // `b` and `d` are one hard-link group: no cut before `c` or `d`.
+        t.insert(Entry::hardlink("d", "b", meta)).unwrap();
+        let list: Vec<&Entry> = t.archive_entries().collect();
+        let names = |runs: &[std::ops::Range<usize>]| -> Vec<Vec<&str>> {
+            runs.iter()
+                .map(|run| list[run.clone()].iter().map(|e| e.path.as_str()).collect())
+                .collect()
+        };
+        // Each entry counts its data plus 512 bytes: 552, so a run closes once it has 1000.
+        let runs = archive_runs(&list, 1000).unwrap();
+        assert_eq!(names(&runs), [vec!["a", "b", "c", "d"], vec!["e"]]);
+        let runs = archive_runs(&list, 500).unwrap();
+        assert_eq!(names(&runs), [vec!["a"], vec!["b", "c", "d"], vec!["e"]]);
+        assert_eq!(archive_runs(&list, u64::MAX).unwrap(), [0..list.len()]);
+
+        // Each run is a complete archive with its trailer, and together they hold every entry;
+        // the group's data is carried once, by its last member.
+        let mut all = Vec::new();
+        for run in runs {
+            let (bytes, _) =
+                write_cpio_run(Vec::new(), &list, run, &store, &CpioOptions::default()).unwrap();
+            let entries = parse_newc(&bytes);
+            assert_eq!(entries.last().unwrap().0, TRAILER);
+            all.extend(entries.into_iter().filter(|e| e.0 != TRAILER));
+        }
+        let names: Vec<&str> = all.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "e"]);
+        let (b, d) = (&all[1], &all[3]);
+        assert_eq!(
+            (b.1[0], b.1[4], b.2.len()),
+            (d.1[0], 2, 0),
+            "same inode, nlink 2"
+        );
+        assert_eq!(d.2.len(), 40);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use lkb_tests::cli::{self, Lkb};
 use lkb_tests::examples::{BOOT_MARKER, DONE_MARKER};
+use sha2::Digest as _;
 
 /// A scratch workspace with the repository's example ymls and the example layout.
 fn example_workspace() -> tempfile::TempDir {
@@ -136,4 +137,80 @@ fn run_names_what_it_looked_for_and_what_to_install() {
     let run = lkb.run(&["run", "hyperkit", "out/a"]).unwrap();
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("qemu only"), "{}", run.stderr);
+}
+
+/// Pseudo-random bytes that do not compress.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut counter = 0u64;
+    while out.len() < len {
+        let block = sha2::Sha256::digest([seed.to_le_bytes(), counter.to_le_bytes()].concat());
+        out.extend_from_slice(&block);
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// A segment with more file data than one gzip member takes is several complete archives, each
+/// its own member: the kernel unpacks them all (the guest boots to its end), and the initrd
+/// holds one more archive than there are segments.
+#[test]
+fn an_initrd_with_a_multi_member_segment_boots() {
+    let ws = example_workspace();
+    let mut yml = fs_err::read_to_string(ws.path().join("examples/minimal.yml")).unwrap();
+    yml.push_str("files:\n");
+    for i in 0..3 {
+        let name = format!("blob{i}.bin");
+        fs_err::write(ws.path().join("examples").join(&name), noise(i, 9 << 20)).unwrap();
+        yml.push_str(&format!("  - path: var/big/{name}\n    source: {name}\n"));
+    }
+    fs_err::write(ws.path().join("examples/big.yml"), yml).unwrap();
+    let lkb = Lkb::new(ws.path()).unwrap();
+    let built = lkb.build(&["//examples:big"]).unwrap().ok().unwrap();
+    let segments = built
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "action_finished" && e["kind"] == "segment")
+        .count();
+    let initrd = fs_err::read(ws.path().join("lkb-out/examples/big-initrd.img")).unwrap();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(&initrd[..]),
+        &mut plain,
+    )
+    .unwrap();
+    let archives = cli::split_cpio_archives(&plain).unwrap();
+    assert_eq!(
+        archives.len(),
+        segments + 1,
+        "the files segment is two archives"
+    );
+
+    let prefix = ws.path().join("lkb-out/examples/big").display().to_string();
+    let run = lkb
+        .run(&[
+            "run",
+            "qemu",
+            "--accel",
+            "tcg",
+            "--mem",
+            "512",
+            "--until",
+            DONE_MARKER,
+            "--timeout",
+            "10m",
+            &prefix,
+        ])
+        .unwrap();
+    assert_eq!(
+        run.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        !run.stdout.contains("Initramfs unpacking failed"),
+        "{}",
+        run.stdout
+    );
 }

@@ -26,7 +26,16 @@ fn to_blob(
     Ok(writer.finish()?)
 }
 
-/// One compressed newc cpio archive of one tree (DESIGN §5).
+/// File data per compressed member of a gzip segment (see [`SegmentAction`]).
+pub const SEGMENT_MEMBER_BYTES: u64 = 16 << 20;
+
+/// One tree as compressed newc cpio (DESIGN §5).
+///
+/// A gzip segment with more than [`SEGMENT_MEMBER_BYTES`] of file data is several complete
+/// archives ([`cpio::archive_runs`]), each its own gzip member, compressed on every core at
+/// once and concatenated in order: the kernel unpacks a sequence of compressed archives, and
+/// gzip readers read concatenated members as one stream. The cuts depend only on the tree, so
+/// the bytes do not depend on the machine's core count.
 #[derive(Debug)]
 pub struct SegmentAction {
     pub codec: Codec,
@@ -49,10 +58,14 @@ impl Action for SegmentAction {
         // Everything that shapes the bytes is the codec, declared with the output.
     }
     fn outputs(&self) -> Vec<OutputDecl> {
+        let members = match self.member_bytes() {
+            Some(bytes) => format!("members-per={bytes};"),
+            None => String::new(),
+        };
         vec![OutputDecl::new("segment", ArtifactKind::Archive).codec(
             "cpio",
             format!(
-                "newc-v{};{}",
+                "newc-v{};{members}{}",
                 cpio::CPIO_FORMAT_VERSION,
                 self.codec.params()
             ),
@@ -65,19 +78,78 @@ impl Action for SegmentAction {
         let tree = *ctx.input(0)?;
         let store = ctx.store().clone();
         let codec = self.codec;
+        let member_bytes = self.member_bytes();
         ctx.blocking(move || {
             let tree = load_tree(&store, &tree)?;
+            let list: Vec<&Entry> = tree.archive_entries().collect();
+            let runs = match member_bytes {
+                Some(bytes) => cpio::archive_runs(&list, bytes).map_err(cpio_error)?,
+                None => vec![0..list.len()],
+            };
             let blob = to_blob(&store, |out| {
-                let enc = codec.writer(out).map_err(io_error)?;
-                let (enc, _) = cpio::write_cpio(enc, &tree, &store, &cpio::CpioOptions::default())
-                    .map_err(|e| ActionError::new(e.category(), e))?;
-                enc.finish().map_err(io_error)?;
+                if let [run] = runs.as_slice() {
+                    return write_member(out, codec, &list, run.clone(), &store);
+                }
+                // A window of members at a time, one thread each, written in order: memory
+                // stays at one compressed member per core.
+                let threads = std::thread::available_parallelism().map_or(1, usize::from);
+                for window in runs.chunks(threads.max(1)) {
+                    let members: Vec<Result<Vec<u8>, ActionError>> = std::thread::scope(|scope| {
+                        let handles: Vec<_> = window
+                            .iter()
+                            .map(|run| {
+                                let (list, store) = (&list, &store);
+                                scope.spawn(move || {
+                                    let mut bytes = Vec::new();
+                                    write_member(&mut bytes, codec, list, run.clone(), store)
+                                        .map(|()| bytes)
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|handle| match handle.join() {
+                                Ok(member) => member,
+                                Err(panic) => std::panic::resume_unwind(panic),
+                            })
+                            .collect()
+                    });
+                    for member in members {
+                        out.write_all(&member?).map_err(io_error)?;
+                    }
+                }
                 Ok(())
             })?;
             Ok(ActionResult::new().with("segment", ArtifactKind::Archive, blob))
         })
         .await
     }
+}
+
+impl SegmentAction {
+    /// File data per member, for the codecs whose segments are cut into members.
+    fn member_bytes(&self) -> Option<u64> {
+        matches!(self.codec, Codec::Gzip { .. }).then_some(SEGMENT_MEMBER_BYTES)
+    }
+}
+
+fn cpio_error(e: cpio::CpioError) -> ActionError {
+    ActionError::new(e.category(), e)
+}
+
+/// Entries `run` of `list` as one compressed archive (one gzip member) into `out`.
+fn write_member(
+    out: &mut dyn Write,
+    codec: Codec,
+    list: &[&Entry],
+    run: std::ops::Range<usize>,
+    store: &Store,
+) -> Result<(), ActionError> {
+    let enc = codec.writer(out).map_err(io_error)?;
+    let (enc, _) = cpio::write_cpio_run(enc, list, run, store, &cpio::CpioOptions::default())
+        .map_err(cpio_error)?;
+    enc.finish().map_err(io_error)?;
+    Ok(())
 }
 
 /// The initrd: raw microcode (if any), then every segment, concatenated.
