@@ -84,7 +84,10 @@ impl Action for SegmentAction {
             let list: Vec<&Entry> = tree.archive_entries().collect();
             let runs = match member_bytes {
                 Some(bytes) => cpio::archive_runs(&list, bytes).map_err(cpio_error)?,
-                None => vec![0..list.len()],
+                None => {
+                    let whole = 0..list.len();
+                    vec![whole]
+                }
             };
             let blob = to_blob(&store, |out| {
                 if let [run] = runs.as_slice() {
