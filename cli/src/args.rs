@@ -91,6 +91,17 @@ pub struct RunArgs {
     /// Also write the console to FILE
     #[arg(long, value_name = "FILE")]
     pub console_log: Option<PathBuf>,
+    /// A disk: [file=]PATH[,size=1G][,format=qcow2|raw], created with qemu-img when missing
+    /// (repeatable)
+    #[arg(long, value_name = "DISK")]
+    pub disk: Vec<String>,
+    /// Guest networking: default (= user), user or none
+    #[arg(long, default_value = "default", value_name = "MODE")]
+    pub networking: String,
+    /// Forward a host port to the guest with user networking: HOST:GUEST[/tcp|/udp]
+    /// (repeatable)
+    #[arg(long, value_name = "PORTS")]
+    pub publish: Vec<String>,
 }
 
 #[derive(Debug, Args)]

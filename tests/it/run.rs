@@ -60,9 +60,12 @@ fn run_boots_a_label_and_a_built_prefix_and_ends_on_until_power_off_or_timeout()
             .is_file()
     );
 
-    // The prefix of what the build wrote, without --until: the example init powers the VM
-    // off, which ends `run` with success.
+    // The prefix of what the build wrote, without --until, with a disk that does not exist
+    // yet and user networking with a published port: the example init powers the VM off,
+    // which ends `run` with success.
     let prefix_arg = prefix.display().to_string();
+    let disk = ws.path().join("disk.qcow2");
+    let disk_arg = format!("file={},size=64M", disk.display());
     let run = lkb
         .run(&[
             "run",
@@ -73,9 +76,21 @@ fn run_boots_a_label_and_a_built_prefix_and_ends_on_until_power_off_or_timeout()
             "512",
             "--timeout",
             "10m",
+            "--disk",
+            &disk_arg,
+            "--publish",
+            "0:22",
             &prefix_arg,
         ])
         .unwrap();
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2", "{info}");
+    assert_eq!(info["virtual-size"], 64 << 20, "{info}");
     assert_eq!(
         run.code, 0,
         "stdout:\n{}\nstderr:\n{}",

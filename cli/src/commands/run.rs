@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use crate::args::{BuildArgs, Compression, GlobalArgs, RunArgs};
 use crate::commands::build::build_with;
 use crate::errors::{Error, UsageError};
-use crate::ops::run::{QemuRequest, RunOutcome, find_image, kvm_usable, parse_duration, run_qemu};
+use crate::ops::run::{
+    QemuRequest, RunOutcome, find_image, kvm_usable, parse_disk, parse_duration, parse_networking,
+    run_qemu,
+};
 use crate::printer;
 use crate::reporter::Explain;
 use crate::settings::Settings;
@@ -54,6 +57,12 @@ pub(crate) fn run(
         until,
         timeout,
         console_log: args.console_log.clone(),
+        disks: args
+            .disk
+            .iter()
+            .map(|disk| parse_disk(disk))
+            .collect::<Result<_, _>>()?,
+        networking: parse_networking(&args.networking, &args.publish)?,
         echo: Some(printer::raw),
     };
     match run_qemu(&request)? {

@@ -29,11 +29,10 @@ pub enum RunError {
         "{path} is a {kind} image, which `lkb run qemu` cannot boot yet (kernel+initrd builds only)"
     )]
     NotYet { path: String, kind: &'static str },
-    #[error(
-        "cannot run {qemu}: {source} (install the Debian package qemu-system-x86, or pass --qemu)"
-    )]
+    #[error("cannot run {qemu}: {source} (install the Debian package {package})")]
     NoQemu {
         qemu: String,
+        package: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -45,6 +44,14 @@ pub enum RunError {
     },
     #[error("invalid --until pattern: {0}")]
     BadPattern(#[from] regex::Error),
+    #[error("invalid --disk {text:?}: {reason}")]
+    BadDisk { text: String, reason: String },
+    #[error("invalid --publish {text:?}: expected HOST:GUEST[/tcp|/udp]")]
+    BadPublish { text: String },
+    #[error("invalid --networking {text:?}: expected default, user or none")]
+    BadNetworking { text: String },
+    #[error("cannot create disk {path}: qemu-img said: {stderr}")]
+    DiskCreate { path: String, stderr: String },
     #[error("invalid --timeout {text:?}: expected a number with an optional s, m or h suffix")]
     BadDuration { text: String },
     #[error("no console line matched --until within {timeout:?}; the last lines:\n{tail}")]
@@ -62,9 +69,10 @@ pub enum RunError {
 impl Categorized for RunError {
     fn category(&self) -> ErrorCategory {
         match self {
-            RunError::NoQemu { .. } | RunError::Read { .. } | RunError::QemuFailed { .. } => {
-                ErrorCategory::Environment
-            }
+            RunError::NoQemu { .. }
+            | RunError::Read { .. }
+            | RunError::QemuFailed { .. }
+            | RunError::DiskCreate { .. } => ErrorCategory::Environment,
             _ => ErrorCategory::User,
         }
     }
@@ -145,6 +153,116 @@ pub fn parse_duration(text: &str) -> Result<Duration, RunError> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A `--disk`: a file, its size when it has to be created, and its format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// `qemu-img` size (`1G`, `512M`); LinuxKit's default is 1G.
+    pub size: String,
+    /// `qcow2` or `raw`.
+    pub format: String,
+}
+
+/// Parses LinuxKit's `--disk [file=]PATH[,size=1G][,format=qcow2|raw]`.
+pub fn parse_disk(text: &str) -> Result<Disk, RunError> {
+    let bad = |reason: &str| RunError::BadDisk {
+        text: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut disk = Disk {
+        path: PathBuf::new(),
+        size: "1G".to_owned(),
+        format: String::new(),
+    };
+    for (i, part) in text.split(',').enumerate() {
+        match part.split_once('=') {
+            Some(("file", path)) => disk.path = PathBuf::from(path),
+            Some(("size", size)) => disk.size = size.to_owned(),
+            Some(("format", format)) => disk.format = format.to_owned(),
+            Some((key, _)) => return Err(bad(&format!("unknown key `{key}`"))),
+            None if i == 0 => disk.path = PathBuf::from(part),
+            None => return Err(bad("expected key=value after the path")),
+        }
+    }
+    if disk.path.as_os_str().is_empty() {
+        return Err(bad("no file"));
+    }
+    if disk.format.is_empty() {
+        let qcow2 = disk.path.extension().is_some_and(|ext| ext == "qcow2");
+        disk.format = if qcow2 { "qcow2" } else { "raw" }.to_owned();
+    }
+    if !["qcow2", "raw"].contains(&disk.format.as_str()) {
+        return Err(bad("format must be qcow2 or raw"));
+    }
+    Ok(disk)
+}
+
+/// Creates `disk` with `qemu-img` unless it exists.
+pub fn ensure_disk(disk: &Disk) -> Result<(), RunError> {
+    if disk.path.exists() {
+        return Ok(());
+    }
+    let output = Command::new("qemu-img")
+        .args(["create", "-f", &disk.format])
+        .arg(&disk.path)
+        .arg(&disk.size)
+        .output()
+        .map_err(|source| RunError::NoQemu {
+            qemu: "qemu-img".to_owned(),
+            package: "qemu-utils",
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(RunError::DiskCreate {
+            path: disk.path.display().to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Guest networking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Networking {
+    /// QEMU's user-mode network, with `--publish` port forwards.
+    User {
+        publish: Vec<String>,
+    },
+    None,
+}
+
+/// Parses `--networking` (`default` is `user`) with the `--publish HOST:GUEST[/PROTO]` list.
+pub fn parse_networking(text: &str, publish: &[String]) -> Result<Networking, RunError> {
+    let forwards = publish
+        .iter()
+        .map(|spec| {
+            let bad = || RunError::BadPublish { text: spec.clone() };
+            let (ports, proto) = match spec.split_once('/') {
+                Some((ports, proto @ ("tcp" | "udp"))) => (ports, proto),
+                Some(_) => return Err(bad()),
+                None => (spec.as_str(), "tcp"),
+            };
+            let (host, guest) = ports.split_once(':').ok_or_else(bad)?;
+            let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
+            Ok(format!(
+                "hostfwd={proto}:127.0.0.1:{}-:{}",
+                port(host)?,
+                port(guest)?
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match text {
+        "default" | "user" => Ok(Networking::User { publish: forwards }),
+        "none" if forwards.is_empty() => Ok(Networking::None),
+        "none" => Err(RunError::BadPublish {
+            text: publish.join(" "),
+        }),
+        _ => Err(RunError::BadNetworking {
+            text: text.to_owned(),
+        }),
+    }
+}
+
 /// How to run QEMU.
 #[derive(Debug, Clone)]
 pub struct QemuRequest {
@@ -157,6 +275,8 @@ pub struct QemuRequest {
     pub until: Option<regex::Regex>,
     pub timeout: Option<Duration>,
     pub console_log: Option<PathBuf>,
+    pub disks: Vec<Disk>,
+    pub networking: Networking,
     /// Where to copy the console as it comes, if anywhere.
     pub echo: Option<Echo>,
 }
@@ -203,6 +323,30 @@ pub fn qemu_args(request: &QemuRequest) -> Vec<String> {
         args.push("-append".to_owned());
         args.push(image.cmdline.clone());
     }
+    for (index, disk) in request.disks.iter().enumerate() {
+        args.push("-drive".to_owned());
+        args.push(format!(
+            "file={},format={},index={index},media=disk",
+            disk.path.display(),
+            disk.format
+        ));
+    }
+    match &request.networking {
+        Networking::None => args.extend(["-nic".to_owned(), "none".to_owned()]),
+        Networking::User { publish } => {
+            let mut netdev = "user,id=net0".to_owned();
+            for forward in publish {
+                netdev.push(',');
+                netdev.push_str(forward);
+            }
+            args.extend([
+                "-netdev".to_owned(),
+                netdev,
+                "-device".to_owned(),
+                "virtio-net-pci,netdev=net0".to_owned(),
+            ]);
+        }
+    }
     args
 }
 
@@ -222,6 +366,9 @@ pub fn run_qemu(request: &QemuRequest) -> Result<RunOutcome, RunError> {
         })?),
         None => None,
     };
+    for disk in &request.disks {
+        ensure_disk(disk)?;
+    }
     let mut child = Command::new(&request.qemu)
         .args(qemu_args(request))
         .stdin(if request.until.is_some() || request.timeout.is_some() {
@@ -234,6 +381,7 @@ pub fn run_qemu(request: &QemuRequest) -> Result<RunOutcome, RunError> {
         .spawn()
         .map_err(|source| RunError::NoQemu {
             qemu: request.qemu.clone(),
+            package: "qemu-system-x86, or pass --qemu",
             source,
         })?;
     // Both pipes feed one channel of lines; the readers end when QEMU closes them.
@@ -365,6 +513,34 @@ mod tests {
     }
 
     #[test]
+    fn disks_and_networks_parse_as_linuxkit_spells_them() {
+        let disk = parse_disk("data.img").expect("plain path");
+        assert_eq!((disk.size.as_str(), disk.format.as_str()), ("1G", "raw"));
+        let disk = parse_disk("file=/tmp/d.qcow2,size=512M").expect("keys");
+        assert_eq!(
+            (disk.size.as_str(), disk.format.as_str()),
+            ("512M", "qcow2")
+        );
+        assert!(parse_disk("d.img,format=vdi").is_err());
+        assert!(parse_disk("size=1G").is_err());
+        assert!(parse_disk("d.img,bogus").is_err());
+        assert_eq!(
+            parse_networking("user", &["8080:80/udp".to_owned()]).expect("user"),
+            Networking::User {
+                publish: vec!["hostfwd=udp:127.0.0.1:8080-:80".to_owned()]
+            }
+        );
+        assert_eq!(
+            parse_networking("none", &[]).expect("none"),
+            Networking::None
+        );
+        assert!(parse_networking("none", &["1:2".to_owned()]).is_err());
+        assert!(parse_networking("tap", &[]).is_err());
+        assert!(parse_networking("user", &["80".to_owned()]).is_err());
+        assert!(parse_networking("user", &["1:2/sctp".to_owned()]).is_err());
+    }
+
+    #[test]
     fn qemu_arguments() {
         let request = QemuRequest {
             image: KernelInitrd {
@@ -379,11 +555,15 @@ mod tests {
             until: None,
             timeout: None,
             console_log: None,
+            disks: vec![parse_disk("file=d.qcow2,size=2G").expect("disk")],
+            networking: parse_networking("default", &["2222:22".to_owned()]).expect("net"),
             echo: None,
         };
         assert_eq!(
             qemu_args(&request).join(" "),
-            "-accel tcg -smp 2 -m 512 -nographic -no-reboot -kernel k -initrd i -append console=ttyS0"
+            "-accel tcg -smp 2 -m 512 -nographic -no-reboot -kernel k -initrd i -append \
+             console=ttyS0 -drive file=d.qcow2,format=qcow2,index=0,media=disk -netdev \
+             user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0"
         );
     }
 
@@ -402,6 +582,8 @@ mod tests {
             until: None,
             timeout: Some(Duration::from_secs(1)),
             console_log: None,
+            disks: Vec::new(),
+            networking: Networking::None,
             echo: None,
         };
         let error = run_qemu(&request).expect_err("no qemu");
