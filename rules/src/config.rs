@@ -43,7 +43,9 @@ pub use error::{ConfigError, ConfigWarning, Span, Spanned};
 pub use fields::{ALL_CAPABILITIES, RLIMIT_NAMES};
 pub use ids::IdMap;
 pub use image::{ImageSettings, parse_label, resolve_image};
-pub use parse::{merge, parse_config, parse_config_with};
+pub use parse::{
+    MAX_CONFIG_BYTES, MAX_FILES_ENTRIES, config_text, merge, parse_config, parse_config_with,
+};
 pub use render::render_metadata;
 pub use template::{
     PackageError, TEMPLATE_PREFIX, TemplateValues, find_templates, package_reference,

@@ -83,15 +83,15 @@ pub enum LayerErrorKind {
     Escapes(String),
     #[error("entry {path:?}: unsupported tar entry type {kind}")]
     Unsupported { path: String, kind: String },
-    #[error("more than {limit} entries (limit max_entries)")]
+    #[error("more than {limit} entries, lkb's fixed limit for one layer")]
     TooManyEntries { limit: u64 },
-    #[error("path of {len} bytes exceeds the limit of {limit} (max_path_len): {path:?}")]
+    #[error("path of {len} bytes is longer than {limit} bytes, lkb's fixed limit: {path:?}")]
     PathTooLong {
         path: String,
         len: usize,
         limit: usize,
     },
-    #[error("uncompressed layer exceeds {limit} bytes (limit max_total_bytes)")]
+    #[error("uncompressed layer is larger than {limit} bytes, lkb's fixed limit")]
     TooLarge { limit: u64 },
     #[error(transparent)]
     Tree(#[from] TreeError),

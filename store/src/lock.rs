@@ -31,7 +31,7 @@ impl StoreLock {
         match file.file().try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let holder = read_holder(&mut file)
+                let holder = wait_for_holder(&mut file)
                     .map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}"));
                 notify(&format!(
                     "waiting for the store lock held by another lkb process ({holder})"
@@ -45,6 +45,18 @@ impl StoreLock {
     }
 }
 
+/// The holder's pid. A process that has just taken the lock writes its pid a moment later, so
+/// an empty or unreadable file is read again a few times (for at most ~200 ms) before giving up.
+fn wait_for_holder(file: &mut fs_err::File) -> Option<u32> {
+    for _ in 0..20 {
+        if let Some(pid) = read_holder(file) {
+            return Some(pid);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}
+
 fn read_holder(file: &mut fs_err::File) -> Option<u32> {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
@@ -52,9 +64,58 @@ fn read_holder(file: &mut fs_err::File) -> Option<u32> {
     text.trim().parse().ok()
 }
 
+/// Writes this process's pid over the file's content, then cuts off what is left of a longer
+/// previous pid: the file is never empty in between, so a waiting process reads either the old
+/// holder's pid or this one's, never nothing.
 fn write_holder(file: &mut fs_err::File) -> std::io::Result<()> {
-    file.set_len(0)?;
+    let line = format!("{}\n", std::process::id());
     file.seek(SeekFrom::Start(0))?;
-    writeln!(file, "{}", std::process::id())?;
+    file.write_all(line.as_bytes())?;
+    file.set_len(line.len() as u64)?;
     file.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_waiting_message_names_a_holder_that_writes_its_pid_late() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lock");
+        let mut holder = fs_err::File::create(&path).expect("create lock");
+        holder.file().lock().expect("lock");
+        // Like a process that has just taken the lock: the file is still empty.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            writeln!(holder, "4242").expect("write pid");
+            std::thread::sleep(Duration::from_millis(300));
+            drop(holder);
+        });
+        let messages = std::sync::Mutex::new(Vec::new());
+        let lock = StoreLock::acquire(&path, &|m| {
+            messages.lock().expect("not poisoned").push(m.to_owned());
+        })
+        .expect("acquired once released");
+        release.join().expect("holder thread");
+        let messages = messages.into_inner().expect("not poisoned");
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(messages[0].contains("(pid 4242)"), "{messages:?}");
+        drop(lock);
+        let text = fs_err::read_to_string(&path).expect("read lock");
+        assert_eq!(text, format!("{}\n", std::process::id()));
+    }
+
+    #[test]
+    fn a_shorter_pid_leaves_no_digits_of_the_longer_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("lock");
+        fs_err::write(&path, "99999999999\n").expect("write");
+        let lock = StoreLock::acquire(&path, &|_| {}).expect("free lock");
+        let text = fs_err::read_to_string(&path).expect("read lock");
+        assert_eq!(text, format!("{}\n", std::process::id()));
+        drop(lock);
+    }
 }

@@ -3,6 +3,7 @@ mod build_registry;
 mod cli_errors;
 mod explain;
 mod golden;
+mod hostile_input;
 mod oci;
 mod outputs;
 mod repro;

@@ -112,7 +112,10 @@ pub async fn execute(
         }
     }
 
-    // output: only now, after everything succeeded, touch the output directories.
+    // output: only now, after everything succeeded, touch the output directories. Every
+    // output is first copied to a temporary file beside it; only when all are staged are they
+    // renamed into place, so a failure leaves every output as it was and no temporary file.
+    let mut staged = Vec::new();
     let mut written = Vec::new();
     for target in &targets {
         for spec in &target.outputs {
@@ -127,9 +130,14 @@ pub async fn execute(
                 continue;
             }
             let path = target.dir.join(&spec.file_name);
-            place_output(&store, blob, &path)?;
+            if let Some(stage) = stage_output(&store, blob, &path)? {
+                staged.push(stage);
+            }
             written.push(path);
         }
+    }
+    for stage in staged {
+        stage.publish(&store)?;
     }
     for target in &targets {
         RootRecord::of_build(&store, &graph, &outcome, &target.outputs, &lock.lock)
@@ -143,52 +151,122 @@ pub async fn execute(
     })
 }
 
-/// What the store remembers about an output file it wrote.
-#[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+/// What the store remembers about an output file it wrote, to leave it alone next time.
+///
+/// Re-hashing the file on every build would cost a no-op build ~100 ms per 125 MiB initrd, so
+/// the check compares the file's identity instead: device, inode, size, mtime and ctime. A user
+/// can set the mtime back (`touch -d`, `utime`) after editing a file, but not the ctime, which
+/// the kernel sets to now on every write, `chmod` and `utime`; so any change made to the file
+/// after lkb recorded it makes the record differ, and the output is written again.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq, Debug)]
 struct OutputRecord {
     digest: String,
-    size: u64,
+    device: u64,
     inode: u64,
+    size: u64,
     mtime_ns: i128,
+    ctime_ns: i128,
 }
 
-fn stat_record(path: &Path, blob: &BlobRef) -> Option<OutputRecord> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs_err::metadata(path).ok()?;
-    Some(OutputRecord {
-        digest: blob.digest.to_string(),
-        size: meta.size(),
-        inode: meta.ino(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    })
+impl OutputRecord {
+    /// The record of the file at `path` (not following a symlink) holding `blob`, or `None` if
+    /// there is no regular file there.
+    fn of(path: &Path, blob: &BlobRef) -> Option<OutputRecord> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs_err::symlink_metadata(path).ok()?;
+        if !meta.file_type().is_file() {
+            return None;
+        }
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        Some(OutputRecord {
+            digest: blob.digest.to_string(),
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
 }
 
-/// Copies a blob to `path` atomically, unless the file there is the one lkb wrote last time.
-fn place_output(store: &Store, blob: &BlobRef, path: &Path) -> crate::errors::Result<()> {
-    let key = format!("output:{}", path.display());
-    if let (Some(prev), Some(now)) = (
-        store.get_meta(MetaTable::Roots, &key)?,
-        stat_record(path, blob),
-    ) && serde_json::from_slice::<OutputRecord>(&prev).ok().as_ref() == Some(&now)
+/// An output copied to a temporary file beside its path, waiting to be renamed into place.
+/// Dropping it removes the temporary file.
+struct StagedOutput {
+    tmp: tempfile::TempPath,
+    path: PathBuf,
+    blob: BlobRef,
+}
+
+impl StagedOutput {
+    /// Renames the temporary file over the output path (replacing a symlink there, never
+    /// following it) and records the new file.
+    fn publish(self, store: &Store) -> crate::errors::Result<()> {
+        let StagedOutput { tmp, path, blob } = self;
+        tmp.persist(&path)
+            .map_err(|error| error.error)
+            .with_context(|| format!("cannot put output {} in place", path.display()))?;
+        if let Some(record) = OutputRecord::of(&path, &blob) {
+            store.put_meta(MetaTable::Roots, &output_key(&path), &json_bytes(&record)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn output_key(path: &Path) -> String {
+    format!("output:{}", path.display())
+}
+
+/// Copies a blob to a new temporary file beside `path`, unless the file at `path` is the one
+/// lkb wrote there last time (see [`OutputRecord`]). The temporary file has an unpredictable
+/// name and is created with `O_EXCL`, so a symlink planted in the output directory is never
+/// followed.
+fn stage_output(
+    store: &Store,
+    blob: &BlobRef,
+    path: &Path,
+) -> crate::errors::Result<Option<StagedOutput>> {
+    let recorded = store.get_meta(MetaTable::Roots, &output_key(path))?;
+    if let (Some(recorded), Some(now)) = (recorded, OutputRecord::of(path, blob))
+        && serde_json::from_slice::<OutputRecord>(&recorded)
+            .ok()
+            .as_ref()
+            == Some(&now)
         && now.size == blob.size
     {
-        return Ok(());
+        return Ok(None);
     }
     let dir = path.parent().context("output path has no directory")?;
-    fs_err::create_dir_all(dir)?;
     let file_name = path.file_name().context("output path has no name")?;
-    let tmp = dir.join(format!(".{}.lkb-tmp", file_name.to_string_lossy()));
-    fs_err::copy(store.blob_path(&blob.digest), &tmp)?;
+    fs_err::create_dir_all(dir)?;
+    if fs_err::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()) {
+        return Err(crate::errors::Error::user(format!(
+            "cannot write output {}: a directory is in the way",
+            path.display()
+        )));
+    }
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".lkb-tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        // std's Permissions is a plain type; fs_err has none of its own.
-        fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+        // Exactly rw-r--r--, whatever the umask; std's Permissions (fs_err has none).
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set the mode of {}", tmp.path().display()))?;
     }
-    fs_err::rename(&tmp, path)?;
-    if let Some(record) = stat_record(path, blob) {
-        store.put_meta(MetaTable::Roots, &key, &json_bytes(&record)?)?;
-    }
-    Ok(())
+    let mut source = store.open_blob(&blob.digest)?;
+    std::io::copy(&mut source, tmp.as_file_mut())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    Ok(Some(StagedOutput {
+        tmp: tmp.into_temp_path(),
+        path: path.to_path_buf(),
+        blob: *blob,
+    }))
 }
 
 /// Groups the report's outputs by directory for printing.

@@ -174,6 +174,7 @@ pub fn expand_targets(
         targets.push(workspace::target_from_files(&files, workspace.as_ref())?);
     }
     if let Some(name) = name {
+        check_name(name)?;
         if targets.len() > 1 {
             return Err(UsageError("--name needs exactly one target".into()).into());
         }
@@ -182,15 +183,40 @@ pub fn expand_targets(
     Ok((workspace, targets))
 }
 
+/// `--name` becomes the first part of every output's file name in the output directory, so it
+/// must be one plain file-name part: not empty, not `.` or `..`, no `/` (nor a NUL byte).
+fn check_name(name: &str) -> crate::errors::Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(UsageError(format!(
+            "--name {name:?} is not a plain file name (it must be non-empty, not `.` or `..`, \
+             and without `/`)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Parses and merges the yml files of a target (pure apart from reading the files, and
 /// `git` for `@pkg:` templates).
 pub fn load_config(target: &Target) -> crate::errors::Result<Config> {
     let mut configs = Vec::new();
     for file in &target.files {
-        let text = fs_err::read_to_string(file)?;
+        let text = read_config_file(file)?;
         configs.push(config::parse_local_config(&text, file)?);
     }
     Ok(config::merge(configs)?)
+}
+
+/// The text of a yml file: read up to one byte more than [`config::MAX_CONFIG_BYTES`] (so an
+/// endless file such as a device or FIFO stops too), then checked as UTF-8.
+fn read_config_file(file: &Path) -> crate::errors::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs_err::File::open(file)?
+        .take(config::MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    Ok(config::config_text(bytes, file)?)
 }
 
 /// [`load_config`] for every target, in order, passing each config's warnings to `notify`.

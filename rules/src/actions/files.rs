@@ -12,6 +12,9 @@ use crate::config::{
 };
 use crate::tree::{Entry, Meta, Tree};
 
+/// The largest `source:` file: a newc cpio header stores a file's size in 32 bits.
+const MAX_SOURCE_BYTES: u64 = u32::MAX as u64;
+
 /// `LINUXKIT.source` of every entry.
 const FILES_SOURCE: &str = "linuxkit.files";
 
@@ -52,6 +55,15 @@ pub enum FilesError {
         #[source]
         error: std::io::Error,
     },
+    /// A `source:` that is a device, FIFO, socket or directory (reading `/dev/zero` would
+    /// fill the disk), or too large for the initrd.
+    #[error("{span}: files[{index}]: source {source_path} is {reason}")]
+    NotRegular {
+        span: Span,
+        index: usize,
+        source_path: String,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -61,7 +73,9 @@ pub enum FilesError {
 impl FilesError {
     pub fn category(&self) -> ErrorCategory {
         match self {
-            FilesError::Source { .. } | FilesError::Config(_) => ErrorCategory::User,
+            FilesError::Source { .. } | FilesError::NotRegular { .. } | FilesError::Config(_) => {
+                ErrorCategory::User
+            }
             FilesError::Store(e) => e.category(),
         }
     }
@@ -91,8 +105,32 @@ pub fn file_items(
                     (Some(rest), Some(home)) => home.join(rest),
                     _ => base.join(source),
                 };
-                match fs_err::File::open(&path) {
-                    Ok(mut file) => FileData::Blob(store.put_reader(&mut file, None)?),
+                let file = fs_err::File::open(&path).and_then(|file| {
+                    let meta = file.metadata()?;
+                    Ok((file, meta))
+                });
+                match file {
+                    Ok((file, meta)) => {
+                        // fstat of the opened file, so what is checked is what is read.
+                        let not = if !meta.file_type().is_file() {
+                            Some("not a regular file")
+                        } else if meta.len() > MAX_SOURCE_BYTES {
+                            Some("larger than 4 GiB, the most an initrd entry can hold")
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = not {
+                            return Err(FilesError::NotRegular {
+                                span: spec.span.clone(),
+                                index,
+                                source_path: source.to_string(),
+                                reason,
+                            });
+                        }
+                        // A file that grows while it is read stops at the limit too.
+                        let mut reader = std::io::Read::take(file, MAX_SOURCE_BYTES);
+                        FileData::Blob(store.put_reader(&mut reader, None)?)
+                    }
                     Err(_) if spec.optional => continue,
                     Err(error) => {
                         return Err(FilesError::Source {
@@ -352,5 +390,27 @@ mod tests {
             tree.get("etc").expect("etc").pax["LINUXKIT.location"],
             "files[3]"
         );
+    }
+
+    #[test]
+    fn a_source_that_is_not_a_regular_file_is_refused() {
+        let (dir, store) = store();
+        fs_err::create_dir(dir.path().join("adir")).expect("mkdir");
+        for source in ["/dev/zero", "adir"] {
+            let text = format!("files:\n- path: etc/x\n  source: {source}\n");
+            let config = crate::config::parse_config(&text, Path::new("t.yml")).expect("valid");
+            let error = file_items(&config, dir.path(), None, &store).expect_err(source);
+            assert!(
+                matches!(error, FilesError::NotRegular { index: 0, .. }),
+                "{error:?}"
+            );
+            assert_eq!(error.category(), ErrorCategory::User);
+            let message = error.to_string();
+            assert!(
+                message.contains("files[0]") && message.contains(source),
+                "{message}"
+            );
+            assert!(message.contains("not a regular file"), "{message}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::error::{ConfigError, ConfigWarning, Spanned, did_you_mean};
+use super::error::{ConfigError, ConfigWarning, Span, Spanned, did_you_mean};
 use super::fields;
 use super::image::{check_reference, image_spec};
 use super::template::TemplateValues;
@@ -21,6 +21,64 @@ const TOP_KEYS: &[&str] = &[
     "volumes",
 ];
 
+/// The largest yml file lkb parses. Real configs are a few KiB; the limit keeps a huge or
+/// endless file (the parser's memory is many times the text's size) from exhausting memory.
+pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+
+/// The text of a yml file read from disk: at most [`MAX_CONFIG_BYTES`] long (a longer `bytes`
+/// is taken to be cut off at one byte more) and valid UTF-8, or an error at the first byte
+/// that is not. Pure: `file` is only used in locations.
+pub fn config_text(bytes: Vec<u8>, file: &Path) -> Result<String, ConfigError> {
+    let file: Arc<Path> = Arc::from(file);
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(file));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        ConfigError::new(
+            Span::new(file, saturate(line), saturate(column)),
+            "the file is not valid UTF-8 text",
+        )
+        .with_hint("a linuxkit.yml is UTF-8 text; was a binary or another encoding given?")
+    })
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn too_large(file: Arc<Path>) -> ConfigError {
+    ConfigError::new(
+        Span::new(file, 1, 1),
+        format!(
+            "the file is larger than {} MiB, the most lkb reads as a config",
+            MAX_CONFIG_BYTES >> 20
+        ),
+    )
+}
+
+/// The most `files:` entries a config (one file, or several merged) may have. Real configs have
+/// tens; every entry costs memory and time in each step up to the initrd (about 4 KiB and
+/// 0.1 ms), so hundreds of thousands would take minutes and gigabytes.
+pub const MAX_FILES_ENTRIES: usize = 65_536;
+
+fn check_files_count(count: usize, span: impl FnOnce() -> Span) -> Result<(), ConfigError> {
+    if count > MAX_FILES_ENTRIES {
+        return Err(ConfigError::new(
+            span(),
+            format!("files: {count} entries, more than the {MAX_FILES_ENTRIES} lkb accepts"),
+        )
+        .with_hint("put many files in an image instead"));
+    }
+    Ok(())
+}
+
 /// Parses and checks one linuxkit.yml file. Pure: `file` is only used in locations.
 pub fn parse_config(text: &str, file: &Path) -> Result<Config, ConfigError> {
     parse_config_with(text, file, &TemplateValues::new())
@@ -33,6 +91,9 @@ pub fn parse_config_with(
     file: &Path,
     templates: &TemplateValues,
 ) -> Result<Config, ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(Arc::from(file)));
+    }
     let r = Reader::new(Arc::from(file), text);
     let Some(mut doc) = r.load()? else {
         return Ok(Config::default());
@@ -69,6 +130,9 @@ pub fn parse_config_with(
     }
     if let Some(node) = map.get("files")
         && let Some(items) = errors.keep(r.sequence(node, "files"))
+        && errors
+            .keep(check_files_count(items.len(), || r.span_of(node)))
+            .is_some()
     {
         for (i, n) in items.iter().enumerate() {
             config
@@ -426,6 +490,9 @@ pub fn merge(configs: Vec<Config>) -> Result<Config, ConfigError> {
         merged.files.extend(config.files);
         merged.volumes.extend(config.volumes);
         merged.warnings.extend(config.warnings);
+    }
+    if let Some(extra) = merged.files.get(MAX_FILES_ENTRIES) {
+        check_files_count(merged.files.len(), || extra.span.clone())?;
     }
     unique_services(&merged.services)?;
     unique_volumes(&merged.volumes)?;

@@ -652,3 +652,69 @@ fn every_item_with_a_problem_is_reported_in_one_run() {
     assert_eq!(one.problems().count(), 1);
     assert!(!one.to_string().contains("problems"), "{one}");
 }
+
+#[test]
+fn a_config_larger_than_the_limit_is_refused_before_parsing() {
+    let file = Path::new("big.yml");
+    let big = vec![b'#'; MAX_CONFIG_BYTES + 1];
+    let error = config_text(big, file).expect_err("too large");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "big.yml:1:1: the file is larger than {} MiB, the most lkb reads as a config",
+            MAX_CONFIG_BYTES >> 20
+        )
+    );
+    let text = "#".repeat(MAX_CONFIG_BYTES + 1);
+    let error = parse_config(&text, file).expect_err("too large");
+    assert!(
+        error
+            .to_string()
+            .starts_with("big.yml:1:1: the file is larger"),
+        "{error}"
+    );
+    assert_eq!(
+        config_text(b"kernel: {}\n".to_vec(), file).expect("ok"),
+        "kernel: {}\n"
+    );
+}
+
+#[test]
+fn invalid_utf8_is_reported_where_it_is() {
+    let bytes = b"kernel:\n  image: lin\xffuxkit/kernel:6.6\n".to_vec();
+    let error = config_text(bytes, Path::new("bad.yml")).expect_err("not UTF-8");
+    assert_eq!(
+        error.to_string(),
+        "bad.yml:2:13: the file is not valid UTF-8 text\nhint: a linuxkit.yml is UTF-8 text; \
+         was a binary or another encoding given?"
+    );
+    assert_eq!(error.category(), lkb_store::ErrorCategory::User);
+}
+
+#[test]
+fn files_entries_are_capped_per_file_and_merged() {
+    let entries = |n: usize| {
+        let mut text = String::from("files:\n");
+        for i in 0..n {
+            text.push_str(&format!("- {{path: etc/f{i}, contents: x}}\n"));
+        }
+        text
+    };
+    let error =
+        parse_config(&entries(MAX_FILES_ENTRIES + 1), Path::new("many.yml")).expect_err("too many");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "many.yml:2:3: files: {} entries, more than the {MAX_FILES_ENTRIES} lkb accepts\n\
+             hint: put many files in an image instead",
+            MAX_FILES_ENTRIES + 1
+        )
+    );
+    let half = parse_config(&entries(MAX_FILES_ENTRIES / 2 + 1), Path::new("half.yml"))
+        .expect("under the limit");
+    let error = merge(vec![half.clone(), half]).expect_err("too many merged");
+    assert!(
+        error.to_string().contains("files: 65538 entries"),
+        "{error}"
+    );
+}
