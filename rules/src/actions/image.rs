@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use lkb_engine::{
     Action, ActionClass, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl,
 };
-use lkb_store::{ActionResult, BlobRef};
+use lkb_store::{ActionResult, BlobDigest, BlobRef};
 
 use super::{blob_result, input_blobs, load_tree, tree_error, tree_outputs, tree_result};
 use crate::layer::{Limits, unpack_layer};
@@ -80,6 +80,9 @@ impl Action for FetchBlobAction {
 pub struct UnpackLayerAction {
     pub reference: String,
     pub layer: LayerDesc,
+    /// The layer's entry in the image config's `rootfs.diff_ids`: the uncompressed stream must
+    /// hash to it. `None` when the config lists none.
+    pub diff_id: Option<BlobDigest>,
     pub limits: Limits,
 }
 
@@ -90,7 +93,8 @@ impl Action for UnpackLayerAction {
     }
     fn version(&self) -> u32 {
         // 2: a layer's `./` entry is kept as the tree's root (tree format 2).
-        2
+        // 3: the compression trailer is checked and the diff_id compared.
+        3
     }
     fn label(&self) -> String {
         format!(
@@ -112,7 +116,13 @@ impl Action for UnpackLayerAction {
                 Err(_) => key.str(&self.layer.media_type),
             };
         })
-        .field("limits", |key| limits_key(&self.limits, key));
+        .field("limits", |key| limits_key(&self.limits, key))
+        .field("diff_id", |key| {
+            match &self.diff_id {
+                Some(diff_id) => key.digest(diff_id),
+                None => key.str("none"),
+            };
+        });
     }
     fn outputs(&self) -> Vec<OutputDecl> {
         tree_outputs()
@@ -126,10 +136,11 @@ impl Action for UnpackLayerAction {
         let media_type = self.layer.media_type.clone();
         let limits = self.limits;
         let digest = self.layer.digest;
+        let diff_id = self.diff_id;
         ctx.blocking(move || {
             let file = store.open_blob(&blob.digest)?;
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-            let tree = unpack_layer(&store, reader, &media_type, &limits)
+            let tree = unpack_layer(&store, reader, &media_type, &limits, diff_id.as_ref())
                 .map_err(|e| ActionError::new(e.category(), e.in_layer(digest)))?;
             tree_result(&store, &tree)
         })
