@@ -109,6 +109,37 @@ fn identical_content_is_stored_once() {
 }
 
 #[test]
+fn publishing_again_repairs_a_damaged_blob_of_the_same_size() {
+    use std::os::unix::fs::MetadataExt;
+    let (_dir, store) = new_store();
+    let blob = store.put_bytes(b"the content").expect("put");
+    let path = store.blob_path(&blob.digest);
+    let inode = fs_err::metadata(&path).expect("stat").ino();
+    // An intact file is kept as it is.
+    store.put_bytes(b"the content").expect("put again");
+    assert_eq!(fs_err::metadata(&path).expect("stat").ino(), inode);
+
+    damage(&store, &blob);
+    assert!(store.has_blob(&blob), "same size: a stat does not see it");
+    assert!(matches!(
+        store.verify_blob(&blob.digest),
+        Err(StoreError::CorruptBlob { .. })
+    ));
+    assert_eq!(store.put_bytes(b"the content").expect("repair"), blob);
+    assert_eq!(fs_err::read(&path).expect("read"), b"the content");
+    store.verify_blob(&blob.digest).expect("repaired");
+
+    // Also through a writer that expects the digest (what fetches use).
+    damage(&store, &blob);
+    let mut content = &b"the content"[..];
+    store
+        .put_reader(&mut content, Some(&blob.digest))
+        .expect("repair");
+    store.verify_blob(&blob.digest).expect("repaired");
+    assert_eq!(count_files(&store.dir().join("tmp")), 0);
+}
+
+#[test]
 fn digest_mismatch_publishes_nothing() {
     let (_dir, store) = new_store();
     let expected = BlobDigest::of_bytes(b"expected");
