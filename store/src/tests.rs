@@ -871,3 +871,44 @@ fn clean_waits_for_the_lock() {
     cleaner.join().expect("join").expect("clean");
     assert!(!dir.path().join("store-v1/index.redb").exists());
 }
+
+#[test]
+fn a_damaged_index_is_an_error_not_a_panic() {
+    // Garbage (redb: "not a redb database") and a real index with flipped bytes (redb 4.6
+    // panics in its page parser while opening it).
+    for variant in ["garbage", "flipped"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let blob = store.put_bytes(b"x").expect("put");
+            for n in 0..50u8 {
+                let result = ActionResult::new().with("out", ArtifactKind::Blob, blob);
+                store.put_action(&key(n), &result).expect("put action");
+            }
+        }
+        let path = dir.path().join("store-v1").join("index.redb");
+        let mut bytes = fs_err::read(&path).expect("read");
+        let len = bytes.len();
+        match variant {
+            "garbage" => bytes.fill(0xab),
+            _ => bytes[len / 3..].iter_mut().for_each(|b| *b ^= 0x5a),
+        }
+        fs_err::write(&path, &bytes).expect("write");
+
+        let outcome = std::panic::catch_unwind(|| Store::open(dir.path()).map(|_| ()));
+        let error = outcome
+            .unwrap_or_else(|_| panic!("{variant}: opening panicked"))
+            .expect_err(variant);
+        assert!(
+            matches!(&error, StoreError::DamagedIndex { path: p, .. } if *p == path),
+            "{variant}: {error:?}"
+        );
+        assert_eq!(error.category(), ErrorCategory::Environment);
+        assert!(
+            error.to_string().contains("run `lkb cache clean`"),
+            "{variant}: {error}"
+        );
+        Store::clean(dir.path(), &|_| {}).expect("clean");
+        Store::open(dir.path()).expect("reopens after clean");
+    }
+}
