@@ -206,6 +206,17 @@ impl Resolver {
             }
         };
         let config = self.store.read_blob(&resolved.config.digest)?;
+        let actual = BlobDigest::of_bytes(&config);
+        if actual != resolved.config.digest {
+            // Removed, so that the next run fetches it again.
+            self.store.remove_blob(&resolved.config.digest)?;
+            return Err(StoreError::CorruptBlob {
+                digest: resolved.config.digest,
+                actual,
+                path: self.store.blob_path(&resolved.config.digest),
+            }
+            .into());
+        }
         let config = serde_json::from_slice(&config).map_err(|e| OciError::InvalidManifest {
             reference: name.to_string(),
             source_name: "the store".into(),
@@ -246,6 +257,11 @@ impl Resolver {
         let Ok(bytes) = fs_err::read(&path) else {
             return Ok(None);
         };
+        // A stored manifest is re-hashed: a damaged or swapped file would build another image.
+        let actual = BlobDigest::of_bytes(&bytes);
+        if actual != pin.manifest {
+            return self.damaged(pin.manifest, actual);
+        }
         let bad = |reason: String| ResolveError::BadStoredManifest {
             reference: r.canonical(),
             digest: pin.manifest,
@@ -267,6 +283,14 @@ impl Resolver {
         if !self.store.has_blob(&config) {
             return Ok(None);
         }
+        match self.store.verify_blob(&config.digest) {
+            Ok(_) => {}
+            Err(StoreError::CorruptBlob { actual, .. }) => {
+                return self.damaged(config.digest, actual);
+            }
+            Err(StoreError::BlobMissing { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        }
         let manifest_ref = BlobRef {
             digest: pin.manifest,
             size: bytes.len() as u64,
@@ -281,6 +305,29 @@ impl Resolver {
             "the store",
         )?;
         Ok(Some(resolved))
+    }
+}
+
+impl Resolver {
+    /// A stored manifest or config that does not hash to its digest: it is removed, so that
+    /// it is fetched again (the sources skip blobs whose file exists); with `--offline` it
+    /// cannot be, and that is an error.
+    fn damaged(
+        &self,
+        digest: BlobDigest,
+        actual: BlobDigest,
+    ) -> Result<Option<ResolvedImage>, ResolveError> {
+        let error = StoreError::CorruptBlob {
+            digest,
+            actual,
+            path: self.store.blob_path(&digest),
+        };
+        self.store.remove_blob(&digest)?;
+        if self.offline {
+            return Err(error.into());
+        }
+        tracing::warn!(%error, "removed it; fetching it again");
+        Ok(None)
     }
 }
 
@@ -321,3 +368,6 @@ fn not_in_layouts(reference: &str, searched: &[PathBuf], missing: &[PathBuf]) ->
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

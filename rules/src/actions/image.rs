@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use lkb_engine::{
     Action, ActionClass, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl,
 };
-use lkb_store::{ActionResult, BlobDigest, BlobRef};
+use lkb_store::{ActionResult, BlobDigest, BlobRef, Store, StoreError};
 
 use super::{blob_result, input_blobs, load_tree, tree_error, tree_outputs, tree_result};
 use crate::layer::{Limits, unpack_layer};
@@ -61,7 +61,15 @@ impl Action for FetchBlobAction {
             digest: self.layer.digest,
             size: self.layer.size,
         };
-        if ctx.store().has_blob(&wanted) {
+        // A stored copy is re-hashed before it is reused: the fetch runs only when its record
+        // is missing or on `--rebuild`, and then a damaged copy (even of the right size) is
+        // removed and fetched again instead of being unpacked.
+        let store = ctx.store().clone();
+        let intact = ctx
+            .blocking(move || reusable_blob(&store, &wanted))
+            .await
+            .map_err(|e| ActionError::new(e.category(), e))?;
+        if intact {
             return Ok(blob_result("blob", wanted));
         }
         let progress = |n: u64| ctx.progress(n);
@@ -72,6 +80,24 @@ impl Action for FetchBlobAction {
             .map_err(|e| ActionError::new(e.category(), e))?;
         ctx.add_counter("bytes_fetched", blob.size);
         Ok(blob_result("blob", blob))
+    }
+}
+
+/// Whether the store holds `wanted` intact; a damaged copy is removed so that it is fetched
+/// again (the sources skip blobs whose file exists).
+fn reusable_blob(store: &Store, wanted: &BlobRef) -> Result<bool, StoreError> {
+    if !store.has_blob(wanted) {
+        return Ok(false);
+    }
+    match store.verify_blob(&wanted.digest) {
+        Ok(_) => Ok(true),
+        Err(error @ StoreError::CorruptBlob { .. }) => {
+            tracing::warn!(%error, "fetching the blob again");
+            store.remove_blob(&wanted.digest)?;
+            Ok(false)
+        }
+        Err(StoreError::BlobMissing { .. }) => Ok(false),
+        Err(error) => Err(error),
     }
 }
 
