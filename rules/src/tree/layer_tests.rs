@@ -419,3 +419,66 @@ fn the_uncompressed_layer_must_match_its_diff_id() {
         assert!(message.contains(part), "{message}");
     }
 }
+
+/// Arbitrary bytes never make the layer reader panic: mutations of valid layers (plain, gzip,
+/// zstd) and plain noise, from a fixed seed so a failure reproduces.
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let (_d, store) = store();
+    let mut t = TarBuf::default();
+    t.dir("d")
+        .file("d/f", &[5u8; 700])
+        .pax(&[("path", b"d/long-name"), ("SCHILY.xattr.user.a", b"v")])
+        .file("x", b"data")
+        .gnu_long_name(&"n".repeat(150))
+        .file("ignored", b"")
+        .link(b'1', "d/hard", "d/f")
+        .link(b'2', "d/sym", "../x");
+    let raw = t.finish();
+    let seeds = [
+        raw.clone(),
+        Codec::Gzip { level: 6 }.compress(&raw).unwrap(),
+        Codec::Zstd { level: 3 }.compress(&raw).unwrap(),
+    ];
+    // xorshift64*: deterministic and dependency-free.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let limits = Limits {
+        max_total_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    for round in 0..300 {
+        let mut bytes = seeds[round % seeds.len()].clone();
+        match next() % 4 {
+            0 => {
+                // Flip a few bytes.
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % bytes.len() as u64) as usize;
+                    bytes[i] ^= 1 << (next() % 8);
+                }
+            }
+            1 => bytes.truncate((next() % bytes.len() as u64) as usize),
+            2 => {
+                // Overwrite a run with noise.
+                let start = (next() % bytes.len() as u64) as usize;
+                let end = (start + 1 + (next() % 64) as usize).min(bytes.len());
+                for b in &mut bytes[start..end] {
+                    *b = next() as u8;
+                }
+            }
+            _ => {
+                let len = (next() % 2048) as usize;
+                bytes = (0..len).map(|_| next() as u8).collect();
+            }
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = unpack_layer(&store, &bytes[..], "", &limits, None);
+        }));
+        assert!(outcome.is_ok(), "round {round} panicked on {bytes:02x?}");
+    }
+}
