@@ -25,16 +25,25 @@
 //!   GNU sparse files, multi-volume parts and other types are refused; non-UTF-8 names are
 //!   refused.
 //!
+//! Integrity: the tar ends at its end-of-archive blocks, but the stream is read to its end after
+//! them, so the compression's own checks run (gzip's CRC-32 and length trailer, zstd's content
+//! checksum) and data after the compressed stream is refused. The uncompressed stream is
+//! hashed as it is read and compared with the layer's `diff_id` (the image config's
+//! `rootfs.diff_ids`) when the caller has one.
+//!
 //! Error categories: problems in the layer's bytes (corrupt compression or tar, escaping
 //! paths, unsupported types) are [`ErrorCategory::Environment`]: the layer came from a registry
 //! or an image, not from the user's yml. Exceeding a [`Limits`] value is
-//! [`ErrorCategory::User`]: the fix is to raise the limit in the configuration.
+//! [`ErrorCategory::User`]: the fix is to raise the limit in the configuration. A layer whose
+//! content does not match the image config's `diff_id` is [`ErrorCategory::User`]: the image
+//! the user named is inconsistent.
 
 use std::cell::Cell;
 use std::io::{self, Read};
 use std::rc::Rc;
 
-use lkb_store::{ErrorCategory, Store, StoreError};
+use lkb_store::{BlobDigest, ErrorCategory, Store, StoreError};
+use sha2::{Digest as _, Sha256};
 
 use crate::compress::{Detected, decompress_reader};
 use crate::tree::{
@@ -93,6 +102,16 @@ pub enum LayerErrorKind {
     },
     #[error("uncompressed layer is larger than {limit} bytes, lkb's fixed limit")]
     TooLarge { limit: u64 },
+    #[error("corrupt compressed stream after the end of the tar")]
+    Trailer(#[source] io::Error),
+    #[error(
+        "the uncompressed layer hashes to {actual}, but the image config's rootfs.diff_ids \
+         says {expected}"
+    )]
+    DiffIdMismatch {
+        expected: BlobDigest,
+        actual: BlobDigest,
+    },
     #[error(transparent)]
     Tree(#[from] TreeError),
     #[error("storing layer content: {0}")]
@@ -142,7 +161,8 @@ impl LayerError {
         match &self.kind {
             LayerErrorKind::TooManyEntries { .. }
             | LayerErrorKind::PathTooLong { .. }
-            | LayerErrorKind::TooLarge { .. } => ErrorCategory::User,
+            | LayerErrorKind::TooLarge { .. }
+            | LayerErrorKind::DiffIdMismatch { .. } => ErrorCategory::User,
             LayerErrorKind::Store(e) => e.category(),
             LayerErrorKind::Tree(e @ TreeError::Store(_)) => e.category(),
             _ => ErrorCategory::Environment,
@@ -176,12 +196,13 @@ pub fn layer_media_type(media_type: &str) -> Result<Option<Detected>, LayerError
     })
 }
 
-/// Counts decompressed bytes and fails the stream once the limit is passed.
+/// Counts and hashes decompressed bytes, and fails the stream once the limit is passed.
 struct Counting<R> {
     inner: R,
     count: u64,
     limit: u64,
     exceeded: Rc<Cell<bool>>,
+    hasher: Sha256,
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -192,6 +213,7 @@ impl<R: Read> Read for Counting<R> {
             self.exceeded.set(true);
             return Err(io::Error::other("layer size limit exceeded"));
         }
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -286,12 +308,14 @@ fn parse_pax_time(v: &[u8]) -> Option<i64> {
 
 /// Unpacks one layer (see the module docs). `media_type` may be empty; the compression is
 /// taken from the stream's magic bytes, which win over the media type (registries are known
-/// to mislabel). Use [`LayerError::in_layer`] to name the layer in errors.
+/// to mislabel). With `diff_id`, the uncompressed stream must hash to it. Use
+/// [`LayerError::in_layer`] to name the layer in errors.
 pub fn unpack_layer(
     store: &Store,
     blob: impl Read,
     media_type: &str,
     limits: &Limits,
+    diff_id: Option<&BlobDigest>,
 ) -> Result<Tree, LayerError> {
     layer_media_type(media_type)?;
     let (_detected, stream) = decompress_reader(blob)?;
@@ -301,19 +325,44 @@ pub fn unpack_layer(
         count: 0,
         limit: limits.max_total_bytes,
         exceeded: exceeded.clone(),
+        hasher: Sha256::new(),
     };
-    let result = unpack_tar(store, counting, limits);
+    let too_large = || LayerErrorKind::TooLarge {
+        limit: limits.max_total_bytes,
+    };
+    let mut archive = tar::Archive::new(counting);
+    let result = unpack_tar(store, &mut archive, limits);
     if exceeded.get() {
-        return Err(LayerErrorKind::TooLarge {
-            limit: limits.max_total_bytes,
-        }
-        .into());
+        return Err(too_large().into());
     }
-    result.map_err(LayerError::from)
+    let tree = result?;
+    // The rest of the stream: the tar's padding, then the compression's trailer, which the
+    // decompressor checks only when it reaches the end.
+    let mut rest = archive.into_inner();
+    if let Err(e) = io::copy(&mut rest, &mut io::sink()) {
+        if exceeded.get() {
+            return Err(too_large().into());
+        }
+        return Err(LayerErrorKind::Trailer(e).into());
+    }
+    if let Some(expected) = diff_id {
+        let actual = BlobDigest::from_bytes(rest.hasher.finalize().into());
+        if actual != *expected {
+            return Err(LayerErrorKind::DiffIdMismatch {
+                expected: *expected,
+                actual,
+            }
+            .into());
+        }
+    }
+    Ok(tree)
 }
 
-fn unpack_tar(store: &Store, stream: impl Read, limits: &Limits) -> Result<Tree, LayerErrorKind> {
-    let mut archive = tar::Archive::new(stream);
+fn unpack_tar<R: Read>(
+    store: &Store,
+    archive: &mut tar::Archive<R>,
+    limits: &Limits,
+) -> Result<Tree, LayerErrorKind> {
     let mut tree = Tree::new();
     let mut pending = Pending::default();
     let mut count: u64 = 0;

@@ -153,7 +153,7 @@ impl Lowering<'_, '_> {
         let info = Arc::clone(self.info(reference)?);
         let r = &info.resolved.reference;
         let mut layers = Vec::new();
-        for layer in &info.resolved.layers {
+        for (index, layer) in info.resolved.layers.iter().enumerate() {
             let fetch = self.g.add(
                 Arc::new(FetchBlobAction {
                     reference: r.clone(),
@@ -166,6 +166,7 @@ impl Lowering<'_, '_> {
                 Arc::new(UnpackLayerAction {
                     reference: reference.to_string(),
                     layer: layer.clone(),
+                    diff_id: info.diff_id(index),
                     limits: self.input.limits,
                 }),
                 &[fetch],

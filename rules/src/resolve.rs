@@ -44,6 +44,12 @@ pub enum ResolveError {
         #[source]
         source: Box<OciError>,
     },
+    #[error("the image config {config} of {reference} has bad rootfs.diff_ids: {reason}")]
+    BadDiffIds {
+        reference: String,
+        config: BlobDigest,
+        reason: String,
+    },
     #[error("stored manifest {digest} of {reference} is not an image manifest: {reason}")]
     BadStoredManifest {
         reference: String,
@@ -64,7 +70,9 @@ impl ResolveError {
             } if missing.is_empty() => source.category(),
             // The layout the user was meant to create is missing: theirs to fix.
             ResolveError::NotInLayouts { .. } => ErrorCategory::User,
-            ResolveError::BadStoredManifest { .. } => ErrorCategory::Environment,
+            ResolveError::BadStoredManifest { .. } | ResolveError::BadDiffIds { .. } => {
+                ErrorCategory::Environment
+            }
         }
     }
 }
@@ -75,6 +83,46 @@ pub struct ImageInfo {
     pub resolved: ResolvedImage,
     /// The image config document (`config.Labels`, `config.Env`, …).
     pub config: serde_json::Value,
+}
+
+impl ImageInfo {
+    /// The config's `rootfs.diff_ids` entry for layer `index`: the digest of the uncompressed
+    /// layer. `None` if the config has no such list (resolution checked that a list it has
+    /// names one valid digest per layer).
+    pub fn diff_id(&self, index: usize) -> Option<BlobDigest> {
+        self.config
+            .pointer("/rootfs/diff_ids")?
+            .get(index)?
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+/// Checks that the config's `rootfs.diff_ids`, if it has one, lists a sha256 digest per layer.
+fn check_diff_ids(resolved: &ResolvedImage, config: &serde_json::Value) -> Result<(), String> {
+    let Some(list) = config.pointer("/rootfs/diff_ids") else {
+        tracing::warn!(
+            image = %resolved.reference,
+            "the image config has no rootfs.diff_ids; its layers cannot be checked against it"
+        );
+        return Ok(());
+    };
+    let list = list.as_array().ok_or("not a list")?;
+    if list.len() != resolved.layers.len() {
+        return Err(format!(
+            "{} entries for {} layers",
+            list.len(),
+            resolved.layers.len()
+        ));
+    }
+    for entry in list {
+        entry
+            .as_str()
+            .and_then(|d| d.parse::<BlobDigest>().ok())
+            .ok_or_else(|| format!("{entry} is not a sha256 digest"))?;
+    }
+    Ok(())
 }
 
 /// Inputs of the resolve phase.
@@ -158,10 +206,26 @@ impl Resolver {
             }
         };
         let config = self.store.read_blob(&resolved.config.digest)?;
+        let actual = BlobDigest::of_bytes(&config);
+        if actual != resolved.config.digest {
+            // Removed, so that the next run fetches it again.
+            self.store.remove_blob(&resolved.config.digest)?;
+            return Err(StoreError::CorruptBlob {
+                digest: resolved.config.digest,
+                actual,
+                path: self.store.blob_path(&resolved.config.digest),
+            }
+            .into());
+        }
         let config = serde_json::from_slice(&config).map_err(|e| OciError::InvalidManifest {
             reference: name.to_string(),
             source_name: "the store".into(),
             reason: format!("image config {} is not JSON: {e}", resolved.config.digest),
+        })?;
+        check_diff_ids(&resolved, &config).map_err(|reason| ResolveError::BadDiffIds {
+            reference: name.to_string(),
+            config: resolved.config.digest,
+            reason,
         })?;
         Ok(ImageInfo { resolved, config })
     }
@@ -193,6 +257,11 @@ impl Resolver {
         let Ok(bytes) = fs_err::read(&path) else {
             return Ok(None);
         };
+        // A stored manifest is re-hashed: a damaged or swapped file would build another image.
+        let actual = BlobDigest::of_bytes(&bytes);
+        if actual != pin.manifest {
+            return self.damaged(pin.manifest, actual);
+        }
         let bad = |reason: String| ResolveError::BadStoredManifest {
             reference: r.canonical(),
             digest: pin.manifest,
@@ -214,6 +283,14 @@ impl Resolver {
         if !self.store.has_blob(&config) {
             return Ok(None);
         }
+        match self.store.verify_blob(&config.digest) {
+            Ok(_) => {}
+            Err(StoreError::CorruptBlob { actual, .. }) => {
+                return self.damaged(config.digest, actual);
+            }
+            Err(StoreError::BlobMissing { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        }
         let manifest_ref = BlobRef {
             digest: pin.manifest,
             size: bytes.len() as u64,
@@ -228,6 +305,29 @@ impl Resolver {
             "the store",
         )?;
         Ok(Some(resolved))
+    }
+}
+
+impl Resolver {
+    /// A stored manifest or config that does not hash to its digest: it is removed, so that
+    /// it is fetched again (the sources skip blobs whose file exists); with `--offline` it
+    /// cannot be, and that is an error.
+    fn damaged(
+        &self,
+        digest: BlobDigest,
+        actual: BlobDigest,
+    ) -> Result<Option<ResolvedImage>, ResolveError> {
+        let error = StoreError::CorruptBlob {
+            digest,
+            actual,
+            path: self.store.blob_path(&digest),
+        };
+        self.store.remove_blob(&digest)?;
+        if self.offline {
+            return Err(error.into());
+        }
+        tracing::warn!(%error, "removed it; fetching it again");
+        Ok(None)
     }
 }
 
@@ -268,3 +368,6 @@ fn not_in_layouts(reference: &str, searched: &[PathBuf], missing: &[PathBuf]) ->
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

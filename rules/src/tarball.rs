@@ -450,7 +450,7 @@ mod tests {
         let first = listed.lines().next().unwrap();
         assert!(first.starts_with("drwx------ 5/6 "), "{listed}");
         assert!(first.ends_with(" ./") || first.ends_with(" ."), "{listed}");
-        let unpacked: Tree = unpack_layer(&store, &b[..], "", &Limits::default()).unwrap();
+        let unpacked: Tree = unpack_layer(&store, &b[..], "", &Limits::default(), None).unwrap();
         assert_eq!(unpacked.root(), t.root());
     }
 
@@ -537,6 +537,7 @@ mod tests {
             &bytes[..],
             "application/vnd.oci.image.layer.v1.tar",
             &Limits::default(),
+            None,
         )
         .unwrap();
         assert_eq!(back, t);
@@ -544,7 +545,7 @@ mod tests {
             .compress(&bytes)
             .unwrap();
         assert_eq!(
-            unpack_layer(&store, &gz[..], "", &Limits::default()).unwrap(),
+            unpack_layer(&store, &gz[..], "", &Limits::default(), None).unwrap(),
             t
         );
         assert_eq!(bytes, tar_bytes(&t, &store, &[]), "deterministic");

@@ -54,7 +54,8 @@ impl BlobWriter {
         }
     }
 
-    /// Publishes the blob under its digest. If the store already has it, the new copy is dropped.
+    /// Publishes the blob under its digest. If the store already has it intact, the new copy is
+    /// dropped; a damaged file of that name (other content, even of the same size) is replaced.
     pub fn finish(self) -> Result<BlobRef, StoreError> {
         let (store, temp, blob) = self.complete()?;
         publish(&store, temp, blob)
@@ -102,10 +103,10 @@ fn publish(
     temp: tempfile::NamedTempFile,
     blob: BlobRef,
 ) -> Result<BlobRef, StoreError> {
-    if store.has_blob(&blob) {
+    let path = store.blob_path(&blob.digest);
+    if existing_is_intact(store, &blob) {
         return Ok(blob);
     }
-    let path = store.blob_path(&blob.digest);
     let publish_error = |source| StoreError::Publish {
         digest: blob.digest,
         path: path.clone(),
@@ -119,6 +120,27 @@ fn publish(
         .map_err(publish_error)?;
     temp.persist(&path).map_err(|e| publish_error(e.error))?;
     Ok(blob)
+}
+
+/// Whether the store already has `blob` with the right content. A file of the right size is
+/// re-hashed: the caller has just computed the content, so a damaged file (a flipped byte, a
+/// swapped blob) is found and replaced now, at the cost of reading a file that is usually in
+/// the page cache, rather than served to every later reader.
+fn existing_is_intact(store: &Store, blob: &BlobRef) -> bool {
+    if !store.has_blob(blob) {
+        return false;
+    }
+    match store.verify_blob(&blob.digest) {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(
+                digest = %blob.digest,
+                error = %error,
+                "replacing a damaged blob file with new content"
+            );
+            false
+        }
+    }
 }
 
 impl Store {

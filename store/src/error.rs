@@ -85,6 +85,9 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+    /// The redb index is damaged: redb refused it or failed on it (also by panicking).
+    #[error("the store index at {path} is damaged ({detail}); run `lkb cache clean`")]
+    DamagedIndex { path: PathBuf, detail: String },
     /// A record in the index is not valid JSON of the expected shape.
     #[error("record {key:?} in the {table} table of the store index is corrupt")]
     CorruptRecord {
@@ -180,6 +183,7 @@ impl StoreError {
             | StoreError::CreateIndex { .. }
             | StoreError::Lock { .. }
             | StoreError::Index { .. }
+            | StoreError::DamagedIndex { .. }
             | StoreError::WriteBlob { .. }
             | StoreError::ReadInput { .. }
             | StoreError::Publish { .. }

@@ -1,5 +1,8 @@
 //! The redb index: the action cache and the small metadata tables.
 
+use std::io;
+use std::path::Path;
+
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
 use crate::{ActionKey, ActionResult, BlobRef, Store, StoreError};
@@ -61,55 +64,104 @@ pub(crate) fn create_tables(db: &redb::Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// The error for a failed index operation: [`StoreError::DamagedIndex`] when redb says the file
+/// is corrupt or not a database, else [`StoreError::Index`].
+pub(crate) fn index_error(path: &Path, source: redb::Error) -> StoreError {
+    let damaged = match &source {
+        redb::Error::Corrupted(detail) => Some(detail.clone()),
+        redb::Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => Some(e.to_string()),
+        _ => None,
+    };
+    match damaged {
+        Some(detail) => StoreError::DamagedIndex {
+            path: path.to_owned(),
+            detail,
+        },
+        None => StoreError::Index {
+            path: path.to_owned(),
+            source: Box::new(source),
+        },
+    }
+}
+
+/// Runs an index operation, turning a panic inside redb into [`StoreError::DamagedIndex`]:
+/// redb panics on some damaged files (`unreachable!` in its page parser) instead of returning
+/// an error, and a damaged cache must not crash lkb with an internal error.
+pub(crate) fn guarded<T>(
+    path: &Path,
+    operation: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(operation)).unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the index library panicked".to_owned());
+        tracing::debug!(path = %path.display(), %detail, "redb panicked on the store index");
+        Err(StoreError::DamagedIndex {
+            path: path.to_owned(),
+            detail: format!("reading it failed: {detail}"),
+        })
+    })
+}
+
 impl Store {
     fn index_error(&self, source: impl Into<redb::Error>) -> StoreError {
-        StoreError::Index {
-            path: self.inner.index_path.clone(),
-            source: Box::new(source.into()),
-        }
+        index_error(&self.inner.index_path, source.into())
+    }
+
+    /// [`guarded`] for this store's index.
+    fn guard<T>(&self, operation: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        guarded(&self.inner.index_path, operation)
     }
 
     fn read_value(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| self.index_error(e))?;
-        let table = txn.open_table(table).map_err(|e| self.index_error(e))?;
-        let value = table.get(key).map_err(|e| self.index_error(e))?;
-        Ok(value.map(|guard| guard.value().to_vec()))
+        self.guard(|| {
+            let txn = self
+                .inner
+                .db
+                .begin_read()
+                .map_err(|e| self.index_error(e))?;
+            let table = txn.open_table(table).map_err(|e| self.index_error(e))?;
+            let value = table.get(key).map_err(|e| self.index_error(e))?;
+            Ok(value.map(|guard| guard.value().to_vec()))
+        })
     }
 
     fn list_values(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| self.index_error(e))?;
-        let table = txn.open_table(table).map_err(|e| self.index_error(e))?;
-        let mut rows = Vec::new();
-        for row in table.iter().map_err(|e| self.index_error(e))? {
-            let (key, value) = row.map_err(|e| self.index_error(e))?;
-            rows.push((key.value().to_owned(), value.value().to_vec()));
-        }
-        Ok(rows)
+        self.guard(|| {
+            let txn = self
+                .inner
+                .db
+                .begin_read()
+                .map_err(|e| self.index_error(e))?;
+            let table = txn.open_table(table).map_err(|e| self.index_error(e))?;
+            let mut rows = Vec::new();
+            for row in table.iter().map_err(|e| self.index_error(e))? {
+                let (key, value) = row.map_err(|e| self.index_error(e))?;
+                rows.push((key.value().to_owned(), value.value().to_vec()));
+            }
+            Ok(rows)
+        })
     }
 
     fn remove_value(&self, table: Table, key: &str) -> Result<bool, StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(|e| self.index_error(e))?;
-        let existed = {
-            let mut table = txn.open_table(table).map_err(|e| self.index_error(e))?;
-            table
-                .remove(key)
-                .map_err(|e| self.index_error(e))?
-                .is_some()
-        };
-        txn.commit().map_err(|e| self.index_error(e))?;
-        Ok(existed)
+        self.guard(|| {
+            let txn = self
+                .inner
+                .db
+                .begin_write()
+                .map_err(|e| self.index_error(e))?;
+            let existed = {
+                let mut table = txn.open_table(table).map_err(|e| self.index_error(e))?;
+                table
+                    .remove(key)
+                    .map_err(|e| self.index_error(e))?
+                    .is_some()
+            };
+            txn.commit().map_err(|e| self.index_error(e))?;
+            Ok(existed)
+        })
     }
 
     /// Looks up an action record and checks that every blob it names is present.
@@ -163,26 +215,28 @@ impl Store {
             source: Box::new(source),
         })?;
         self.sync_blobs()?;
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(|e| self.index_error(e))?;
-        {
-            let mut actions = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
-            actions
-                .insert(key.to_string().as_str(), json.as_slice())
+        self.guard(|| {
+            let txn = self
+                .inner
+                .db
+                .begin_write()
                 .map_err(|e| self.index_error(e))?;
-            for (table, row_key, value) in meta {
-                let mut table = txn
-                    .open_table(table.definition())
+            {
+                let mut actions = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
+                actions
+                    .insert(key.to_string().as_str(), json.as_slice())
                     .map_err(|e| self.index_error(e))?;
-                table
-                    .insert(*row_key, *value)
-                    .map_err(|e| self.index_error(e))?;
+                for (table, row_key, value) in meta {
+                    let mut table = txn
+                        .open_table(table.definition())
+                        .map_err(|e| self.index_error(e))?;
+                    table
+                        .insert(*row_key, *value)
+                        .map_err(|e| self.index_error(e))?;
+                }
             }
-        }
-        txn.commit().map_err(|e| self.index_error(e))
+            txn.commit().map_err(|e| self.index_error(e))
+        })
     }
 
     /// Deletes an action record; returns whether it existed.
@@ -198,29 +252,31 @@ impl Store {
 
     /// Deletes action records by their raw key text (which need not parse), in one transaction.
     pub(crate) fn remove_action_rows(&self, keys: &[String]) -> Result<usize, StoreError> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(|e| self.index_error(e))?;
-        let mut removed = 0;
-        {
-            let mut table = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
-            for key in keys {
-                if table
-                    .remove(key.as_str())
-                    .map_err(|e| self.index_error(e))?
-                    .is_some()
-                {
-                    removed += 1;
+        self.guard(|| {
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            let txn = self
+                .inner
+                .db
+                .begin_write()
+                .map_err(|e| self.index_error(e))?;
+            let mut removed = 0;
+            {
+                let mut table = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
+                for key in keys {
+                    if table
+                        .remove(key.as_str())
+                        .map_err(|e| self.index_error(e))?
+                        .is_some()
+                    {
+                        removed += 1;
+                    }
                 }
             }
-        }
-        txn.commit().map_err(|e| self.index_error(e))?;
-        Ok(removed)
+            txn.commit().map_err(|e| self.index_error(e))?;
+            Ok(removed)
+        })
     }
 
     /// Every action record as stored: key text and JSON bytes, neither checked (for `verify`).
@@ -264,18 +320,20 @@ impl Store {
     /// Sets a metadata value. Blobs are not synced first: if the value names blobs that must
     /// survive a crash, call [`Store::sync_blobs`] before.
     pub fn put_meta(&self, table: MetaTable, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(|e| self.index_error(e))?;
-        {
-            let mut rows = txn
-                .open_table(table.definition())
+        self.guard(|| {
+            let txn = self
+                .inner
+                .db
+                .begin_write()
                 .map_err(|e| self.index_error(e))?;
-            rows.insert(key, value).map_err(|e| self.index_error(e))?;
-        }
-        txn.commit().map_err(|e| self.index_error(e))
+            {
+                let mut rows = txn
+                    .open_table(table.definition())
+                    .map_err(|e| self.index_error(e))?;
+                rows.insert(key, value).map_err(|e| self.index_error(e))?;
+            }
+            txn.commit().map_err(|e| self.index_error(e))
+        })
     }
 
     /// Deletes a metadata value; returns whether it existed.

@@ -87,31 +87,7 @@ impl Store {
         }
         clean_tmp(&dir.join("tmp"))?;
         let index_path = dir.join("index.redb");
-        let index_error = |source: redb::Error| StoreError::Index {
-            path: index_path.clone(),
-            source: Box::new(source),
-        };
-        // A new index is created under a temporary name, given its tables, and renamed into
-        // place, so a process killed while creating it never leaves a half-written
-        // `index.redb` behind (redb would refuse it: "not a redb database").
-        if !index_path.exists() {
-            let fresh = dir.join("tmp").join("index.redb.new");
-            let db = redb::Builder::new()
-                .set_cache_size(INDEX_CACHE_BYTES)
-                .create(&fresh)
-                .map_err(|e| index_error(e.into()))?;
-            index::create_tables(&db).map_err(index_error)?;
-            drop(db);
-            fs_err::rename(&fresh, &index_path).map_err(|source| StoreError::CreateIndex {
-                path: index_path.clone(),
-                source,
-            })?;
-        }
-        let db = redb::Builder::new()
-            .set_cache_size(INDEX_CACHE_BYTES)
-            .create(&index_path)
-            .map_err(|e| index_error(e.into()))?;
-        index::create_tables(&db).map_err(index_error)?;
+        let db = index::guarded(&index_path, || open_index(&dir, &index_path))?;
 
         let inner = Arc::new(Inner {
             root: root.to_owned(),
@@ -195,15 +171,9 @@ impl Store {
     pub fn verify_blob(&self, d: &BlobDigest) -> Result<BlobRef, StoreError> {
         let mut file = self.open_blob(d)?;
         let mut hashing = HashingSink::default();
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            match file.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => hashing.update(&buffer[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(StoreError::ReadBlob { digest: *d, source }),
-            }
-        }
+        // `io::copy` reads through a small stack buffer: cheap for the many small blobs too.
+        io::copy(&mut file, &mut hashing)
+            .map_err(|source| StoreError::ReadBlob { digest: *d, source })?;
         let actual = hashing.finish();
         if actual.digest != *d {
             return Err(StoreError::CorruptBlob {
@@ -264,6 +234,33 @@ impl Store {
         let dir = fs_err::File::open(&self.inner.dir).map_err(sync_error)?;
         rustix::fs::syncfs(dir.file()).map_err(|errno| sync_error(errno.into()))
     }
+}
+
+/// Opens the index, creating it first if it does not exist. A new index is created under a
+/// temporary name, given its tables, and renamed into place, so a process killed while
+/// creating it never leaves a half-written `index.redb` behind (redb would refuse it: "not a
+/// redb database").
+fn open_index(dir: &Path, index_path: &Path) -> Result<redb::Database, StoreError> {
+    let index_error = |source: redb::Error| index::index_error(index_path, source);
+    if !index_path.exists() {
+        let fresh = dir.join("tmp").join("index.redb.new");
+        let db = redb::Builder::new()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(&fresh)
+            .map_err(|e| index_error(e.into()))?;
+        index::create_tables(&db).map_err(index_error)?;
+        drop(db);
+        fs_err::rename(&fresh, index_path).map_err(|source| StoreError::CreateIndex {
+            path: index_path.to_owned(),
+            source,
+        })?;
+    }
+    let db = redb::Builder::new()
+        .set_cache_size(INDEX_CACHE_BYTES)
+        .create(index_path)
+        .map_err(|e| index_error(e.into()))?;
+    index::create_tables(&db).map_err(index_error)?;
+    Ok(db)
 }
 
 fn canonical_dir(dir: &Path) -> Result<PathBuf, StoreError> {

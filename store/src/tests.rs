@@ -109,6 +109,37 @@ fn identical_content_is_stored_once() {
 }
 
 #[test]
+fn publishing_again_repairs_a_damaged_blob_of_the_same_size() {
+    use std::os::unix::fs::MetadataExt;
+    let (_dir, store) = new_store();
+    let blob = store.put_bytes(b"the content").expect("put");
+    let path = store.blob_path(&blob.digest);
+    let inode = fs_err::metadata(&path).expect("stat").ino();
+    // An intact file is kept as it is.
+    store.put_bytes(b"the content").expect("put again");
+    assert_eq!(fs_err::metadata(&path).expect("stat").ino(), inode);
+
+    damage(&store, &blob);
+    assert!(store.has_blob(&blob), "same size: a stat does not see it");
+    assert!(matches!(
+        store.verify_blob(&blob.digest),
+        Err(StoreError::CorruptBlob { .. })
+    ));
+    assert_eq!(store.put_bytes(b"the content").expect("repair"), blob);
+    assert_eq!(fs_err::read(&path).expect("read"), b"the content");
+    store.verify_blob(&blob.digest).expect("repaired");
+
+    // Also through a writer that expects the digest (what fetches use).
+    damage(&store, &blob);
+    let mut content = &b"the content"[..];
+    store
+        .put_reader(&mut content, Some(&blob.digest))
+        .expect("repair");
+    store.verify_blob(&blob.digest).expect("repaired");
+    assert_eq!(count_files(&store.dir().join("tmp")), 0);
+}
+
+#[test]
 fn digest_mismatch_publishes_nothing() {
     let (_dir, store) = new_store();
     let expected = BlobDigest::of_bytes(b"expected");
@@ -839,4 +870,45 @@ fn clean_waits_for_the_lock() {
     holder.file().unlock().expect("unlock");
     cleaner.join().expect("join").expect("clean");
     assert!(!dir.path().join("store-v1/index.redb").exists());
+}
+
+#[test]
+fn a_damaged_index_is_an_error_not_a_panic() {
+    // Garbage (redb: "not a redb database") and a real index with flipped bytes (redb 4.6
+    // panics in its page parser while opening it).
+    for variant in ["garbage", "flipped"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let blob = store.put_bytes(b"x").expect("put");
+            for n in 0..50u8 {
+                let result = ActionResult::new().with("out", ArtifactKind::Blob, blob);
+                store.put_action(&key(n), &result).expect("put action");
+            }
+        }
+        let path = dir.path().join("store-v1").join("index.redb");
+        let mut bytes = fs_err::read(&path).expect("read");
+        let len = bytes.len();
+        match variant {
+            "garbage" => bytes.fill(0xab),
+            _ => bytes[len / 3..].iter_mut().for_each(|b| *b ^= 0x5a),
+        }
+        fs_err::write(&path, &bytes).expect("write");
+
+        let outcome = std::panic::catch_unwind(|| Store::open(dir.path()).map(|_| ()));
+        let error = outcome
+            .unwrap_or_else(|_| panic!("{variant}: opening panicked"))
+            .expect_err(variant);
+        assert!(
+            matches!(&error, StoreError::DamagedIndex { path: p, .. } if *p == path),
+            "{variant}: {error:?}"
+        );
+        assert_eq!(error.category(), ErrorCategory::Environment);
+        assert!(
+            error.to_string().contains("run `lkb cache clean`"),
+            "{variant}: {error}"
+        );
+        Store::clean(dir.path(), &|_| {}).expect("clean");
+        Store::open(dir.path()).expect("reopens after clean");
+    }
 }

@@ -4,6 +4,7 @@ mod cli_errors;
 mod explain;
 mod golden;
 mod hostile_input;
+mod hostile_store;
 mod oci;
 mod outputs;
 mod repro;

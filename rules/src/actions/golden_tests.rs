@@ -149,10 +149,11 @@ fn cases() -> Vec<Case> {
             UnpackLayerAction {
                 reference: "localhost/lkb/app:1".into(),
                 layer: layer("app layer"),
+                diff_id: Some(BlobDigest::of_bytes(b"app layer, uncompressed")),
                 limits: limits(),
             },
             vec![plain("blob", "app layer")],
-            "dff455d0cc5f6b259d0d64caed675078ae82d50fe1456f23f30a7afa8d7647d4",
+            "c8dc4881741d22d3490bc07c2c9fdd2f3103520d92e2b33b01349d409e18b723",
         ),
         case(
             "merge",
@@ -412,6 +413,7 @@ fn golden_keys_leave_out_labels_and_sources() {
             media_type: media_type.into(),
             ..layer("app layer")
         },
+        diff_id: None,
         limits: limits(),
     };
     let blob_input = [plain("blob", "app layer")];

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use lkb_engine::{
     Action, ActionClass, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl,
 };
-use lkb_store::{ActionResult, BlobRef};
+use lkb_store::{ActionResult, BlobDigest, BlobRef, Store, StoreError};
 
 use super::{blob_result, input_blobs, load_tree, tree_error, tree_outputs, tree_result};
 use crate::layer::{Limits, unpack_layer};
@@ -61,7 +61,15 @@ impl Action for FetchBlobAction {
             digest: self.layer.digest,
             size: self.layer.size,
         };
-        if ctx.store().has_blob(&wanted) {
+        // A stored copy is re-hashed before it is reused: the fetch runs only when its record
+        // is missing or on `--rebuild`, and then a damaged copy (even of the right size) is
+        // removed and fetched again instead of being unpacked.
+        let store = ctx.store().clone();
+        let intact = ctx
+            .blocking(move || reusable_blob(&store, &wanted))
+            .await
+            .map_err(|e| ActionError::new(e.category(), e))?;
+        if intact {
             return Ok(blob_result("blob", wanted));
         }
         let progress = |n: u64| ctx.progress(n);
@@ -75,11 +83,32 @@ impl Action for FetchBlobAction {
     }
 }
 
+/// Whether the store holds `wanted` intact; a damaged copy is removed so that it is fetched
+/// again (the sources skip blobs whose file exists).
+fn reusable_blob(store: &Store, wanted: &BlobRef) -> Result<bool, StoreError> {
+    if !store.has_blob(wanted) {
+        return Ok(false);
+    }
+    match store.verify_blob(&wanted.digest) {
+        Ok(_) => Ok(true),
+        Err(error @ StoreError::CorruptBlob { .. }) => {
+            tracing::warn!(%error, "fetching the blob again");
+            store.remove_blob(&wanted.digest)?;
+            Ok(false)
+        }
+        Err(StoreError::BlobMissing { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// Unpacks one layer blob into a per-layer tree (whiteouts kept as markers).
 #[derive(Debug)]
 pub struct UnpackLayerAction {
     pub reference: String,
     pub layer: LayerDesc,
+    /// The layer's entry in the image config's `rootfs.diff_ids`: the uncompressed stream must
+    /// hash to it. `None` when the config lists none.
+    pub diff_id: Option<BlobDigest>,
     pub limits: Limits,
 }
 
@@ -90,7 +119,8 @@ impl Action for UnpackLayerAction {
     }
     fn version(&self) -> u32 {
         // 2: a layer's `./` entry is kept as the tree's root (tree format 2).
-        2
+        // 3: the compression trailer is checked and the diff_id compared.
+        3
     }
     fn label(&self) -> String {
         format!(
@@ -112,7 +142,13 @@ impl Action for UnpackLayerAction {
                 Err(_) => key.str(&self.layer.media_type),
             };
         })
-        .field("limits", |key| limits_key(&self.limits, key));
+        .field("limits", |key| limits_key(&self.limits, key))
+        .field("diff_id", |key| {
+            match &self.diff_id {
+                Some(diff_id) => key.digest(diff_id),
+                None => key.str("none"),
+            };
+        });
     }
     fn outputs(&self) -> Vec<OutputDecl> {
         tree_outputs()
@@ -126,10 +162,11 @@ impl Action for UnpackLayerAction {
         let media_type = self.layer.media_type.clone();
         let limits = self.limits;
         let digest = self.layer.digest;
+        let diff_id = self.diff_id;
         ctx.blocking(move || {
             let file = store.open_blob(&blob.digest)?;
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-            let tree = unpack_layer(&store, reader, &media_type, &limits)
+            let tree = unpack_layer(&store, reader, &media_type, &limits, diff_id.as_ref())
                 .map_err(|e| ActionError::new(e.category(), e.in_layer(digest)))?;
             tree_result(&store, &tree)
         })

@@ -138,6 +138,7 @@ impl KernelAction {
                 std::io::BufReader::new(file),
                 "application/vnd.oci.image.layer.v1.tar",
                 &self.limits,
+                None,
             )
             .map_err(|e| ActionError::new(e.category(), e))?;
             let modules = Tree::merge_layers(&[layer]).map_err(tree_error)?;

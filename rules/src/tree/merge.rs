@@ -71,24 +71,39 @@ fn bad_target(path: &str, target: &str, kind: &'static str) -> TreeError {
     }
 }
 
+/// Where a hard link's chain of links ends.
+#[derive(Clone, Copy)]
+enum ChainEnd<'a> {
+    /// A content entry of this tree: the group's current primary.
+    Primary(&'a str),
+    /// A path not in this tree (per-layer trees only: it may be in a lower layer).
+    External(&'a str),
+}
+
 fn normalize(tree: &mut Tree, allow_external: bool) -> Result<(), TreeError> {
     // primary path -> link paths, and links whose chain ends outside this tree.
     let mut groups: BTreeMap<PathKey, Vec<String>> = BTreeMap::new();
     let mut retarget_external: Vec<(String, String)> = Vec::new();
+    // Every link whose chain has been followed once, with where the chain ends: each link is
+    // walked over once in all, so long chains (`l2 -> l1 -> f`, …) take linear time.
+    let mut ends: HashMap<&str, ChainEnd<'_>> = HashMap::new();
+    let mut walked: Vec<&str> = Vec::new();
+    let mut on_walk: HashSet<&str> = HashSet::new();
     for e in tree.iter() {
         let EntryKind::Hardlink { target } = &e.kind else {
             continue;
         };
+        walked.clear();
+        on_walk.clear();
+        walked.push(e.path.as_str());
+        on_walk.insert(e.path.as_str());
         let mut cur = target.as_str();
-        let mut steps = 0usize;
-        loop {
+        let end = loop {
+            if let Some(end) = ends.get(cur) {
+                break *end;
+            }
             match tree.get(cur) {
-                None if allow_external => {
-                    if cur != target {
-                        retarget_external.push((e.path.clone(), cur.to_string()));
-                    }
-                    break;
-                }
+                None if allow_external => break ChainEnd::External(cur),
                 None => {
                     return Err(TreeError::DanglingHardlink {
                         path: e.path.clone(),
@@ -97,22 +112,30 @@ fn normalize(tree: &mut Tree, allow_external: bool) -> Result<(), TreeError> {
                 }
                 Some(t) => match &t.kind {
                     EntryKind::Hardlink { target: next } => {
-                        steps += 1;
-                        if steps > tree.len() || next == &e.path {
+                        if !on_walk.insert(t.path.as_str()) {
                             return Err(bad_target(&e.path, target, "hard link cycle"));
                         }
+                        walked.push(t.path.as_str());
                         cur = next;
                     }
-                    k if is_content(k) => {
-                        groups
-                            .entry(PathKey(cur.to_string()))
-                            .or_default()
-                            .push(e.path.clone());
-                        break;
-                    }
+                    k if is_content(k) => break ChainEnd::Primary(t.path.as_str()),
                     k => return Err(bad_target(&e.path, cur, k.name())),
                 },
             }
+        };
+        for link in walked.drain(..) {
+            ends.insert(link, end);
+        }
+        match end {
+            ChainEnd::External(outside) => {
+                if outside != target {
+                    retarget_external.push((e.path.clone(), outside.to_string()));
+                }
+            }
+            ChainEnd::Primary(primary) => groups
+                .entry(PathKey(primary.to_string()))
+                .or_default()
+                .push(e.path.clone()),
         }
     }
     for (link, target) in retarget_external {
@@ -198,14 +221,21 @@ fn apply_layer(acc: &mut Tree, layer: &Tree) -> Result<(), TreeError> {
             },
         }
     }
-    let ext_targets: HashSet<String> = external.values().cloned().collect();
+    // This layer's links to lower inodes, by the primary they resolve to.
+    let mut external_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (link, primary) in &external {
+        external_of
+            .entry(primary.as_str())
+            .or_default()
+            .push(link.as_str());
+    }
 
     // Lower link primaries that lose their path in this layer, with their old entry.
     let mut lost: BTreeMap<String, Entry> = BTreeMap::new();
     let mut record = |removed: Vec<Entry>| {
         for e in removed {
             if is_content(&e.kind)
-                && (links_of.contains_key(&e.path) || ext_targets.contains(&e.path))
+                && (links_of.contains_key(&e.path) || external_of.contains_key(e.path.as_str()))
             {
                 lost.insert(e.path.clone(), e);
             }
@@ -270,20 +300,22 @@ fn apply_layer(acc: &mut Tree, layer: &Tree) -> Result<(), TreeError> {
     }
 
     for (old_path, old) in lost {
-        let still_linked = |l: &String| matches!(acc.get(l), Some(Entry { kind: EntryKind::Hardlink { target }, .. }) if *target == old_path);
+        let still_linked = |l: &str| matches!(acc.get(l), Some(Entry { kind: EntryKind::Hardlink { target }, .. }) if *target == old_path);
         let mut survivors: Vec<String> = links_of
             .get(&old_path)
             .into_iter()
             .flatten()
             .filter(|l| !layer.contains(l))
+            .map(String::as_str)
             .chain(
-                external
-                    .iter()
-                    .filter(|(_, t)| **t == old_path)
-                    .map(|(l, _)| l),
+                external_of
+                    .get(old_path.as_str())
+                    .into_iter()
+                    .flatten()
+                    .copied(),
             )
             .filter(|l| still_linked(l))
-            .cloned()
+            .map(str::to_string)
             .collect();
         survivors.sort_by(|a, b| cmp_paths(a, b));
         survivors.dedup();
