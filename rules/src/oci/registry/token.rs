@@ -30,8 +30,28 @@ struct TokenReply {
     token: Option<String>,
     #[serde(default)]
     access_token: Option<String>,
+    /// Seconds; anything but a non-negative integer (a float, a string, a negative number)
+    /// counts as absent rather than failing the pull.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// The longest we keep a token, whatever the server says: a registry answers an expired token
+/// with 401 and the dance starts again, so a short cap costs one request an hour at most.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How long to use a token the server says lives `expires_in` seconds: the token spec's
+/// default of 60 s when absent, renewed 10 s early, at least 1 s, at most
+/// [`MAX_TOKEN_LIFETIME`]. Never overflows, whatever the reply holds.
+fn token_lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
+    let secs = expires_in.and_then(serde_json::Value::as_u64).unwrap_or(60);
+    let renew_early = secs.saturating_sub(10).max(1);
+    Duration::from_secs(renew_early).min(MAX_TOKEN_LIFETIME)
+}
+
+/// When a token obtained now with lifetime `ttl` stops being used.
+fn token_deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl).unwrap_or(now)
 }
 
 /// Why a token request did not produce a token.
@@ -269,7 +289,7 @@ impl RegistryClient {
         let (token, ttl) = result?;
         self.state().tokens.insert(
             (registry.to_string(), cache_scope.to_string()),
-            (token.clone(), Instant::now() + ttl),
+            (token.clone(), token_deadline(Instant::now(), ttl)),
         );
         Ok(token)
     }
@@ -378,9 +398,7 @@ impl RegistryClient {
                     detail: "token reply has no token".to_string(),
                 })
             })?;
-        // Default lifetime per the token spec is 60 s; renew a little early.
-        let secs = reply.expires_in.unwrap_or(60).max(10);
-        Ok((token, Duration::from_secs(secs - secs.min(10) + 1)))
+        Ok((token, token_lifetime(reply.expires_in.as_ref())))
     }
 }
 
@@ -390,4 +408,52 @@ fn basic_header(user: &str, pass: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::{MAX_TOKEN_LIFETIME, TokenReply, token_deadline, token_lifetime};
+
+    fn lifetime_of(reply: &str) -> Duration {
+        let reply: TokenReply = serde_json::from_str(reply).unwrap();
+        token_lifetime(reply.expires_in.as_ref())
+    }
+
+    #[test]
+    fn huge_expires_in_is_capped_and_does_not_overflow() {
+        let max = format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX);
+        assert_eq!(lifetime_of(&max), MAX_TOKEN_LIFETIME);
+        // The deadline computation itself cannot panic either.
+        let now = Instant::now();
+        assert!(token_deadline(now, lifetime_of(&max)) > now);
+        assert_eq!(token_deadline(now, Duration::MAX), now);
+    }
+
+    #[test]
+    fn ordinary_and_odd_expires_in() {
+        assert_eq!(lifetime_of(r#"{"token":"t"}"#), Duration::from_secs(50));
+        assert_eq!(
+            lifetime_of(r#"{"token":"t","expires_in":300}"#),
+            Duration::from_secs(290)
+        );
+        for tiny in ["0", "5", "10", "11"] {
+            let l = lifetime_of(&format!(r#"{{"token":"t","expires_in":{tiny}}}"#));
+            assert_eq!(l, Duration::from_secs(1), "{tiny}");
+        }
+        for odd in ["-5", "1.5e300", "\"300\"", "null", "1e400"] {
+            let reply = format!(r#"{{"token":"t","expires_in":{odd}}}"#);
+            if let Ok(r) = serde_json::from_str::<TokenReply>(&reply) {
+                assert_eq!(
+                    token_lifetime(r.expires_in.as_ref()),
+                    Duration::from_secs(50),
+                    "{odd}"
+                );
+            }
+        }
+        assert_eq!(token_lifetime(Some(&json!(u64::MAX))), MAX_TOKEN_LIFETIME);
+    }
 }
