@@ -10,7 +10,8 @@ use reqwest::header;
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 
-use super::{RegistryClient, error_summary, unreachable};
+use super::retry::Attempts;
+use super::{RegistryClient, error_summary, read_limited};
 use crate::oci::auth::{Challenge, Credential, parse_www_authenticate, registry_key};
 use crate::oci::{ImageRef, OciError};
 
@@ -35,6 +36,9 @@ struct TokenReply {
     #[serde(default)]
     expires_in: Option<serde_json::Value>,
 }
+
+/// The largest token reply we read: tokens are JWTs of a few KiB.
+const MAX_TOKEN_BYTES: u64 = 1024 * 1024;
 
 /// The longest we keep a token, whatever the server says: a registry answers an expired token
 /// with 401 and the dance starts again, so a short cap costs one request an hour at most.
@@ -76,12 +80,13 @@ impl RegistryClient {
         r: &ImageRef,
         url: &str,
         accept: Option<&str>,
+        attempts: &mut Attempts,
     ) -> Result<Response, OciError> {
         let registry = r.registry();
         let scope = format!("repository:{}:pull", r.repository());
         let mut challenged = false;
         loop {
-            let auth = self.authorization(r, &scope).await?;
+            let auth = self.authorization(r, &scope, attempts).await?;
             let http = &self.inner.http;
             let make = || {
                 let mut b = http.get(url);
@@ -93,7 +98,7 @@ impl RegistryClient {
                 }
                 b
             };
-            let resp = self.send_retrying(registry, url, &make).await?;
+            let resp = self.send_retrying(registry, url, &make, attempts).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -149,7 +154,7 @@ impl RegistryClient {
                         );
                     }
                     let want = asked.unwrap_or_else(|| scope.clone());
-                    self.obtain_token(r, &realm, service.as_deref(), &want, &scope)
+                    self.obtain_token(r, &realm, service.as_deref(), &want, &scope, attempts)
                         .await?;
                 }
                 Some(c @ Challenge::Basic { .. }) => {
@@ -179,7 +184,12 @@ impl RegistryClient {
     }
 
     /// The Authorization header to send up front, if we know how this registry authenticates.
-    async fn authorization(&self, r: &ImageRef, scope: &str) -> Result<Option<String>, OciError> {
+    async fn authorization(
+        &self,
+        r: &ImageRef,
+        scope: &str,
+        attempts: &mut Attempts,
+    ) -> Result<Option<String>, OciError> {
         let registry = r.registry();
         let (token, scheme) = {
             let st = self.state();
@@ -198,7 +208,7 @@ impl RegistryClient {
             Some(Challenge::Bearer { realm, service, .. }) => {
                 // A new scope (or an expired token) on a registry known to want tokens.
                 let t = self
-                    .obtain_token(r, &realm, service.as_deref(), scope, scope)
+                    .obtain_token(r, &realm, service.as_deref(), scope, scope, attempts)
                     .await?;
                 Ok(Some(format!("Bearer {t}")))
             }
@@ -251,18 +261,19 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
         cache_scope: &str,
+        attempts: &mut Attempts,
     ) -> Result<String, OciError> {
         let registry = r.registry();
         let creds = self.credentials(registry).await?;
         let result = match self
-            .request_token(registry, realm, service, scope, creds.as_ref())
+            .request_token(registry, realm, service, scope, creds.as_ref(), attempts)
             .await
         {
             Ok(t) => Ok(t),
             Err(TokenFailure::Denied(status)) if creds.is_some() => {
                 // Stale credentials should not break public pulls: try anonymously.
                 match self
-                    .request_token(registry, realm, service, scope, None)
+                    .request_token(registry, realm, service, scope, None, attempts)
                     .await
                 {
                     Ok(t) => {
@@ -301,6 +312,7 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
         creds: Option<&Credential>,
+        attempts: &mut Attempts,
     ) -> Result<(String, Duration), TokenFailure> {
         let mut url = reqwest::Url::parse(realm).map_err(|e| {
             TokenFailure::Error(OciError::Registry {
@@ -358,7 +370,7 @@ impl RegistryClient {
             }
         };
         let resp = self
-            .send_retrying(registry, url.as_str(), &*make)
+            .send_retrying(registry, url.as_str(), &*make, attempts)
             .await
             .map_err(TokenFailure::Error)?;
         let status = resp.status();
@@ -374,10 +386,10 @@ impl RegistryClient {
                 detail: format!("token request failed: {detail}"),
             }));
         }
-        let body = resp
-            .bytes()
+        let what = format!("token reply for registry {registry}");
+        let body = read_limited(self, registry, url.as_str(), resp, MAX_TOKEN_BYTES, &what)
             .await
-            .map_err(|e| TokenFailure::Error(unreachable(registry, url.as_str(), e)))?;
+            .map_err(TokenFailure::Error)?;
         let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
             TokenFailure::Error(OciError::Registry {
                 registry: registry.to_string(),
