@@ -3,6 +3,7 @@ mod build_registry;
 mod cli_errors;
 mod explain;
 mod golden;
+mod hostile_registry;
 mod oci;
 mod outputs;
 mod repro;
