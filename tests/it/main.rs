@@ -6,6 +6,7 @@ mod golden;
 mod hostile_registry;
 mod oci;
 mod outputs;
+mod registry_fuzz;
 mod repro;
 mod store;
 mod support_smoke;

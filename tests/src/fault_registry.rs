@@ -54,6 +54,8 @@ pub enum TokenReply {
     ExpiresIn(String),
     /// A JSON body of about this many bytes (a long token string).
     Huge(usize),
+    /// These bytes, as they are.
+    Raw(Vec<u8>),
 }
 
 /// The token every token reply hands out.
@@ -347,6 +349,11 @@ fn route(req: &Request, shared: &Shared) -> (Response, Option<Fault>) {
             Some(TokenReply::ExpiresIn(raw)) => {
                 json(200, &format!(r#"{{"token":"{TOKEN}","expires_in":{raw}}}"#))
             }
+            Some(TokenReply::Raw(bytes)) => Response {
+                status: 200,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: Body::Bytes(bytes.clone()),
+            },
             Some(TokenReply::Huge(n)) => Response {
                 status: 200,
                 headers: vec![("Content-Type".into(), "application/json".into())],
