@@ -328,6 +328,25 @@ async fn stalled_manifest_fails_in_bounded_time() {
 }
 
 #[tokio::test]
+async fn trickling_error_bodies_do_not_hold_the_client() {
+    for (status, requests) in [(404, 1), (500, 1 + RETRIES as usize)] {
+        let reg = FaultRegistry::builder()
+            .image("hostile/app", "1", &image())
+            .fault(Target::Manifests, Fault::SlowError(status))
+            .start()
+            .unwrap();
+        let (_dir, store) = store();
+        let started = Instant::now();
+        let e = pull(&reg, &store).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(e.to_string().contains(reg.addr()), "{e}");
+        // Each error body is read for at most the read timeout (1 s here).
+        assert!(took < Duration::from_secs(10), "{status}: {took:?}");
+        assert_eq!(reg.hits("/manifests/"), requests, "{:?}", reg.requests());
+    }
+}
+
+#[tokio::test]
 async fn stalled_token_reply_shares_the_operation_budget() {
     let reg = FaultRegistry::builder()
         .image("hostile/app", "1", &image())

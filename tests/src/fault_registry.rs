@@ -34,6 +34,8 @@ pub enum Fault {
     Truncate(usize),
     /// Sends bytes of the right length that do not hash to the requested digest.
     WrongDigest,
+    /// Answers with this status and a long error body trickled at ten bytes a second.
+    SlowError(u16),
 }
 
 /// What a fault applies to.
@@ -446,6 +448,21 @@ fn send(
         hold_open(shared);
         return Ok(false);
     }
+    let (resp, fault) = match fault {
+        Some(Fault::SlowError(status)) => {
+            let message = "x".repeat(64 * 1024);
+            let body = format!(r#"{{"errors":[{{"code":"SLOW","message":"{message}"}}]}}"#);
+            let mut r = json(*status, &body);
+            r.status = *status;
+            (
+                r,
+                Some(&Fault::SlowBody {
+                    bytes_per_second: 10,
+                }),
+            )
+        }
+        other => (resp, other),
+    };
     let mut head = format!(
         "HTTP/1.1 {} Fault\r\nContent-Length: {}\r\n",
         resp.status,
@@ -472,7 +489,7 @@ fn send(
         }
     };
     match fault {
-        None | Some(Fault::StallHeaders) => out.write_all(&body)?,
+        None | Some(Fault::StallHeaders | Fault::SlowError(_)) => out.write_all(&body)?,
         Some(Fault::WrongDigest) => {
             let mut wrong = body;
             match wrong.first_mut() {

@@ -326,7 +326,7 @@ impl RegistryClient {
         let resp = self.get(r, &url, Some(MANIFEST_ACCEPT), attempts).await?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
-            let detail = error_summary(resp).await;
+            let detail = self.error_summary(resp).await;
             return Err(OciError::NotFound {
                 reference: r.original().to_string(),
                 registry: r.registry().to_string(),
@@ -368,7 +368,7 @@ impl RegistryClient {
 
     async fn status_error(&self, r: &ImageRef, url: &str, resp: Response) -> OciError {
         let status = resp.status();
-        let detail = error_summary(resp).await;
+        let detail = self.error_summary(resp).await;
         if status == StatusCode::FORBIDDEN {
             return OciError::AuthFailed {
                 registry: r.registry().to_string(),
@@ -442,40 +442,45 @@ async fn read_limited(
     }
 }
 
-/// The distribution error envelope as one line: `MANIFEST_UNKNOWN: manifest unknown`.
-async fn error_summary(resp: Response) -> String {
-    #[derive(Deserialize)]
-    struct Envelope {
-        #[serde(default)]
-        errors: Vec<Entry>,
-    }
-    #[derive(Deserialize)]
-    struct Entry {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let mut resp = resp;
-    let mut body = Vec::new();
-    // A summary is best effort: stop at 64 KiB or when the body pauses for 5 s.
-    while let Ok(Ok(Some(c))) = tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await {
-        body.extend_from_slice(&c);
-        if body.len() > 64 * 1024 {
-            break;
+impl RegistryClient {
+    /// The distribution error envelope as one line: `MANIFEST_UNKNOWN: manifest unknown`. Best
+    /// effort: reads at most 64 KiB for at most the read timeout.
+    async fn error_summary(&self, resp: Response) -> String {
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(default)]
+            errors: Vec<Entry>,
         }
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(default)]
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        let read = async {
+            while let Ok(Some(c)) = resp.chunk().await {
+                body.extend_from_slice(&c);
+                if body.len() > 64 * 1024 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.inner.config.read_timeout, read).await;
+        if let Ok(env) = serde_json::from_slice::<Envelope>(&body)
+            && !env.errors.is_empty()
+        {
+            return env
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        let text = String::from_utf8_lossy(&body);
+        let text = text.trim();
+        text.chars().take(200).collect()
     }
-    if let Ok(env) = serde_json::from_slice::<Envelope>(&body)
-        && !env.errors.is_empty()
-    {
-        return env
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.code, e.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-    }
-    let text = String::from_utf8_lossy(&body);
-    let text = text.trim();
-    text.chars().take(200).collect()
 }

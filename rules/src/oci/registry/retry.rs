@@ -117,6 +117,18 @@ impl RegistryClient {
                         tokio::time::sleep(delay).await;
                         continue;
                     }
+                    if e.is_timeout() {
+                        return Err(OciError::Unreachable {
+                            registry: registry.to_string(),
+                            url: url.to_string(),
+                            detail: format!(
+                                "no response within {:?}: {}",
+                                config.read_timeout,
+                                chain(&e)
+                            ),
+                            source: Some(e),
+                        });
+                    }
                     return Err(unreachable(registry, url, e));
                 }
                 Ok(Ok(resp)) => {

@@ -11,7 +11,7 @@ use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 
 use super::retry::Attempts;
-use super::{RegistryClient, error_summary, read_limited};
+use super::{RegistryClient, read_limited};
 use crate::oci::auth::{Challenge, Credential, parse_www_authenticate, registry_key};
 use crate::oci::{ImageRef, OciError};
 
@@ -111,7 +111,7 @@ impl RegistryClient {
                 .collect();
             if challenged {
                 let had_creds = self.credentials(registry).await?.is_some();
-                let detail = error_summary(resp).await;
+                let detail = self.error_summary(resp).await;
                 return Err(if had_creds {
                     OciError::AuthFailed {
                         registry: registry.to_string(),
@@ -378,7 +378,7 @@ impl RegistryClient {
             return Err(TokenFailure::Denied(status));
         }
         if !status.is_success() {
-            let detail = error_summary(resp).await;
+            let detail = self.error_summary(resp).await;
             return Err(TokenFailure::Error(OciError::Registry {
                 registry: registry.to_string(),
                 url: url.to_string(),
