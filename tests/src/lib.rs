@@ -9,6 +9,11 @@
 //!   `dpkg -x`.
 //! - [`examples`]: the bootable example images (kernel, init, getty, dhcpcd, sshd, rngd) made
 //!   from those packages, mirroring LinuxKit's `examples/`.
+//! - [`fault_registry`]: a hostile registry on 127.0.0.1 (threads in the test process) that
+//!   serves images built in code and misbehaves on request: slow, stalled or truncated bodies,
+//!   wrong bytes, huge or odd token replies.
+//! - [`mutate`]: a deterministic mutation fuzzer (seeded PRNG, JSON/header-minded mutations)
+//!   for no-panic tests of parsers, run as ordinary tests.
 //! - [`initrd`]: gzip'd newc initrds made with Debian's `cpio`, for hand-made boots.
 //! - [`synthetic`]: canned synthetic images (long names, whiteouts, hostile paths, multi-arch,
 //!   a fake kernel) and the expected flattened tree of the layered one.
@@ -20,7 +25,9 @@
 pub mod cli;
 pub mod debs;
 pub mod examples;
+pub mod fault_registry;
 pub mod initrd;
+pub mod mutate;
 pub mod oci;
 pub mod qemu;
 pub mod registry;

@@ -29,6 +29,17 @@ pub enum OciError {
         source: Option<reqwest::Error>,
     },
 
+    /// A transfer stopped making progress: no bytes for the read timeout, or slower than the
+    /// minimum transfer rate.
+    #[error("{what} stalled at {url} after {received} bytes: {detail}")]
+    Stalled {
+        what: String,
+        registry: String,
+        url: String,
+        received: u64,
+        detail: String,
+    },
+
     /// The registry has no such manifest (tag or digest) or repository.
     #[error("image {reference} not found in registry {registry} ({detail})")]
     NotFound {
@@ -171,6 +182,7 @@ impl OciError {
             | OciError::DockerConfig { .. }
             | OciError::Layout { .. } => ErrorCategory::User,
             OciError::Unreachable { .. }
+            | OciError::Stalled { .. }
             | OciError::BlobNotFound { .. }
             | OciError::Registry { .. }
             | OciError::DigestMismatch { .. }
@@ -185,8 +197,23 @@ impl OciError {
 
     /// True for failures that another attempt might not hit (used by the retry loop).
     pub(crate) fn is_transient(&self) -> bool {
-        matches!(self, OciError::Unreachable { .. })
-            || matches!(self, OciError::Registry { status, .. } if *status >= 500 || *status == 429)
+        matches!(
+            self,
+            OciError::Unreachable { .. } | OciError::Stalled { .. }
+        ) || matches!(self, OciError::Registry { status, .. } if *status >= 500 || *status == 429)
+    }
+
+    /// Notes on a transient failure that it was the last of `attempts` attempts.
+    pub(crate) fn after_attempts(mut self, attempts: u32) -> OciError {
+        if attempts > 1
+            && self.is_transient()
+            && let OciError::Unreachable { detail, .. }
+            | OciError::Stalled { detail, .. }
+            | OciError::Registry { detail, .. } = &mut self
+        {
+            detail.push_str(&format!(" (gave up after {attempts} attempts)"));
+        }
+        self
     }
 }
 

@@ -2,11 +2,17 @@
 //!
 //! This file holds the client, its configuration and the manifest requests; the parts of a
 //! request live beside it: [`token`] authenticates (challenges, bearer tokens, basic auth,
-//! credential lookup), [`retry`] re-sends on connection failures, 5xx and 429 with back-off,
-//! and [`blob`] streams verified blobs into the store.
+//! credential lookup), [`retry`] re-sends on connection failures, stalls, 5xx and 429 with
+//! back-off from one budget per operation, [`stall`] notices bodies that stop or trickle, and
+//! [`blob`] streams verified blobs into the store.
+//!
+//! Every body read here is bounded: manifests and indexes by [`MAX_MANIFEST_BYTES`], configs by
+//! [`MAX_CONFIG_BYTES`], token replies and error envelopes by their own small limits, layers by
+//! the size their descriptor gives.
 
 mod blob;
 mod retry;
+mod stall;
 mod token;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +33,12 @@ use super::sink::put_verified_bytes;
 use super::{
     ImageRef, LayerDesc, OciError, Platform, ResolvedImage, build_resolved, pick_platform,
 };
+use retry::Attempts;
 use token::AuthState;
+
+/// The largest image config we fetch. Configs are JSON read into memory; real ones are a few
+/// KiB, rarely more than a few hundred.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How a [`RegistryClient`] talks to registries.
 #[derive(Clone, Debug)]
@@ -42,13 +53,20 @@ pub struct RegistryConfig {
     pub credentials: BTreeMap<String, Credential>,
     /// Concurrent blob downloads per registry.
     pub max_concurrent_fetches: usize,
-    /// Extra attempts after a connection failure, a 5xx or a 429.
+    /// Extra attempts per manifest or blob (token requests included) after a connection
+    /// failure, a stall, a 5xx or a 429. One budget per operation, however deep the retry.
     pub retries: u32,
     /// First back-off delay; doubles per attempt (capped at 10 s).
     pub retry_base_delay: Duration,
     pub connect_timeout: Duration,
-    /// Longest pause between two reads of a response body.
+    /// A transfer that sends no bytes for this long is stalled (and retried, then failed);
+    /// response headers must arrive within `connect_timeout + read_timeout`. Also the window
+    /// over which `min_transfer_rate` is measured.
     pub read_timeout: Duration,
+    /// Bytes per second a body must average over each `read_timeout` window, else it is
+    /// stalled; 0 turns the check off. With the defaults a stalled or trickling transfer fails
+    /// in about 1.5 minutes: (1 + `retries`) windows plus back-off.
+    pub min_transfer_rate: u64,
     pub user_agent: String,
 }
 
@@ -62,7 +80,8 @@ impl Default for RegistryConfig {
             retries: 3,
             retry_base_delay: Duration::from_millis(250),
             connect_timeout: Duration::from_secs(15),
-            read_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(20),
+            min_transfer_rate: 1024,
             user_agent: concat!("lkb/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
@@ -219,6 +238,16 @@ impl RegistryClient {
                     manifest.config.digest
                 ),
             })?;
+        if manifest.config.size > MAX_CONFIG_BYTES {
+            return Err(OciError::TooLarge {
+                what: format!(
+                    "config {config_digest} of {r} from registry {} ({} bytes)",
+                    r.registry(),
+                    manifest.config.size
+                ),
+                limit: MAX_CONFIG_BYTES,
+            });
+        }
         let config = self
             .fetch_verified(
                 r,
@@ -259,7 +288,7 @@ impl RegistryClient {
         .await
     }
 
-    /// GETs a manifest by tag or digest and verifies its bytes.
+    /// GETs a manifest by tag or digest and verifies its bytes, retrying transient failures.
     async fn fetch_manifest(
         &self,
         r: &ImageRef,
@@ -271,10 +300,33 @@ impl RegistryClient {
             self.base_url(r),
             r.repository()
         );
-        let resp = self.get(r, &url, Some(MANIFEST_ACCEPT)).await?;
+        let mut attempts = self.attempts();
+        loop {
+            match self
+                .fetch_manifest_once(r, &url, expected, &mut attempts)
+                .await
+            {
+                Err(e) if e.is_transient() && attempts.can_retry() => {
+                    self.pause_before_retry(&mut attempts, &url, &e).await;
+                }
+                Err(e) => return Err(e.after_attempts(attempts.made())),
+                Ok(found) => return Ok(found),
+            }
+        }
+    }
+
+    async fn fetch_manifest_once(
+        &self,
+        r: &ImageRef,
+        url: &str,
+        expected: Option<&BlobDigest>,
+        attempts: &mut Attempts,
+    ) -> Result<(Vec<u8>, Option<String>, BlobDigest), OciError> {
+        let url = url.to_string();
+        let resp = self.get(r, &url, Some(MANIFEST_ACCEPT), attempts).await?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
-            let detail = error_summary(resp).await;
+            let detail = self.error_summary(resp).await;
             return Err(OciError::NotFound {
                 reference: r.original().to_string(),
                 registry: r.registry().to_string(),
@@ -290,9 +342,10 @@ impl RegistryClient {
         }
         let ctype = header_str(resp.headers(), header::CONTENT_TYPE.as_str());
         let announced = header_str(resp.headers(), "docker-content-digest");
-        let bytes = read_limited(r, &url, resp, MAX_MANIFEST_BYTES).await?;
-        let actual = sha256_digest(&bytes);
         let what = || format!("manifest of {r} from registry {}", r.registry());
+        let bytes =
+            read_limited(self, r.registry(), &url, resp, MAX_MANIFEST_BYTES, &what()).await?;
+        let actual = sha256_digest(&bytes);
         if let Some(exp) = expected {
             if *exp != actual {
                 return Err(OciError::DigestMismatch {
@@ -315,7 +368,7 @@ impl RegistryClient {
 
     async fn status_error(&self, r: &ImageRef, url: &str, resp: Response) -> OciError {
         let status = resp.status();
-        let detail = error_summary(resp).await;
+        let detail = self.error_summary(resp).await;
         if status == StatusCode::FORBIDDEN {
             return OciError::AuthFailed {
                 registry: r.registry().to_string(),
@@ -355,72 +408,79 @@ fn unreachable(registry: &str, url: &str, e: reqwest::Error) -> OciError {
     }
 }
 
-/// Reads a whole body, refusing more than `limit` bytes.
+/// Reads a whole body of `what` from `registry`, refusing more than `limit` bytes and giving up
+/// on a stalled transfer.
 async fn read_limited(
-    r: &ImageRef,
+    client: &RegistryClient,
+    registry: &str,
     url: &str,
     mut resp: Response,
     limit: u64,
+    what: &str,
 ) -> Result<Vec<u8>, OciError> {
+    let too_large = || OciError::TooLarge {
+        what: format!("{what} at {url}"),
+        limit,
+    };
     if resp.content_length().is_some_and(|l| l > limit) {
-        return Err(OciError::TooLarge {
-            what: format!("manifest of {r} at {url}"),
-            limit,
-        });
+        return Err(too_large());
     }
+    let mut watch = client.body_watch();
     let mut out = Vec::new();
     loop {
-        match resp.chunk().await {
+        match watch.next_chunk(&mut resp).await {
             Ok(Some(c)) => {
+                let c = c.as_ref();
                 if out.len() as u64 + c.len() as u64 > limit {
-                    return Err(OciError::TooLarge {
-                        what: format!("manifest of {r} at {url}"),
-                        limit,
-                    });
+                    return Err(too_large());
                 }
-                out.extend_from_slice(&c);
+                out.extend_from_slice(c);
             }
             Ok(None) => return Ok(out),
-            Err(e) => {
-                return Err(unreachable(r.registry(), url, e));
-            }
+            Err(failure) => return Err(failure.into_error(what, registry, url, watch.received)),
         }
     }
 }
 
-/// The distribution error envelope as one line: `MANIFEST_UNKNOWN: manifest unknown`.
-async fn error_summary(resp: Response) -> String {
-    #[derive(Deserialize)]
-    struct Envelope {
-        #[serde(default)]
-        errors: Vec<Entry>,
-    }
-    #[derive(Deserialize)]
-    struct Entry {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let mut resp = resp;
-    let mut body = Vec::new();
-    while let Ok(Some(c)) = resp.chunk().await {
-        body.extend_from_slice(&c);
-        if body.len() > 64 * 1024 {
-            break;
+impl RegistryClient {
+    /// The distribution error envelope as one line: `MANIFEST_UNKNOWN: manifest unknown`. Best
+    /// effort: reads at most 64 KiB for at most the read timeout.
+    async fn error_summary(&self, resp: Response) -> String {
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(default)]
+            errors: Vec<Entry>,
         }
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(default)]
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        let read = async {
+            while let Ok(Some(c)) = resp.chunk().await {
+                body.extend_from_slice(&c);
+                if body.len() > 64 * 1024 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.inner.config.read_timeout, read).await;
+        if let Ok(env) = serde_json::from_slice::<Envelope>(&body)
+            && !env.errors.is_empty()
+        {
+            return env
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        let text = String::from_utf8_lossy(&body);
+        let text = text.trim();
+        text.chars().take(200).collect()
     }
-    if let Ok(env) = serde_json::from_slice::<Envelope>(&body)
-        && !env.errors.is_empty()
-    {
-        return env
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.code, e.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-    }
-    let text = String::from_utf8_lossy(&body);
-    let text = text.trim();
-    text.chars().take(200).collect()
 }

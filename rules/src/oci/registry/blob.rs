@@ -9,7 +9,7 @@ use lkb_store::{BlobDigest, BlobRef, Store};
 use reqwest::StatusCode;
 
 use super::RegistryClient;
-use crate::oci::error::chain;
+use super::retry::Attempts;
 use crate::oci::sink::{Chunk, has_blob, join_sink, spawn_sink};
 use crate::oci::{ImageRef, OciError};
 
@@ -39,19 +39,18 @@ impl RegistryClient {
             r.repository(),
             digest
         );
-        let mut attempt = 0u32;
+        let mut attempts = self.attempts();
         loop {
             match self
-                .download_once(r, &url, digest, size, &what, store, progress)
+                .download_once(r, &url, digest, size, &what, store, progress, &mut attempts)
                 .await
             {
-                Err(e) if e.is_transient() && attempt < self.inner.config.retries => {
-                    let delay = self.backoff(attempt, None);
-                    tracing::warn!(%url, attempt, "blob download failed, retrying in {delay:?}: {e}");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+                Err(e) if e.is_transient() && attempts.can_retry() => {
+                    self.pause_before_retry(&mut attempts, &format!("blob {digest} ({what})"), &e)
+                        .await;
                 }
-                other => return other,
+                Err(e) => return Err(e.after_attempts(attempts.made())),
+                Ok(blob) => return Ok(blob),
             }
         }
     }
@@ -66,8 +65,9 @@ impl RegistryClient {
         what: &str,
         store: &Store,
         progress: &(dyn Fn(u64) + Send + Sync),
+        attempts: &mut Attempts,
     ) -> Result<BlobRef, OciError> {
-        let mut resp = self.get(r, url, None).await?;
+        let mut resp = self.get(r, url, None, attempts).await?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Err(OciError::BlobNotFound {
@@ -91,11 +91,11 @@ impl RegistryClient {
             });
         }
         let (tx, task) = spawn_sink(store, digest, size, what.to_string());
-        let mut received = 0u64;
+        let mut watch = self.body_watch();
         let outcome: Result<(), OciError> = loop {
-            match resp.chunk().await {
+            match watch.next_chunk(&mut resp).await {
                 Ok(Some(bytes)) => {
-                    received += bytes.len() as u64;
+                    let received = watch.received;
                     if received > size {
                         break Err(OciError::SizeMismatch {
                             what: what.to_string(),
@@ -114,16 +114,9 @@ impl RegistryClient {
                     let _ = tx.send(Chunk::End).await;
                     break Ok(());
                 }
-                Err(e) => {
-                    break Err(OciError::Unreachable {
-                        registry: r.registry().to_string(),
-                        url: url.to_string(),
-                        detail: format!(
-                            "download interrupted after {received} bytes: {}",
-                            chain(&e)
-                        ),
-                        source: Some(e),
-                    });
+                Err(failure) => {
+                    let what = format!("blob {digest} ({what})");
+                    break Err(failure.into_error(&what, r.registry(), url, watch.received));
                 }
             }
         };

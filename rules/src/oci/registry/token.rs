@@ -10,7 +10,8 @@ use reqwest::header;
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 
-use super::{RegistryClient, error_summary, unreachable};
+use super::retry::Attempts;
+use super::{RegistryClient, read_limited};
 use crate::oci::auth::{Challenge, Credential, parse_www_authenticate, registry_key};
 use crate::oci::{ImageRef, OciError};
 
@@ -30,8 +31,31 @@ struct TokenReply {
     token: Option<String>,
     #[serde(default)]
     access_token: Option<String>,
+    /// Seconds; anything but a non-negative integer (a float, a string, a negative number)
+    /// counts as absent rather than failing the pull.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// The largest token reply we read: tokens are JWTs of a few KiB.
+const MAX_TOKEN_BYTES: u64 = 1024 * 1024;
+
+/// The longest we keep a token, whatever the server says: a registry answers an expired token
+/// with 401 and the dance starts again, so a short cap costs one request an hour at most.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How long to use a token the server says lives `expires_in` seconds: the token spec's
+/// default of 60 s when absent, renewed 10 s early, at least 1 s, at most
+/// [`MAX_TOKEN_LIFETIME`]. Never overflows, whatever the reply holds.
+fn token_lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
+    let secs = expires_in.and_then(serde_json::Value::as_u64).unwrap_or(60);
+    let renew_early = secs.saturating_sub(10).max(1);
+    Duration::from_secs(renew_early).min(MAX_TOKEN_LIFETIME)
+}
+
+/// When a token obtained now with lifetime `ttl` stops being used.
+fn token_deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl).unwrap_or(now)
 }
 
 /// Why a token request did not produce a token.
@@ -56,12 +80,13 @@ impl RegistryClient {
         r: &ImageRef,
         url: &str,
         accept: Option<&str>,
+        attempts: &mut Attempts,
     ) -> Result<Response, OciError> {
         let registry = r.registry();
         let scope = format!("repository:{}:pull", r.repository());
         let mut challenged = false;
         loop {
-            let auth = self.authorization(r, &scope).await?;
+            let auth = self.authorization(r, &scope, attempts).await?;
             let http = &self.inner.http;
             let make = || {
                 let mut b = http.get(url);
@@ -73,7 +98,7 @@ impl RegistryClient {
                 }
                 b
             };
-            let resp = self.send_retrying(registry, url, &make).await?;
+            let resp = self.send_retrying(registry, url, &make, attempts).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -86,7 +111,7 @@ impl RegistryClient {
                 .collect();
             if challenged {
                 let had_creds = self.credentials(registry).await?.is_some();
-                let detail = error_summary(resp).await;
+                let detail = self.error_summary(resp).await;
                 return Err(if had_creds {
                     OciError::AuthFailed {
                         registry: registry.to_string(),
@@ -129,7 +154,7 @@ impl RegistryClient {
                         );
                     }
                     let want = asked.unwrap_or_else(|| scope.clone());
-                    self.obtain_token(r, &realm, service.as_deref(), &want, &scope)
+                    self.obtain_token(r, &realm, service.as_deref(), &want, &scope, attempts)
                         .await?;
                 }
                 Some(c @ Challenge::Basic { .. }) => {
@@ -159,7 +184,12 @@ impl RegistryClient {
     }
 
     /// The Authorization header to send up front, if we know how this registry authenticates.
-    async fn authorization(&self, r: &ImageRef, scope: &str) -> Result<Option<String>, OciError> {
+    async fn authorization(
+        &self,
+        r: &ImageRef,
+        scope: &str,
+        attempts: &mut Attempts,
+    ) -> Result<Option<String>, OciError> {
         let registry = r.registry();
         let (token, scheme) = {
             let st = self.state();
@@ -178,7 +208,7 @@ impl RegistryClient {
             Some(Challenge::Bearer { realm, service, .. }) => {
                 // A new scope (or an expired token) on a registry known to want tokens.
                 let t = self
-                    .obtain_token(r, &realm, service.as_deref(), scope, scope)
+                    .obtain_token(r, &realm, service.as_deref(), scope, scope, attempts)
                     .await?;
                 Ok(Some(format!("Bearer {t}")))
             }
@@ -231,18 +261,19 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
         cache_scope: &str,
+        attempts: &mut Attempts,
     ) -> Result<String, OciError> {
         let registry = r.registry();
         let creds = self.credentials(registry).await?;
         let result = match self
-            .request_token(registry, realm, service, scope, creds.as_ref())
+            .request_token(registry, realm, service, scope, creds.as_ref(), attempts)
             .await
         {
             Ok(t) => Ok(t),
             Err(TokenFailure::Denied(status)) if creds.is_some() => {
                 // Stale credentials should not break public pulls: try anonymously.
                 match self
-                    .request_token(registry, realm, service, scope, None)
+                    .request_token(registry, realm, service, scope, None, attempts)
                     .await
                 {
                     Ok(t) => {
@@ -269,7 +300,7 @@ impl RegistryClient {
         let (token, ttl) = result?;
         self.state().tokens.insert(
             (registry.to_string(), cache_scope.to_string()),
-            (token.clone(), Instant::now() + ttl),
+            (token.clone(), token_deadline(Instant::now(), ttl)),
         );
         Ok(token)
     }
@@ -281,6 +312,7 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
         creds: Option<&Credential>,
+        attempts: &mut Attempts,
     ) -> Result<(String, Duration), TokenFailure> {
         let mut url = reqwest::Url::parse(realm).map_err(|e| {
             TokenFailure::Error(OciError::Registry {
@@ -338,7 +370,7 @@ impl RegistryClient {
             }
         };
         let resp = self
-            .send_retrying(registry, url.as_str(), &*make)
+            .send_retrying(registry, url.as_str(), &*make, attempts)
             .await
             .map_err(TokenFailure::Error)?;
         let status = resp.status();
@@ -346,7 +378,7 @@ impl RegistryClient {
             return Err(TokenFailure::Denied(status));
         }
         if !status.is_success() {
-            let detail = error_summary(resp).await;
+            let detail = self.error_summary(resp).await;
             return Err(TokenFailure::Error(OciError::Registry {
                 registry: registry.to_string(),
                 url: url.to_string(),
@@ -354,10 +386,10 @@ impl RegistryClient {
                 detail: format!("token request failed: {detail}"),
             }));
         }
-        let body = resp
-            .bytes()
+        let what = format!("token reply for registry {registry}");
+        let body = read_limited(self, registry, url.as_str(), resp, MAX_TOKEN_BYTES, &what)
             .await
-            .map_err(|e| TokenFailure::Error(unreachable(registry, url.as_str(), e)))?;
+            .map_err(TokenFailure::Error)?;
         let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
             TokenFailure::Error(OciError::Registry {
                 registry: registry.to_string(),
@@ -378,9 +410,7 @@ impl RegistryClient {
                     detail: "token reply has no token".to_string(),
                 })
             })?;
-        // Default lifetime per the token spec is 60 s; renew a little early.
-        let secs = reply.expires_in.unwrap_or(60).max(10);
-        Ok((token, Duration::from_secs(secs - secs.min(10) + 1)))
+        Ok((token, token_lifetime(reply.expires_in.as_ref())))
     }
 }
 
@@ -390,4 +420,52 @@ fn basic_header(user: &str, pass: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::{MAX_TOKEN_LIFETIME, TokenReply, token_deadline, token_lifetime};
+
+    fn lifetime_of(reply: &str) -> Duration {
+        let reply: TokenReply = serde_json::from_str(reply).unwrap();
+        token_lifetime(reply.expires_in.as_ref())
+    }
+
+    #[test]
+    fn huge_expires_in_is_capped_and_does_not_overflow() {
+        let max = format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX);
+        assert_eq!(lifetime_of(&max), MAX_TOKEN_LIFETIME);
+        // The deadline computation itself cannot panic either.
+        let now = Instant::now();
+        assert!(token_deadline(now, lifetime_of(&max)) > now);
+        assert_eq!(token_deadline(now, Duration::MAX), now);
+    }
+
+    #[test]
+    fn ordinary_and_odd_expires_in() {
+        assert_eq!(lifetime_of(r#"{"token":"t"}"#), Duration::from_secs(50));
+        assert_eq!(
+            lifetime_of(r#"{"token":"t","expires_in":300}"#),
+            Duration::from_secs(290)
+        );
+        for tiny in ["0", "5", "10", "11"] {
+            let l = lifetime_of(&format!(r#"{{"token":"t","expires_in":{tiny}}}"#));
+            assert_eq!(l, Duration::from_secs(1), "{tiny}");
+        }
+        for odd in ["-5", "1.5e300", "\"300\"", "null", "1e400"] {
+            let reply = format!(r#"{{"token":"t","expires_in":{odd}}}"#);
+            if let Ok(r) = serde_json::from_str::<TokenReply>(&reply) {
+                assert_eq!(
+                    token_lifetime(r.expires_in.as_ref()),
+                    Duration::from_secs(50),
+                    "{odd}"
+                );
+            }
+        }
+        assert_eq!(token_lifetime(Some(&json!(u64::MAX))), MAX_TOKEN_LIFETIME);
+    }
 }
