@@ -23,6 +23,7 @@ use clap::Parser;
 /// Runs the `lkb` command line and returns its exit code.
 pub fn main() -> ExitCode {
     limit_malloc_arenas();
+    quiet_redb_panics();
     let cli = args::Cli::parse();
     init_logging(&cli.global);
     let settings = settings::Settings::from_env(cli.global.store.clone());
@@ -33,6 +34,22 @@ pub fn main() -> ExitCode {
     };
     printer::flush();
     code
+}
+
+/// redb panics on some damaged index files; the store catches that panic and reports the index
+/// as damaged (with `lkb cache clean` as the fix), so the default hook's "thread panicked"
+/// message would only make a handled error look like a crash. Panics anywhere else print as
+/// always.
+fn quiet_redb_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_redb = info
+            .location()
+            .is_some_and(|location| location.file().contains("/redb-"));
+        if !in_redb {
+            default(info);
+        }
+    }));
 }
 
 fn init_logging(global: &args::GlobalArgs) {
