@@ -419,11 +419,8 @@ fn plan(list: &[&Entry]) -> Result<(Vec<Role>, Vec<Group>), CpioError> {
 /// sequence of compressed archives). A cut never separates the members of a hard-link group,
 /// since inode numbers do not carry across a trailer. The cuts depend only on the entries and
 /// `target_bytes`, never on the machine, so the bytes stay reproducible.
-pub fn archive_runs(
-    list: &[&Entry],
-    target_bytes: u64,
-) -> Result<Vec<std::ops::Range<usize>>, CpioError> {
-    let (_, groups) = plan(list)?;
+pub fn archive_runs(list: &[&Entry], target_bytes: u64) -> Result<ArchiveRuns, CpioError> {
+    let (roles, groups) = plan(list)?;
     // open[i] > 0: a cut just before entry i would split a group.
     let mut open = vec![0i64; list.len() + 1];
     for group in &groups {
@@ -446,21 +443,38 @@ pub fn archive_runs(
         bytes += entry.blob().map_or(0, |blob| blob.size) + 512;
     }
     runs.push(start..list.len());
-    Ok(runs)
+    Ok(ArchiveRuns {
+        ranges: runs,
+        roles,
+        groups,
+    })
 }
 
-/// Writes run `run` of `list` (see [`archive_runs`]) as one complete newc archive.
-pub fn write_cpio_run<W: Write>(
-    out: W,
-    list: &[&Entry],
-    run: std::ops::Range<usize>,
-    store: &Store,
-    opts: &CpioOptions,
-) -> Result<(W, CpioSummary), CpioError> {
-    let (roles, mut groups) = plan(list)?;
-    let mut w = CpioWriter::new(out, store, opts);
-    w.write_run(list, run, &roles, &mut groups)?;
-    w.finish()
+/// The cuts [`archive_runs`] chose, with the hard-link plan of the whole list, made once and
+/// shared by the runs' writers.
+pub struct ArchiveRuns {
+    /// Entry ranges, one archive each, in order.
+    pub ranges: Vec<std::ops::Range<usize>>,
+    roles: Vec<Role>,
+    groups: Vec<Group>,
+}
+
+impl ArchiveRuns {
+    /// Writes `run` (one of [`ArchiveRuns::ranges`]) of `list` as one complete newc archive.
+    pub fn write<W: Write>(
+        &self,
+        out: W,
+        list: &[&Entry],
+        run: std::ops::Range<usize>,
+        store: &Store,
+        opts: &CpioOptions,
+    ) -> Result<(W, CpioSummary), CpioError> {
+        // Each run holds whole groups, so a copy of the groups is this writer's alone.
+        let mut groups = self.groups.clone();
+        let mut w = CpioWriter::new(out, store, opts);
+        w.write_run(list, run, &self.roles, &mut groups)?;
+        w.finish()
+    }
 }
 
 /// Writes a whole tree, in archive order, as one newc archive: first its root entry, as `.`,
@@ -543,18 +557,22 @@ pub(crate) mod tests {
         };
         // Each entry counts its data plus 512 bytes: 552, so a run closes once it has 1000.
         let runs = archive_runs(&list, 1000).unwrap();
-        assert_eq!(names(&runs), [vec!["a", "b", "c", "d"], vec!["e"]]);
+        assert_eq!(names(&runs.ranges), [vec!["a", "b", "c", "d"], vec!["e"]]);
         let runs = archive_runs(&list, 500).unwrap();
-        assert_eq!(names(&runs), [vec!["a"], vec!["b", "c", "d"], vec!["e"]]);
+        assert_eq!(
+            names(&runs.ranges),
+            [vec!["a"], vec!["b", "c", "d"], vec!["e"]]
+        );
         let whole = 0..list.len();
-        assert_eq!(archive_runs(&list, u64::MAX).unwrap(), [whole]);
+        assert_eq!(archive_runs(&list, u64::MAX).unwrap().ranges, [whole]);
 
         // Each run is a complete archive with its trailer, and together they hold every entry;
         // the group's data is carried once, by its last member.
         let mut all = Vec::new();
-        for run in runs {
-            let (bytes, _) =
-                write_cpio_run(Vec::new(), &list, run, &store, &CpioOptions::default()).unwrap();
+        for run in runs.ranges.clone() {
+            let (bytes, _) = runs
+                .write(Vec::new(), &list, run, &store, &CpioOptions::default())
+                .unwrap();
             let entries = parse_newc(&bytes);
             assert_eq!(entries.last().unwrap().0, TRAILER);
             all.extend(entries.into_iter().filter(|e| e.0 != TRAILER));

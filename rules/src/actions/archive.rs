@@ -82,29 +82,25 @@ impl Action for SegmentAction {
         ctx.blocking(move || {
             let tree = load_tree(&store, &tree)?;
             let list: Vec<&Entry> = tree.archive_entries().collect();
-            let runs = match member_bytes {
-                Some(bytes) => cpio::archive_runs(&list, bytes).map_err(cpio_error)?,
-                None => {
-                    let whole = 0..list.len();
-                    vec![whole]
-                }
-            };
+            // Without members, one run of everything.
+            let target = member_bytes.unwrap_or(u64::MAX);
+            let runs = cpio::archive_runs(&list, target).map_err(cpio_error)?;
             let blob = to_blob(&store, |out| {
-                if let [run] = runs.as_slice() {
-                    return write_member(out, codec, &list, run.clone(), &store);
+                if let [run] = runs.ranges.as_slice() {
+                    return write_member(out, codec, &runs, &list, run.clone(), &store);
                 }
                 // A window of members at a time, one thread each, written in order: memory
                 // stays at one compressed member per core.
                 let threads = std::thread::available_parallelism().map_or(1, usize::from);
-                for window in runs.chunks(threads.max(1)) {
+                for window in runs.ranges.chunks(threads.max(1)) {
                     let members: Vec<Result<Vec<u8>, ActionError>> = std::thread::scope(|scope| {
                         let handles: Vec<_> = window
                             .iter()
                             .map(|run| {
-                                let (list, store) = (&list, &store);
+                                let (runs, list, store) = (&runs, &list, &store);
                                 scope.spawn(move || {
                                     let mut bytes = Vec::new();
-                                    write_member(&mut bytes, codec, list, run.clone(), store)
+                                    write_member(&mut bytes, codec, runs, list, run.clone(), store)
                                         .map(|()| bytes)
                                 })
                             })
@@ -144,12 +140,14 @@ fn cpio_error(e: cpio::CpioError) -> ActionError {
 fn write_member(
     out: &mut dyn Write,
     codec: Codec,
+    runs: &cpio::ArchiveRuns,
     list: &[&Entry],
     run: std::ops::Range<usize>,
     store: &Store,
 ) -> Result<(), ActionError> {
     let enc = codec.writer(out).map_err(io_error)?;
-    let (enc, _) = cpio::write_cpio_run(enc, list, run, store, &cpio::CpioOptions::default())
+    let (enc, _) = runs
+        .write(enc, list, run, store, &cpio::CpioOptions::default())
         .map_err(cpio_error)?;
     enc.finish().map_err(io_error)?;
     Ok(())
