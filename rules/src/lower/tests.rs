@@ -150,6 +150,18 @@ fn lower_formats(
     sbom: Option<SbomOptions>,
     formats: &[&str],
 ) -> Result<(Graph, Vec<OutputSpec>), LowerError> {
+    let formats: Vec<Format> = formats
+        .iter()
+        .map(|name| name.parse().expect("a format"))
+        .collect();
+    lower_with(f, sbom, &formats)
+}
+
+fn lower_with(
+    f: &Fixture,
+    sbom: Option<SbomOptions>,
+    formats: &[Format],
+) -> Result<(Graph, Vec<OutputSpec>), LowerError> {
     let input = LowerInput {
         config: &f.config,
         images: &f.images,
@@ -160,12 +172,8 @@ fn lower_formats(
         indexes: &f.indexes,
         sbom,
     };
-    let formats: Vec<Format> = formats
-        .iter()
-        .map(|name| name.parse().expect("a format"))
-        .collect();
     let mut g = GraphBuilder::new();
-    let outputs = lower(&mut g, "t", &formats, &input)?;
+    let outputs = lower(&mut g, "t", formats, &input)?;
     Ok((g.build().expect("graph"), outputs))
 }
 
@@ -199,19 +207,7 @@ impl crate::formats::OutputFormat for WithTool {
 #[test]
 fn a_format_gets_the_trees_of_its_tool_images() {
     let f = fixture(YML);
-    let input = LowerInput {
-        config: &f.config,
-        images: &f.images,
-        files: Vec::new(),
-        sources: Arc::new(ImageSources::default()),
-        codec: Codec::None,
-        limits: Limits::default(),
-        indexes: &f.indexes,
-        sbom: None,
-    };
-    let mut g = GraphBuilder::new();
-    let outputs = lower(&mut g, "t", &[Format::unregistered(&WithTool)], &input).expect("lower");
-    let graph = g.build().expect("graph");
+    let (graph, outputs) = lower_with(&f, None, &[Format::unregistered(&WithTool)]).expect("lower");
     assert_eq!(outputs[0].file_name, "t.tool");
     let tar = outputs[0].node;
     assert_eq!(kinds(&graph, graph.inputs(tar)), ["merge"]);
