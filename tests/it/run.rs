@@ -19,6 +19,22 @@ fn example_workspace() -> tempfile::TempDir {
     ws
 }
 
+/// `lkb run qemu` with TCG, 512 MB and a 10-minute limit, then `args`.
+fn boot(lkb: &Lkb, args: &[&str]) -> lkb_tests::cli::Run {
+    let mut all = vec![
+        "run",
+        "qemu",
+        "--accel",
+        "tcg",
+        "--mem",
+        "512",
+        "--timeout",
+        "10m",
+    ];
+    all.extend_from_slice(args);
+    lkb.run(&all).unwrap()
+}
+
 #[test]
 fn run_boots_a_label_and_a_built_prefix_and_ends_on_until_power_off_or_timeout() {
     let ws = example_workspace();
@@ -27,23 +43,16 @@ fn run_boots_a_label_and_a_built_prefix_and_ends_on_until_power_off_or_timeout()
     let log_arg = log.display().to_string();
 
     // A label: built first, then booted until the init says it is done.
-    let run = lkb
-        .run(&[
-            "run",
-            "qemu",
-            "--accel",
-            "tcg",
-            "--mem",
-            "512",
+    let run = boot(
+        &lkb,
+        &[
             "--until",
             DONE_MARKER,
-            "--timeout",
-            "10m",
             "--console-log",
             &log_arg,
             "//examples:minimal",
-        ])
-        .unwrap();
+        ],
+    );
     assert_eq!(
         run.code, 0,
         "stdout:\n{}\nstderr:\n{}",
@@ -66,23 +75,10 @@ fn run_boots_a_label_and_a_built_prefix_and_ends_on_until_power_off_or_timeout()
     let prefix_arg = prefix.display().to_string();
     let disk = ws.path().join("disk.qcow2");
     let disk_arg = format!("file={},size=64M", disk.display());
-    let run = lkb
-        .run(&[
-            "run",
-            "qemu",
-            "--accel",
-            "tcg",
-            "--mem",
-            "512",
-            "--timeout",
-            "10m",
-            "--disk",
-            &disk_arg,
-            "--publish",
-            "0:22",
-            &prefix_arg,
-        ])
-        .unwrap();
+    let run = boot(
+        &lkb,
+        &["--disk", &disk_arg, "--publish", "0:22", &prefix_arg],
+    );
     let info = std::process::Command::new("qemu-img")
         .args(["info", "--output=json"])
         .arg(&disk)
@@ -100,21 +96,7 @@ fn run_boots_a_label_and_a_built_prefix_and_ends_on_until_power_off_or_timeout()
 
     // A pattern that never appears: an error with the console's last lines, whether the
     // guest powers off first or the timeout comes first.
-    let run = lkb
-        .run(&[
-            "run",
-            "qemu",
-            "--accel",
-            "tcg",
-            "--mem",
-            "512",
-            "--until",
-            "NEVER-PRINTED",
-            "--timeout",
-            "10m",
-            &prefix_arg,
-        ])
-        .unwrap();
+    let run = boot(&lkb, &["--until", "NEVER-PRINTED", &prefix_arg]);
     assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
     assert!(run.stderr.contains("the last lines"), "{}", run.stderr);
     assert!(run.stderr.contains(DONE_MARKER), "{}", run.stderr);
@@ -203,21 +185,7 @@ fn an_initrd_with_a_multi_member_segment_boots() {
     );
 
     let prefix = ws.path().join("lkb-out/examples/big").display().to_string();
-    let run = lkb
-        .run(&[
-            "run",
-            "qemu",
-            "--accel",
-            "tcg",
-            "--mem",
-            "512",
-            "--until",
-            DONE_MARKER,
-            "--timeout",
-            "10m",
-            &prefix,
-        ])
-        .unwrap();
+    let run = boot(&lkb, &["--until", DONE_MARKER, &prefix]);
     assert_eq!(
         run.code, 0,
         "stdout:\n{}\nstderr:\n{}",
