@@ -1,0 +1,209 @@
+//! Writers for boot media, in-process and reproducible.
+//!
+//! Every writer here works the same way: it *plans* the whole layout from the list of files
+//! (sizes only, no file data read), so the image size and every offset are known before a byte
+//! is written, and then *emits* the image front to back into a [`Sink`]. Runs of zeros go
+//! through [`Sink::zeros`], so a file-backed sink leaves holes: a 1 GiB disk with 100 MB of
+//! content is 100 MB on disk and is never held in memory. File contents are streamed from
+//! [`Data`] (store blobs are files), so memory does not grow with the image.
+//!
+//! Nothing here reads the clock, the environment or a random source: identifiers (volume ids,
+//! disk signatures, GUIDs) and timestamps are parameters, which callers derive from content.
+//!
+//! This crate knows nothing of the store, the engine or linuxkit.yml; `lkb-rules` turns build
+//! inputs into [`Data`] and calls these writers from its actions.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// Small generated content (a boot loader config, a patched boot file).
+    Bytes(Vec<u8>),
+    /// A file on disk (a store blob), read when the image is written. `len` is its size,
+    /// checked when it is read.
+    File { path: PathBuf, len: u64 },
+}
+
+impl Data {
+    pub fn len(&self) -> u64 {
+        match self {
+            Data::Bytes(bytes) => bytes.len() as u64,
+            Data::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All of the bytes in memory: for small inputs a writer must patch (boot sectors,
+    /// `ldlinux.sys`, an EFI stub's headers).
+    pub fn read_all(&self) -> Result<Vec<u8>, DiskError> {
+        match self {
+            Data::Bytes(bytes) => Ok(bytes.clone()),
+            Data::File { path, len } => {
+                let bytes = fs_err::read(path).map_err(DiskError::Io)?;
+                if bytes.len() as u64 != *len {
+                    return Err(DiskError::SourceChanged {
+                        path: path.clone(),
+                        expected: *len,
+                        found: bytes.len() as u64,
+                    });
+                }
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// Where a writer's bytes go, front to back.
+pub trait Sink: Write {
+    /// Appends `n` zero bytes. A file-backed sink seeks instead, leaving a hole.
+    fn zeros(&mut self, n: u64) -> io::Result<()> {
+        io::copy(&mut io::repeat(0).take(n), self).map(|_| ())
+    }
+}
+
+impl Sink for Vec<u8> {}
+
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn zeros(&mut self, n: u64) -> io::Result<()> {
+        (**self).zeros(n)
+    }
+}
+
+/// Copies all of `data` into `out`, checking that a file source still has the length it was
+/// planned with.
+pub fn write_data(out: &mut dyn Sink, data: &Data) -> Result<(), DiskError> {
+    match data {
+        Data::Bytes(bytes) => out.write_all(bytes).map_err(DiskError::Io),
+        Data::File { path, len } => {
+            let file = fs_err::File::open(path).map_err(DiskError::Io)?;
+            let copied = io::copy(&mut file.take(*len), out).map_err(DiskError::Io)?;
+            if copied != *len {
+                return Err(DiskError::SourceChanged {
+                    path: path.clone(),
+                    expected: *len,
+                    found: copied,
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A [`Sink`] over a file: zeros become holes, and [`FileSink::finish`] sets the final length
+/// so a trailing hole is part of the file.
+pub struct FileSink {
+    file: std::fs::File,
+    pos: u64,
+}
+
+impl FileSink {
+    pub fn new(file: std::fs::File) -> Self {
+        FileSink { file, pos: 0 }
+    }
+
+    /// Bytes written so far, holes included.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn finish(self) -> io::Result<std::fs::File> {
+        self.file.set_len(self.pos)?;
+        Ok(self.file)
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Sink for FileSink {
+    fn zeros(&mut self, n: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.pos += n;
+        self.file.seek(SeekFrom::Start(self.pos)).map(|_| ())
+    }
+}
+
+/// What can go wrong writing an image. The messages name the file or limit concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("{0}")]
+    Io(#[source] io::Error),
+    #[error("{path} changed while the image was written: planned {expected} bytes, found {found}")]
+    SourceChanged {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    /// The content does not fit the requested size; `needed` is the smallest size that works.
+    #[error("{what} needs at least {needed} bytes ({}), {requested} requested", mib(*needed))]
+    TooSmall {
+        what: String,
+        needed: u64,
+        requested: u64,
+    },
+    /// An input that is not what the writer needs (a name FAT cannot hold, a stub that is not a
+    /// PE image, a boot file missing its patch area).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `n` bytes as MiB, rounded up, for messages.
+fn mib(n: u64) -> String {
+    format!("{} MiB", n.div_ceil(1 << 20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_sink_leaves_holes_and_keeps_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let mut sink = FileSink::new(std::fs::File::create(&path).unwrap());
+        sink.write_all(b"head").unwrap();
+        sink.zeros(64 << 20).unwrap();
+        sink.write_all(b"tail").unwrap();
+        sink.zeros(1 << 20).unwrap();
+        let end = sink.position();
+        sink.finish().unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), end);
+        assert_eq!(end, 8 + (65 << 20));
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "holes stay holes: {} blocks",
+            meta.blocks()
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..4], b"head");
+        assert_eq!(&bytes[4 + (64 << 20)..8 + (64 << 20)], b"tail");
+    }
+
+    #[test]
+    fn a_shrunken_source_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let data = Data::File { path, len: 5 };
+        let err = write_data(&mut Vec::new(), &data).unwrap_err();
+        assert!(
+            err.to_string().contains("planned 5 bytes, found 3"),
+            "{err}"
+        );
+    }
+}
