@@ -46,6 +46,27 @@ impl BlobWriter {
         self.hashing.size_so_far()
     }
 
+    /// Appends `n` zero bytes as a hole: they are hashed, but the temporary file is only
+    /// seeked past, so a mostly-empty disk image costs no disk space or writes. The blob file
+    /// keeps the holes when it is published.
+    pub fn zeros(&mut self, n: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        self.file.flush()?;
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(ZEROS.len() as u64) as usize;
+            self.hashing.update(&ZEROS[..chunk]);
+            left -= chunk as u64;
+        }
+        let n = i64::try_from(n).map_err(|_| io::Error::other("hole too large"))?;
+        self.file
+            .get_mut()
+            .as_file_mut()
+            .seek(SeekFrom::Current(n))?;
+        Ok(())
+    }
+
     /// Wraps an error from writing into this blob with the temporary file's path.
     pub fn write_error(&self, source: io::Error) -> StoreError {
         StoreError::WriteBlob {
@@ -79,10 +100,15 @@ impl BlobWriter {
     fn complete(self) -> Result<(Store, tempfile::NamedTempFile, BlobRef), StoreError> {
         let path = self.file.get_ref().path().to_owned();
         let temp = self.file.into_inner().map_err(|e| StoreError::WriteBlob {
-            path,
+            path: path.clone(),
             source: e.into_error(),
         })?;
-        Ok((self.store, temp, self.hashing.finish()))
+        let blob = self.hashing.finish();
+        // A trailing hole is only a seek: the length makes it part of the file.
+        temp.as_file()
+            .set_len(blob.size)
+            .map_err(|source| StoreError::WriteBlob { path, source })?;
+        Ok((self.store, temp, blob))
     }
 }
 

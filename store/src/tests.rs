@@ -167,6 +167,51 @@ fn digest_mismatch_publishes_nothing() {
 }
 
 #[test]
+fn zeros_become_holes_in_the_blob_and_in_its_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let (_dir, store) = new_store();
+    let mut w = store.writer().unwrap();
+    w.write_all(b"head").unwrap();
+    w.zeros(64 << 20).unwrap();
+    w.write_all(b"tail").unwrap();
+    w.zeros(32 << 20).unwrap();
+    let blob = w.finish().unwrap();
+    let mut expected = b"head".to_vec();
+    expected.resize(4 + (64 << 20), 0);
+    expected.extend_from_slice(b"tail");
+    expected.resize(expected.len() + (32 << 20), 0);
+    let want = BlobRef {
+        digest: BlobDigest::of_bytes(&expected),
+        size: expected.len() as u64,
+    };
+    assert_eq!(blob, want, "zeros are hashed like written zeros");
+    let meta = std::fs::metadata(store.blob_path(&blob.digest)).unwrap();
+    assert_eq!(
+        meta.len(),
+        expected.len() as u64,
+        "a trailing hole is part of the file"
+    );
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "{} blocks allocated",
+        meta.blocks()
+    );
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let out_path = out_dir.path().join("disk.img");
+    let out = std::fs::File::create(&out_path).unwrap();
+    assert_eq!(store.copy_blob_to(&blob.digest, &out).unwrap(), blob.size);
+    drop(out);
+    let meta = std::fs::metadata(&out_path).unwrap();
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "the copy stays sparse: {} blocks",
+        meta.blocks()
+    );
+    assert!(std::fs::read(&out_path).unwrap() == expected);
+}
+
+#[test]
 fn abandoned_writer_leaves_no_temp_file() {
     let (_dir, store) = new_store();
     let mut writer = store.writer().expect("writer");

@@ -247,7 +247,7 @@ fn stage_output(
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(file_name);
     prefix.push(".");
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".lkb-tmp")
         .tempfile_in(dir)
@@ -259,10 +259,10 @@ fn stage_output(
             .set_permissions(std::fs::Permissions::from_mode(0o644))
             .with_context(|| format!("cannot set the mode of {}", tmp.path().display()))?;
     }
-    // Between two `std::fs::File`s, `io::copy` is `copy_file_range` (a reflink where the file
-    // system has them); through fs_err's wrapper it would be an 8 KiB read/write loop.
-    let (mut source, _) = store.open_blob(&blob.digest)?.into_parts();
-    std::io::copy(&mut source, tmp.as_file_mut())
+    // copy_file_range per data range (a reflink where the file system has them); a disk
+    // image's holes stay holes.
+    store
+        .copy_blob_to(&blob.digest, tmp.as_file())
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
     Ok(Some(StagedOutput {
         tmp: tmp.into_temp_path(),
