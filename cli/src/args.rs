@@ -115,6 +115,9 @@ pub struct QueryArgs {
     /// How to print the graph
     #[arg(long, value_enum, default_value_t = QueryOutput::Text)]
     pub output: QueryOutput,
+    /// Disk size for the disk formats (as for build; it is part of the disks' keys)
+    #[arg(long, value_parser = lkb_rules::formats::parse_size, value_name = "SIZE")]
+    pub size: Option<u64>,
     /// Target architecture [default: the host's]
     #[arg(long)]
     pub arch: Option<String>,
@@ -194,6 +197,10 @@ pub struct BuildArgs {
     /// CPU-bound actions run at once [default: number of CPUs]
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Disk size for the disk formats (raw-bios, raw-efi): MiB, or with an M or G suffix
+    /// (1024M, 2G) [default: what the content needs]
+    #[arg(long, value_parser = lkb_rules::formats::parse_size, value_name = "SIZE")]
+    pub size: Option<u64>,
     /// Target architecture (amd64, arm64, ...) [default: the host's]
     #[arg(long)]
     pub arch: Option<String>,

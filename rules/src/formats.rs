@@ -23,6 +23,60 @@ use lkb_engine::{ArtifactKind, GraphBuilder, NodeId, Out};
 use crate::actions::{InitrdAction, SegmentAction};
 use crate::compress::Codec;
 
+/// The image holding the boot loaders the boot-media formats install, when `lkb.toml` names
+/// none (`[boot] image`). `examples/images/build.sh` builds it; its layout is in
+/// docs/formats.md.
+pub const DEFAULT_BOOT_IMAGE: &str = "localhost/lkb-examples/boot:1";
+
+/// What the boot-media formats take besides the config: the boot loader image and the disk
+/// size (`--size`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaOptions {
+    /// The image whose files are the boot loaders (`[boot] image` in `lkb.toml`).
+    pub boot_image: String,
+    /// `--size` in bytes: the disk formats pad to it; `None` sizes the disk to its content.
+    pub size: Option<u64>,
+}
+
+impl Default for MediaOptions {
+    fn default() -> Self {
+        MediaOptions {
+            boot_image: DEFAULT_BOOT_IMAGE.to_owned(),
+            size: None,
+        }
+    }
+}
+
+/// Parses LinuxKit's `--size`: a number of MiB, or a number with an `M` (MiB) or `G` (GiB)
+/// suffix (lkb also takes `K`, `T` and lower case). Returns bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let (digits, unit) = match trimmed.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&trimmed[..at], c.to_ascii_uppercase()),
+        _ => (trimmed, 'M'),
+    };
+    let shift = match unit {
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => {
+            return Err(format!(
+                "`{text}`: the unit must be K, M, G or T (e.g. 1024M, 2G)"
+            ));
+        }
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 1024M, 2G, or a number of MiB)"))?;
+    if number == 0 {
+        return Err(format!("`{text}`: the size must be more than zero"));
+    }
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
 /// One output format: its `--format` name, the images its own actions need, and how it lowers
 /// onto the shared [`Parts`].
 pub(crate) trait OutputFormat: Sync + 'static {
@@ -33,7 +87,8 @@ pub(crate) trait OutputFormat: Sync + 'static {
     /// the disk formats), as canonical references. They are resolved and pinned in `lkb.lock`
     /// with the config's images, and their file trees reach [`OutputFormat::lower`] through
     /// [`Parts::tool_image`].
-    fn tool_images(&self) -> Vec<String> {
+    fn tool_images(&self, media: &MediaOptions) -> Vec<String> {
+        let _ = media;
         Vec::new()
     }
 
@@ -90,8 +145,8 @@ impl Format {
     }
 
     /// The images this format's own actions read; see [`OutputFormat::tool_images`].
-    pub fn tool_images(self) -> Vec<String> {
-        self.0.tool_images()
+    pub fn tool_images(self, media: &MediaOptions) -> Vec<String> {
+        self.0.tool_images(media)
     }
 
     /// A format that is not registered, for tests of the format interface.
@@ -211,17 +266,28 @@ pub(crate) struct Parts {
     /// Section trees after the kernel, in LinuxKit order.
     pub trees: Vec<SectionTree>,
     pub codec: Codec,
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the boot-media formats, which come next")
+    )]
+    pub media: MediaOptions,
     initrd: Option<Out>,
     /// The file trees of the formats' tool images, by canonical reference.
     tools: BTreeMap<String, Out>,
 }
 
 impl Parts {
-    pub(crate) fn new(kernel: Option<KernelParts>, trees: Vec<SectionTree>, codec: Codec) -> Self {
+    pub(crate) fn new(
+        kernel: Option<KernelParts>,
+        trees: Vec<SectionTree>,
+        codec: Codec,
+        media: MediaOptions,
+    ) -> Self {
         Parts {
             kernel,
             trees,
             codec,
+            media,
             initrd: None,
             tools: BTreeMap::new(),
         }
@@ -307,6 +373,23 @@ impl OutputSpec {
             node: out.node(),
             artifact: artifact.to_owned(),
             kind: out.kind(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_as_linuxkit_reads_them() {
+        assert_eq!(parse_size("1024"), Ok(1 << 30), "a bare number is MiB");
+        assert_eq!(parse_size("1024M"), Ok(1 << 30));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        for bad in ["", "G", "1.5G", "-1M", "0", "10Q", "99999999999T"] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::actions::{
 use crate::bundle_spec::{BundleInput, bundle_spec};
 use crate::compress::Codec;
 use crate::config::{Config, ConfigError, IdMap, ImageRole, ImageSpec, VolumeFormat};
-use crate::formats::{Format, KernelParts, OutputSpec, Parts, SectionTree};
+use crate::formats::{Format, KernelParts, MediaOptions, OutputSpec, Parts, SectionTree};
 use crate::indexes::{IndexInfo, IndexRequest};
 use crate::layer::Limits;
 use crate::oci::{ImageRef, ImageSource, LayerDesc};
@@ -65,6 +65,8 @@ pub struct LowerInput<'a> {
     pub indexes: &'a BTreeMap<String, Arc<IndexInfo>>,
     /// How to write `sbom.spdx.json`; `None` leaves it out (`--no-sbom`).
     pub sbom: Option<SbomOptions>,
+    /// The boot loader image and `--size`, for the boot-media formats.
+    pub media: MediaOptions,
 }
 
 /// What lowering `configs` needs from image indexes: for the SBOM (`sbom`), the attestations
@@ -116,7 +118,10 @@ pub fn lower(
         sbom_sources: Vec::new(),
     };
     let mut parts = lowering.parts()?;
-    for reference in formats.iter().flat_map(|format| format.tool_images()) {
+    for reference in formats
+        .iter()
+        .flat_map(|format| format.tool_images(&input.media))
+    {
         let merged = lowering.image(&reference)?;
         let tree = lowering.g.only(merged);
         parts.add_tool_image(reference, tree);
@@ -345,6 +350,11 @@ impl Lowering<'_, '_> {
             let node = self.sbom(options)?;
             add_tree(self.g, &mut trees, node, "sbom".into());
         }
-        Ok(Parts::new(kernel_parts, trees, self.input.codec))
+        Ok(Parts::new(
+            kernel_parts,
+            trees,
+            self.input.codec,
+            self.input.media.clone(),
+        ))
     }
 }

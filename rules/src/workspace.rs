@@ -80,6 +80,17 @@ impl WorkspaceError {
 pub struct Manifest {
     #[serde(default)]
     pub images: ImagesSection,
+    #[serde(default)]
+    pub boot: BootSection,
+}
+
+/// `[boot]`: what the boot-media formats (raw-bios, raw-efi, iso-*, uki) install.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BootSection {
+    /// The image holding the boot loaders (layout in docs/formats.md); resolved and pinned in
+    /// `lkb.lock` like the config's images. Default: [`crate::formats::DEFAULT_BOOT_IMAGE`].
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -93,6 +93,7 @@ pub(crate) fn build_with(
             pull: args.pull,
             codec: codec(args.initrd_compression),
             no_sbom: args.no_sbom,
+            size: args.size,
         },
         jobs: args.jobs,
         rebuild: args.rebuild,

@@ -19,6 +19,7 @@ pub(crate) fn run(
         offline: args.offline,
         codec: codec(args.initrd_compression),
         no_sbom: args.no_sbom,
+        size: args.size,
         ..PlanRequest::default()
     };
     let notify = |line: &str| {

@@ -97,6 +97,7 @@ fn built_prefix(
         check: false,
         initrd_compression: Compression::Gzip,
         no_sbom: false,
+        size: None,
     };
     let report = build_with(global, &build, settings, Explain::Off)?;
     if report.targets.len() != 1 {

@@ -15,7 +15,7 @@ use lkb_engine::{Graph, GraphBuilder};
 use lkb_rules::actions::file_items;
 use lkb_rules::compress::Codec;
 use lkb_rules::config::{self, Config};
-use lkb_rules::formats::{Format, OutputSpec};
+use lkb_rules::formats::{DEFAULT_BOOT_IMAGE, Format, MediaOptions, OutputSpec};
 use lkb_rules::layer::Limits;
 use lkb_rules::lock::{LOCK_FILE, LockError, LockFile};
 use lkb_rules::lower::{LowerInput, SbomOptions, index_requests, lower};
@@ -44,6 +44,8 @@ pub struct PlanRequest {
     pub codec: Codec,
     /// Leave out `sbom.spdx.json`.
     pub no_sbom: bool,
+    /// `--size` in bytes, for the disk formats.
+    pub size: Option<u64>,
 }
 
 /// An image whose pin changed since `lkb.lock` was written: the same ref now names another
@@ -327,7 +329,14 @@ pub async fn plan(
         Some(p) => LockFile::read(p)?,
         None => LockFile::default(),
     };
-    let tools = formats.iter().flat_map(|format| format.tool_images());
+    let media = MediaOptions {
+        boot_image: workspace
+            .as_ref()
+            .and_then(|ws| ws.manifest.boot.image.clone())
+            .unwrap_or_else(|| DEFAULT_BOOT_IMAGE.to_owned()),
+        size: req.size,
+    };
+    let tools = formats.iter().flat_map(|format| format.tool_images(&media));
     let refs: BTreeSet<String> = configs
         .iter()
         .flat_map(config::image_refs)
@@ -376,6 +385,7 @@ pub async fn plan(
             limits: Limits::default(),
             indexes: &indexes,
             sbom: (!req.no_sbom).then(SbomOptions::default),
+            media: media.clone(),
         };
         let outputs = lower(&mut g, &target.name, &formats, &input)
             .with_context(|| format!("cannot plan {}", target.label))?;

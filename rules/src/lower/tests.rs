@@ -171,6 +171,10 @@ fn lower_with(
         limits: Limits::default(),
         indexes: &f.indexes,
         sbom,
+        media: MediaOptions {
+            boot_image: "example.com/lkb/app:1".to_owned(),
+            size: None,
+        },
     };
     let mut g = GraphBuilder::new();
     let outputs = lower(&mut g, "t", formats, &input)?;
@@ -192,12 +196,12 @@ impl crate::formats::OutputFormat for WithTool {
     fn name(&self) -> &'static str {
         "with-tool"
     }
-    fn tool_images(&self) -> Vec<String> {
-        vec!["example.com/lkb/app:1".to_owned()]
+    fn tool_images(&self, media: &crate::formats::MediaOptions) -> Vec<String> {
+        vec![media.boot_image.clone()]
     }
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
         let tool = parts
-            .tool_image("example.com/lkb/app:1")
+            .tool_image(&parts.media.boot_image)
             .expect("the tool image's tree");
         let tar = g.add_wired(Arc::new(crate::actions::RootfsTarAction), &[tool]);
         vec![OutputSpec::new(format!("{name}.tool"), g.only(tar), "tar")]
