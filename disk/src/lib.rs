@@ -16,6 +16,8 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
+pub mod uki;
+
 /// Where a file's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {
