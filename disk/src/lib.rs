@@ -16,6 +16,7 @@
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
+pub mod gpt;
 pub mod uki;
 
 /// Where a file's bytes come from.
