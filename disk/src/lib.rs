@@ -14,6 +14,7 @@
 //! inputs into [`Data`] and calls these writers from its actions.
 
 pub mod fat;
+pub mod mbr;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
