@@ -470,6 +470,26 @@ pub fn plan(uki: Uki) -> Result<UkiPlan, DiskError> {
     })
 }
 
+/// The kernel release (`uname -r`) of an x86 bzImage, from the start of the file (the first
+/// 64 KiB are plenty), for the `.uname` section; what ukify finds in the same place. The boot
+/// protocol header (magic `HdrS` at 0x202) points, at 0x20E, to a version string such as
+/// `6.1.0-57-amd64 (debian-kernel@lists.debian.org) #1 SMP …`; the release is its first word.
+/// `None` if there is no header or the string does not have that shape.
+pub fn bzimage_release(head: &[u8]) -> Option<String> {
+    if head.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let start = 0x200 + usize::from(u16_at(head, 0x20e).ok()?);
+    let text = head.get(start..)?;
+    let text = &text[..text.iter().position(|&b| b == 0)?];
+    let text = std::str::from_utf8(text).ok()?;
+    let (release, rest) = text.split_once(' ')?;
+    let release_chars = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+    let builder_ok = rest.starts_with('(') && rest.contains(") #");
+    (!release.is_empty() && release.chars().all(release_chars) && builder_ok)
+        .then(|| release.to_string())
+}
+
 /// PE offsets, sizes and addresses are 32-bit.
 fn fits_pe(n: u64, what: &str) -> Result<u32, DiskError> {
     u32::try_from(n).map_err(|_| {
@@ -684,6 +704,28 @@ mod tests {
         let mut memory = Vec::new();
         plan.write(&mut memory).unwrap();
         assert!(memory == image);
+    }
+
+    #[test]
+    fn the_kernel_release_comes_from_the_bzimage_header() {
+        let kernel = "/tmp/bootkit/minimal-kernel";
+        let head = std::fs::read(kernel).unwrap_or_else(|e| panic!("{kernel}: {e}"));
+        assert_eq!(
+            bzimage_release(&head[..64 << 10]).as_deref(),
+            Some("6.1.0-57-amd64")
+        );
+
+        let mut fake = vec![0u8; 0x400];
+        fake[0x202..0x206].copy_from_slice(b"HdrS");
+        put_u16(&mut fake, 0x20e, 0x100);
+        let version = b"5.10.7-lkb (builder@host) #3 SMP\0";
+        fake[0x300..0x300 + version.len()].copy_from_slice(version);
+        assert_eq!(bzimage_release(&fake).as_deref(), Some("5.10.7-lkb"));
+        fake[0x300] = b'X';
+        assert_eq!(bzimage_release(&fake), None, "upper case is not a release");
+        fake[0x202] = b'h';
+        assert_eq!(bzimage_release(&fake), None, "no boot protocol header");
+        assert_eq!(bzimage_release(&pattern(0x1000, 8)), None);
     }
 
     #[test]
