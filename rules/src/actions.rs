@@ -23,6 +23,8 @@
 //! | `initrd`            | `ucode`? (blob), segments (archives)            | whether ucode is prepended                         | `initrd` (archive) |
 //! | `rootfs-tar`        | the kernel's `rootfs`, section trees            | —                                                  | `tar` (archive) |
 //! | `kernel-initrd-tar` | `kernel`, `initrd`, `cmdline`, `ucode`?         | —                                                  | `tar` (archive) |
+//! | `uki`               | boot image tree, `kernel`, `cmdline`, `initrd`, `ucode`? | os-release text                           | `uki` (blob) |
+//! | `raw-efi`           | boot image tree, `uki`                          | size                                               | `disk` (disk-image) |
 //!
 //! Labels, identities and image sources (where to fetch from) are *not* in keys: they do not
 //! change the bytes.
@@ -41,6 +43,7 @@ mod files;
 mod golden_tests;
 mod image;
 mod kernel;
+mod media;
 mod sbom;
 mod sections;
 mod volume;
@@ -52,6 +55,7 @@ pub use archive::{
 pub use files::{FileData, FileItem, FilesAction, FilesError, file_items};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use kernel::KernelAction;
+pub use media::{RawEfiAction, UKI_OS_RELEASE, UkiAction};
 pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
 pub use sections::{BundleAction, InitRootAction, RootFilter};
 pub use volume::{VolumeAction, VolumeContent};

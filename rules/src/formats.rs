@@ -9,8 +9,10 @@
 //! those artifacts' actions and nothing else.
 
 mod kernel_initrd;
+mod raw_efi;
 mod tar;
 mod tar_kernel_initrd;
+mod uki;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,8 +101,10 @@ pub(crate) trait OutputFormat: Sync + 'static {
 /// Every format lkb builds. A new format is a module beside the others and one line here.
 const REGISTRY: &[&dyn OutputFormat] = &[
     &kernel_initrd::KernelInitrd,
+    &raw_efi::RawEfi,
     &tar::Tar,
     &tar_kernel_initrd::TarKernelInitrd,
+    &uki::Uki,
 ];
 
 /// Formats LinuxKit has that lkb does not build yet; named in the error so users know.
@@ -110,7 +114,6 @@ const NOT_YET: &[&str] = &[
     "iso-efi",
     "iso-efi-initrd",
     "raw-bios",
-    "raw-efi",
     "qcow2-efi",
     "qcow2-bios",
     "kernel+squashfs",
@@ -266,10 +269,6 @@ pub(crate) struct Parts {
     /// Section trees after the kernel, in LinuxKit order.
     pub trees: Vec<SectionTree>,
     pub codec: Codec,
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the boot-media formats, which come next")
-    )]
     pub media: MediaOptions,
     initrd: Option<Out>,
     /// The file trees of the formats' tool images, by canonical reference.
@@ -298,14 +297,13 @@ impl Parts {
         self.tools.insert(reference, tree);
     }
 
+    /// The file tree of the boot image (`[boot] image`), for formats that list it in their
+    /// [`OutputFormat::tool_images`].
+    pub(crate) fn boot_image(&self) -> Option<Out> {
+        self.tool_image(&self.media.boot_image)
+    }
+
     /// The file tree of `reference`, one of the format's [`OutputFormat::tool_images`].
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "no registered format has a tool image until the disk formats"
-        )
-    )]
     pub(crate) fn tool_image(&self, reference: &str) -> Option<Out> {
         self.tools.get(reference).copied()
     }

@@ -6,6 +6,7 @@
 //! is the caller's followed by `console=ttyS0 panic=-1`; the last `console=` wins, so
 //! `/dev/console` is the serial port even when the caller lists `console=tty0` and others.
 
+use std::ffi::OsString;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -125,18 +126,63 @@ pub fn boot(options: &BootOptions) -> anyhow::Result<BootReport> {
             bail!("{what} {} does not exist", path.display());
         }
     }
+    let mut args: Vec<OsString> = vec!["-kernel".into(), options.kernel.clone().into()];
+    args.extend(["-initrd".into(), options.initrd.clone().into()]);
+    args.extend(["-append".into(), full_cmdline(&options.cmdline).into()]);
+    args.extend(options.extra_args.iter().map(OsString::from));
+    run_vm(
+        &VmOptions {
+            memory_mib: options.memory_mib,
+            accel: options.accel.clone(),
+            marker: options.marker.clone(),
+            timeout: options.timeout,
+            stop_at_marker: false,
+        },
+        &args,
+    )
+}
+
+/// UEFI firmware for x86-64 guests, from Debian's `ovmf`.
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// How a VM runs, whatever it boots.
+#[derive(Clone, Debug)]
+pub struct VmOptions {
+    /// `-m`, in MiB.
+    pub memory_mib: u32,
+    /// `-accel`.
+    pub accel: String,
+    /// Text to wait for on the console.
+    pub marker: String,
+    /// Overall limit; the VM is killed when it is reached.
+    pub timeout: Duration,
+    /// Kill the VM as soon as the marker appears (for guests that never power off, such as a
+    /// kernel that cannot mount its root file system).
+    pub stop_at_marker: bool,
+}
+
+impl VmOptions {
+    /// TCG with `memory_mib` MiB; waits for the guest to power off.
+    pub fn tcg(memory_mib: u32, marker: &str, timeout: Duration) -> Self {
+        VmOptions {
+            memory_mib,
+            accel: "tcg".to_owned(),
+            marker: marker.to_owned(),
+            timeout,
+            stop_at_marker: false,
+        }
+    }
+}
+
+/// Boots what `args` describe (a disk, an ISO, firmware) with `-nographic -no-reboot`, the
+/// serial console on stdout, and reports.
+pub fn run_vm(options: &VmOptions, args: &[OsString]) -> anyhow::Result<BootReport> {
     let started = Instant::now();
     let mut child = Command::new(QEMU_BINARY)
         .args(["-accel", &options.accel])
         .args(["-m", &options.memory_mib.to_string()])
         .args(["-nographic", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&options.kernel)
-        .arg("-initrd")
-        .arg(&options.initrd)
-        .arg("-append")
-        .arg(full_cmdline(&options.cmdline))
-        .args(&options.extra_args)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -180,6 +226,13 @@ pub fn boot(options: &BootOptions) -> anyhow::Result<BootReport> {
         }
         if child.try_wait()?.is_some() {
             break true;
+        }
+        if options.stop_at_marker && marker_after.is_some() {
+            // Give the console a moment to flush the rest of the line, then stop our child.
+            thread::sleep(Duration::from_millis(500));
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
         }
         if started.elapsed() >= options.timeout {
             // Our own child, by its PID.
