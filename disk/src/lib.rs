@@ -13,6 +13,8 @@
 //! This crate knows nothing of the store, the engine or linuxkit.yml; `lkb-rules` turns build
 //! inputs into [`Data`] and calls these writers from its actions.
 
+pub mod iso;
+
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
