@@ -14,14 +14,14 @@
 //! inputs into [`Data`] and calls these writers from its actions.
 
 pub mod fat;
+pub mod gpt;
+pub mod iso;
 pub mod mbr;
 pub mod raw_efi;
+pub mod uki;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-
-pub mod gpt;
-pub mod uki;
 
 /// Where a file's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
