@@ -25,6 +25,7 @@
 //! | `kernel-initrd-tar` | `kernel`, `initrd`, `cmdline`, `ucode`?         | —                                                  | `tar` (archive) |
 //! | `uki`               | boot image tree, `kernel`, `cmdline`, `initrd`, `ucode`? | os-release text                           | `uki` (blob) |
 //! | `raw-efi`           | boot image tree, `uki`                          | size                                               | `disk` (disk-image) |
+//! | `iso`               | rootfs trees (`kernel+iso`); boot image tree, `cmdline`, rootfs trees (`iso-bios`, `iso-efi`); boot image tree, `kernel`, `initrd`, `cmdline` (`iso-efi-initrd`) | layout | `iso` (disk-image) |
 //!
 //! Labels, identities and image sources (where to fetch from) are *not* in keys: they do not
 //! change the bytes.
@@ -55,7 +56,9 @@ pub use archive::{
 pub use files::{FileData, FileItem, FilesAction, FilesError, file_items};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use kernel::KernelAction;
-pub use media::{RawEfiAction, UKI_OS_RELEASE, UkiAction};
+pub use media::{
+    IsoAction, IsoLayout, RawEfiAction, UKI_OS_RELEASE, UkiAction, grub_cfg, isolinux_cfg,
+};
 pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
 pub use sections::{BundleAction, InitRootAction, RootFilter};
 pub use volume::{VolumeAction, VolumeContent};

@@ -8,6 +8,7 @@
 //! [`OutputSpec`]s, each naming the artifact it takes; the build asks the engine for exactly
 //! those artifacts' actions and nothing else.
 
+mod iso;
 mod kernel_initrd;
 mod raw_efi;
 mod tar;
@@ -101,6 +102,10 @@ pub(crate) trait OutputFormat: Sync + 'static {
 /// Every format lkb builds. A new format is a module beside the others and one line here.
 const REGISTRY: &[&dyn OutputFormat] = &[
     &kernel_initrd::KernelInitrd,
+    &iso::KERNEL_ISO,
+    &iso::ISO_BIOS,
+    &iso::ISO_EFI,
+    &iso::ISO_EFI_INITRD,
     &raw_efi::RawEfi,
     &tar::Tar,
     &tar_kernel_initrd::TarKernelInitrd,
@@ -110,15 +115,11 @@ const REGISTRY: &[&dyn OutputFormat] = &[
 /// Formats LinuxKit has that lkb does not build yet; named in the error so users know.
 const NOT_YET: &[&str] = &[
     "docker",
-    "iso-bios",
-    "iso-efi",
-    "iso-efi-initrd",
     "raw-bios",
     "qcow2-efi",
     "qcow2-bios",
     "kernel+squashfs",
     "kernel+erofs",
-    "kernel+iso",
     "gcp",
     "vhd",
     "dynamic-vhd",

@@ -237,3 +237,350 @@ fn size_param(key: &mut KeyHasher, size: Option<u64>) {
         key.u64(size.unwrap_or(0));
     });
 }
+
+/// What an ISO holds and how it boots (formats `iso-bios`, `iso-efi`, `iso-efi-initrd`,
+/// `kernel+iso`), after LinuxKit's `mkimage-iso-*` scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsoLayout {
+    /// `kernel+iso`: the root file system, no boot loader. Inputs: the rootfs trees.
+    Plain,
+    /// `iso-bios`: the root file system (less `boot/cmdline`), ISOLINUX booting
+    /// `/boot/kernel`, El Torito BIOS entry, Joliet, isohybrid MBR. Inputs: boot image tree,
+    /// `cmdline`, the rootfs trees.
+    Bios,
+    /// `iso-efi`: the root file system (less `boot/cmdline`), GRUB as the El Torito EFI image,
+    /// `EFI/BOOT/grub.cfg` booting `/boot/kernel`. Inputs as [`IsoLayout::Bios`].
+    Efi,
+    /// `iso-efi-initrd`: `/kernel`, `/initrd.img` and GRUB. Inputs: boot image tree, `kernel`,
+    /// `initrd`, `cmdline`.
+    EfiInitrd,
+}
+
+impl IsoLayout {
+    fn name(self) -> &'static str {
+        match self {
+            IsoLayout::Plain => "kernel+iso",
+            IsoLayout::Bios => "iso-bios",
+            IsoLayout::Efi => "iso-efi",
+            IsoLayout::EfiInitrd => "iso-efi-initrd",
+        }
+    }
+}
+
+/// The root device LinuxKit's ISO formats add when the command line names none: the first
+/// CD-ROM drive.
+const ISO_ROOT: &str = "root=/dev/sr0";
+
+/// The command line with LinuxKit's `root=/dev/sr0` when it has no `root=`.
+fn with_iso_root(cmdline: &str) -> String {
+    let cmdline = cmdline.trim();
+    if cmdline
+        .split_whitespace()
+        .any(|word| word.starts_with("root="))
+    {
+        cmdline.to_owned()
+    } else if cmdline.is_empty() {
+        ISO_ROOT.to_owned()
+    } else {
+        format!("{cmdline} {ISO_ROOT}")
+    }
+}
+
+/// `isolinux/isolinux.cfg` of `iso-bios`.
+pub fn isolinux_cfg(cmdline: &str) -> String {
+    format!(
+        "default linuxkit\nlabel linuxkit\n  kernel /boot/kernel\n  append {}\n",
+        with_iso_root(cmdline)
+    )
+}
+
+/// `EFI/BOOT/grub.cfg` of `iso-efi` (kernel from the root file system) and `iso-efi-initrd`
+/// (kernel and initrd at the top of the ISO). GRUB's `linux` does the EFI handover itself;
+/// LinuxKit's CoreOS GRUB spells it `linuxefi`/`initrdefi`.
+pub fn grub_cfg(layout: IsoLayout, cmdline: &str) -> String {
+    let entry = match layout {
+        IsoLayout::EfiInitrd => format!(
+            "\tlinux /kernel {} text\n\tinitrd /initrd.img\n",
+            cmdline.trim()
+        ),
+        _ => format!("\tlinux /boot/kernel {} text\n", with_iso_root(cmdline)),
+    };
+    format!("set timeout=0\nset gfxpayload=text\nmenuentry 'LinuxKit ISO Image' {{\n{entry}}}\n")
+}
+
+/// An ISO image ([`lkb_disk::iso`]).
+#[derive(Debug)]
+pub struct IsoAction {
+    pub layout: IsoLayout,
+    /// The boot image's reference, for messages only.
+    pub boot_image: String,
+}
+
+#[async_trait]
+impl Action for IsoAction {
+    fn kind(&self) -> &'static str {
+        "iso"
+    }
+    fn label(&self) -> String {
+        format!("{} image", self.layout.name())
+    }
+    fn identity(&self) -> String {
+        format!("iso {}", self.layout.name())
+    }
+    fn params(&self, key: &mut KeyHasher) {
+        key.field("layout", |key| {
+            key.str(self.layout.name());
+        });
+    }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("iso", ArtifactKind::DiskImage).codec("iso9660", "1")]
+    }
+    fn inputs(&self) -> InputKinds {
+        use ArtifactKind::{Archive, Blob, Tree};
+        match self.layout {
+            IsoLayout::Plain => InputKinds::each(Tree),
+            IsoLayout::Bios | IsoLayout::Efi => InputKinds::then_each([Tree, Blob], Tree),
+            IsoLayout::EfiInitrd => InputKinds::exactly([Tree, Blob, Archive, Blob]),
+        }
+    }
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let inputs = input_blobs(ctx);
+        let store = ctx.store().clone();
+        let layout = self.layout;
+        let reference = self.boot_image.clone();
+        ctx.blocking(move || {
+            let iso = plan_iso(layout, &reference, &inputs, &store)?;
+            let blob = write_image(&store, |out| iso.write(out))?;
+            Ok(ActionResult::new().with("iso", ArtifactKind::DiskImage, blob))
+        })
+        .await
+    }
+}
+
+/// Lays out the ISO of `layout` from the action's inputs.
+fn plan_iso(
+    layout: IsoLayout,
+    reference: &str,
+    inputs: &[BlobRef],
+    store: &Store,
+) -> Result<lkb_disk::iso::IsoPlan, ActionError> {
+    use lkb_disk::iso::{BootEntry, BootImage, ElTorito, HybridMbr, IsoKind, IsoOptions};
+    let generated = |path: &str, bytes: Vec<u8>| iso_entry(path, IsoKind::File(Data::Bytes(bytes)));
+    let boot = match layout {
+        IsoLayout::Plain => None,
+        _ => Some(BootFiles {
+            tree: load_tree(store, &inputs[0])?,
+            reference,
+            store,
+        }),
+    };
+    let (mut entries, cmdline) = match layout {
+        IsoLayout::Plain => (rootfs_entries(inputs, store, false)?, String::new()),
+        IsoLayout::Bios | IsoLayout::Efi => {
+            let cmdline =
+                String::from_utf8_lossy(&store.read_blob(&inputs[1].digest)?).into_owned();
+            (rootfs_entries(&inputs[2..], store, true)?, cmdline)
+        }
+        IsoLayout::EfiInitrd => {
+            let cmdline =
+                String::from_utf8_lossy(&store.read_blob(&inputs[3].digest)?).into_owned();
+            let entries = vec![
+                iso_entry("kernel", IsoKind::File(blob_data(store, &inputs[1]))),
+                iso_entry("initrd.img", IsoKind::File(blob_data(store, &inputs[2]))),
+            ];
+            (entries, cmdline)
+        }
+    };
+    let seed: [u8; 4] = content_id(inputs, layout.name());
+    let mut options = IsoOptions {
+        volume_id: "ISOIMAGE".into(),
+        timestamp: super::DEFAULT_MTIME,
+        joliet: false,
+        boot: None,
+        hybrid: None,
+    };
+    match (layout, &boot) {
+        (IsoLayout::Bios, Some(boot)) => {
+            entries.push(iso_entry(
+                "isolinux/isolinux.bin",
+                IsoKind::File(boot.file("isolinux/isolinux.bin")?),
+            ));
+            entries.push(iso_entry(
+                "isolinux/ldlinux.c32",
+                IsoKind::File(boot.file("isolinux/ldlinux.c32")?),
+            ));
+            entries.push(generated(
+                "isolinux/isolinux.cfg",
+                isolinux_cfg(&cmdline).into_bytes(),
+            ));
+            options.volume_id = "LinuxKit".into();
+            options.joliet = true;
+            options.boot = Some(ElTorito {
+                catalog: Some("isolinux/boot.cat".into()),
+                bios: Some(BootEntry {
+                    image: BootImage::Path("isolinux/isolinux.bin".into()),
+                    load_sectors: Some(4),
+                    boot_info_table: true,
+                }),
+                efi: None,
+            });
+            options.hybrid = Some(HybridMbr {
+                code: boot
+                    .file("isolinux/isohdpfx.bin")?
+                    .read_all()
+                    .map_err(disk_error)?,
+                disk_id: u32::from_le_bytes(seed),
+            });
+        }
+        (IsoLayout::Efi | IsoLayout::EfiInitrd, Some(boot)) => {
+            let grub_cfg = grub_cfg(layout, &cmdline).into_bytes();
+            entries.push(generated("EFI/BOOT/grub.cfg", grub_cfg.clone()));
+            let esp = efi_boot_image(
+                boot.file("grub/bootx64.efi")?,
+                grub_cfg,
+                u32::from_le_bytes(seed),
+            )?;
+            options.boot = Some(ElTorito {
+                catalog: None,
+                bios: None,
+                efi: Some(BootEntry {
+                    image: BootImage::Hidden(Data::Bytes(esp)),
+                    load_sectors: None,
+                    boot_info_table: false,
+                }),
+            });
+        }
+        _ => {}
+    }
+    lkb_disk::iso::plan(entries, options).map_err(disk_error)
+}
+
+/// A generated or loose entry: root-owned, 0644 (0755 for directories), LinuxKit's time.
+fn iso_entry(path: &str, kind: lkb_disk::iso::IsoKind) -> lkb_disk::iso::IsoEntry {
+    let mode = match kind {
+        lkb_disk::iso::IsoKind::Dir => 0o755,
+        _ => 0o644,
+    };
+    lkb_disk::iso::IsoEntry {
+        path: path.to_owned(),
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime: super::DEFAULT_MTIME,
+        link_group: None,
+    }
+}
+
+/// The El Torito EFI boot image: a FAT file system holding GRUB as `EFI/BOOT/BOOTX64.EFI` (and
+/// its config, which GRUB reads from the ISO itself). As small as FAT allows, as LinuxKit's.
+fn efi_boot_image(grub: Data, grub_cfg: Vec<u8>, volume_id: u32) -> Result<Vec<u8>, ActionError> {
+    use lkb_disk::fat::{FatFile, FatOptions, FatSpec};
+    let fat = lkb_disk::fat::plan(FatSpec {
+        files: vec![
+            FatFile::new("EFI/BOOT/BOOTX64.EFI", grub),
+            FatFile::new("EFI/BOOT/grub.cfg", Data::Bytes(grub_cfg)),
+        ],
+        dirs: Vec::new(),
+        options: FatOptions {
+            volume_id,
+            ..FatOptions::default()
+        },
+    })
+    .map_err(disk_error)?;
+    let mut image = Vec::with_capacity(fat.size() as usize);
+    fat.write(&mut image).map_err(disk_error)?;
+    Ok(image)
+}
+
+/// The root file system as ISO entries: the trees merged in order (a later entry replaces an
+/// earlier one of the same path, and a non-directory replacing a directory drops what was
+/// below it, as extracting LinuxKit's tar does), hard links as link groups. `drop_cmdline`
+/// leaves out `boot/cmdline`, as LinuxKit's boot ISOs do (the command line is in the boot
+/// loader's config).
+fn rootfs_entries(
+    trees: &[BlobRef],
+    store: &Store,
+    drop_cmdline: bool,
+) -> Result<Vec<lkb_disk::iso::IsoEntry>, ActionError> {
+    use crate::tree::{Entry, EntryKind};
+    use lkb_disk::iso::{IsoEntry, IsoKind};
+    use std::collections::BTreeMap;
+
+    let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
+    for blob in trees {
+        let tree = load_tree(store, blob)?;
+        for entry in tree.archive_entries() {
+            let path = match entry.path.as_str() {
+                "." | "/" => String::new(),
+                other => other.trim_start_matches("./").trim_matches('/').to_owned(),
+            };
+            if !entry.is_dir() && merged.get(&path).is_some_and(Entry::is_dir) {
+                let below = format!("{path}/");
+                merged.retain(|p, _| !p.starts_with(&below));
+            }
+            let mut entry = entry.clone();
+            entry.path = path.clone();
+            merged.insert(path, entry);
+        }
+    }
+    if drop_cmdline {
+        merged.remove("boot/cmdline");
+    }
+    // Hard links: every member of a group, the primary included, gets the group's number.
+    let mut groups: BTreeMap<String, u32> = BTreeMap::new();
+    for entry in merged.values() {
+        if let EntryKind::Hardlink { target } = &entry.kind
+            && merged.contains_key(target.as_str())
+        {
+            let next = groups.len() as u32 + 1;
+            groups.entry(target.clone()).or_insert(next);
+        }
+    }
+    let mut out = Vec::with_capacity(merged.len());
+    for (path, entry) in &merged {
+        let (kind, group) = match &entry.kind {
+            EntryKind::Dir => (IsoKind::Dir, None),
+            EntryKind::File { blob } => (
+                IsoKind::File(blob_data(store, blob)),
+                groups.get(path).copied(),
+            ),
+            EntryKind::Symlink { target } => (IsoKind::Symlink(target.clone()), None),
+            EntryKind::Hardlink { target } => match merged.get(target.as_str()).map(|t| &t.kind) {
+                Some(EntryKind::File { blob }) => (
+                    IsoKind::File(blob_data(store, blob)),
+                    groups.get(target).copied(),
+                ),
+                // A link whose target was replaced or removed: LinuxKit's tar extraction
+                // would fail on it; skip it rather than invent content.
+                _ => continue,
+            },
+            EntryKind::Char { major, minor } => (
+                IsoKind::CharDev {
+                    major: *major,
+                    minor: *minor,
+                },
+                None,
+            ),
+            EntryKind::Block { major, minor } => (
+                IsoKind::BlockDev {
+                    major: *major,
+                    minor: *minor,
+                },
+                None,
+            ),
+            EntryKind::Fifo => (IsoKind::Fifo, None),
+            EntryKind::Whiteout | EntryKind::Opaque => continue,
+        };
+        out.push(IsoEntry {
+            path: path.clone(),
+            kind,
+            mode: entry.mode & 0o7777,
+            uid: entry.uid,
+            gid: entry.gid,
+            mtime: entry.mtime,
+            link_group: group,
+        });
+    }
+    Ok(out)
+}
