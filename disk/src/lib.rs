@@ -15,6 +15,7 @@
 
 pub mod fat;
 pub mod mbr;
+pub mod raw_bios;
 pub mod syslinux;
 
 use std::io::{self, Read, Write};
