@@ -12,10 +12,11 @@
 //! - Directory entries are sorted by name (bytewise). A name that is not already a valid
 //!   upper-case 8.3 name gets VFAT long-name entries and a short alias: the upper-cased name
 //!   when it fits 8.3, else a `BASIS~N` name, unique within its directory.
-//! - The type follows from the size: FAT12 while at most 4084 clusters of up to 4 KiB do,
-//!   FAT16 while at most 65524 clusters of up to 4 KiB do, FAT32 beyond (4 KiB clusters up
-//!   to 8 GiB, then larger). Cluster counts always fall in the range Microsoft's
-//!   specification gives each type, which is also how readers tell the types apart.
+//! - The type follows from the size: FAT12 while about 4000 clusters of up to 4 KiB do,
+//!   FAT16 while about 65000 clusters of up to 4 KiB do, FAT32 beyond (4 KiB clusters up to
+//!   8 GiB, then larger). Cluster counts always fall in the range Microsoft's specification
+//!   gives each type (which is how readers tell the types apart), with a margin from its
+//!   thresholds (see [`FatType`]'s limits).
 
 use std::collections::BTreeMap;
 
@@ -52,20 +53,26 @@ impl FatType {
         }
     }
 
-    /// The fewest clusters a volume of this type may have.
+    /// The fewest clusters this writer gives a volume of this type: the specification's
+    /// threshold (4085 for FAT16, 65525 for FAT32) plus a margin of 16, as Microsoft's
+    /// specification advises against counts near the thresholds.
     fn min_clusters(self) -> u64 {
         match self {
             FatType::Fat12 => 1,
-            FatType::Fat16 => 4085,
-            FatType::Fat32 => 65525,
+            FatType::Fat16 => 4085 + 16,
+            FatType::Fat32 => 65525 + 16,
         }
     }
 
-    /// The most clusters a volume of this type may have.
+    /// The most clusters this writer gives a volume of this type: the specification's limit
+    /// (4084 for FAT12, 65524 for FAT16) less a margin of 64. Besides the advice above,
+    /// SYSLINUX's installer counts a FAT12/16 root directory of 512 entries as one sector
+    /// instead of 32, so it sees up to 31 more clusters and refuses volumes that are valid
+    /// but close to the limit.
     fn max_clusters(self) -> u64 {
         match self {
-            FatType::Fat12 => 4084,
-            FatType::Fat16 => 65524,
+            FatType::Fat12 => 4084 - 64,
+            FatType::Fat16 => 65524 - 64,
             FatType::Fat32 => 0x0FFF_FFF4,
         }
     }
@@ -348,13 +355,13 @@ fn candidates(forced: Option<FatType>) -> Vec<(FatType, u64, u64)> {
             .map(|spc| (t, spc, t.max_clusters()))
             .collect(),
         None => vec![
-            (FatType::Fat12, 1, 4084),
-            (FatType::Fat12, 2, 4084),
-            (FatType::Fat12, 4, 4084),
-            (FatType::Fat12, 8, 4084),
-            (FatType::Fat16, 2, 65524),
-            (FatType::Fat16, 4, 65524),
-            (FatType::Fat16, 8, 65524),
+            (FatType::Fat12, 1, FatType::Fat12.max_clusters()),
+            (FatType::Fat12, 2, FatType::Fat12.max_clusters()),
+            (FatType::Fat12, 4, FatType::Fat12.max_clusters()),
+            (FatType::Fat12, 8, FatType::Fat12.max_clusters()),
+            (FatType::Fat16, 2, FatType::Fat16.max_clusters()),
+            (FatType::Fat16, 4, FatType::Fat16.max_clusters()),
+            (FatType::Fat16, 8, FatType::Fat16.max_clusters()),
             // 4 KiB clusters up to 8 GiB, then larger ones keep the FATs small.
             (FatType::Fat32, 8, 1 << 21),
             (FatType::Fat32, 16, 1 << 21),
@@ -471,7 +478,7 @@ pub fn plan(spec: FatSpec) -> Result<FatPlan, DiskError> {
             ))
         })?,
         Some(size) => {
-            if size % SECTOR_SIZE != 0 {
+            if !size.is_multiple_of(SECTOR_SIZE) {
                 return Err(DiskError::Invalid(format!(
                     "a FAT volume is a whole number of 512-byte sectors, not {size} bytes"
                 )));
@@ -978,12 +985,9 @@ impl FatPlan {
         put32(&mut s, 484, 0x6141_7272);
         let free = self.geometry.clusters - self.used_clusters;
         put32(&mut s, 488, free as u32);
-        let next_free = if free == 0 {
-            u32::MAX
-        } else {
-            (2 + self.used_clusters) as u32
-        };
-        put32(&mut s, 492, next_free);
+        // The "next free" hint is the last allocated cluster: Linux and mtools start looking
+        // after it, and mkfs.fat writes it so (2, the root's cluster, on an empty volume).
+        put32(&mut s, 492, (1 + self.used_clusters) as u32);
         put32(&mut s, 508, 0xAA55_0000);
         s
     }
@@ -1386,6 +1390,12 @@ mod tests {
         }
         expected_paths.extend(spec.dirs.iter().map(|d| format!("{d}/")));
         expected_paths.extend(spec.files.iter().map(|f| f.path.clone()));
+        if expected_paths.is_empty() {
+            // `mdir -b` fails on an empty volume; the long listing says so.
+            let listing = run(Command::new("mdir").arg("-i").arg(&image).arg("::"));
+            assert!(listing.contains("No files"), "{listing}");
+            return;
+        }
         assert_eq!(mdir_paths(&image), expected_paths);
 
         let expected_sizes: BTreeMap<String, u64> = spec
@@ -1521,7 +1531,7 @@ mod tests {
         };
         let plan = plan(spec.clone()).unwrap();
         assert_eq!(plan.fat_type(), FatType::Fat16);
-        assert!((4085..=65524).contains(&plan.clusters()));
+        assert!((4085 + 16..=65524 - 64).contains(&plan.clusters()));
         check_with_oracles(&spec, &plan, dir.path());
     }
 
@@ -1606,6 +1616,48 @@ mod tests {
             };
             let plan = plan(spec.clone()).unwrap();
             assert_eq!(plan.fat_type(), t);
+            check_with_oracles(&spec, &plan, dir.path());
+        }
+    }
+
+    #[test]
+    fn empty_volumes_and_deep_or_wide_trees_are_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        for t in [None, Some(FatType::Fat16), Some(FatType::Fat32)] {
+            let spec = FatSpec {
+                options: FatOptions {
+                    fat_type: t,
+                    ..FatOptions::default()
+                },
+                ..FatSpec::default()
+            };
+            check_with_oracles(&spec, &plan(spec.clone()).unwrap(), dir.path());
+        }
+        // Twelve levels deep, and one directory with enough long names to span clusters
+        // (and, in the FAT12/16 root, more than the default 512 entries).
+        let deep = (0..12)
+            .map(|i| format!("level {i}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut files = vec![bytes(&format!("{deep}/leaf.txt"), b"deep")];
+        for i in 0..600 {
+            files.push(bytes(
+                &format!("wide/a rather long file name {i:04}.txt"),
+                b"w",
+            ));
+            files.push(bytes(&format!("Root File Number {i:04}"), b"r"));
+        }
+        for t in [FatType::Fat12, FatType::Fat32] {
+            let spec = FatSpec {
+                files: files.clone(),
+                options: FatOptions {
+                    fat_type: Some(t),
+                    ..FatOptions::default()
+                },
+                ..FatSpec::default()
+            };
+            let plan = plan(spec.clone()).unwrap();
+            assert!(plan.dirs.iter().any(|d| d.clusters > 1));
             check_with_oracles(&spec, &plan, dir.path());
         }
     }

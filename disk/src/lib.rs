@@ -17,7 +17,9 @@ pub mod fat;
 pub mod gpt;
 pub mod iso;
 pub mod mbr;
+pub mod raw_bios;
 pub mod raw_efi;
+pub mod syslinux;
 pub mod uki;
 
 use std::io::{self, Read, Write};

@@ -32,3 +32,4 @@ pub mod oci;
 pub mod qemu;
 pub mod registry;
 pub mod synthetic;
+pub mod syslinux_payload;
