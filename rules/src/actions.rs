@@ -24,6 +24,7 @@
 //! | `rootfs-tar`        | the kernel's `rootfs`, section trees            | —                                                  | `tar` (archive) |
 //! | `kernel-initrd-tar` | `kernel`, `initrd`, `cmdline`, `ucode`?         | —                                                  | `tar` (archive) |
 //! | `uki`               | boot image tree, `kernel`, `cmdline`, `initrd`, `ucode`? | os-release text                           | `uki` (blob) |
+//! | `raw-bios`          | boot image tree, `kernel`, `initrd`, `cmdline`  | size                                               | `disk` (disk-image) |
 //! | `raw-efi`           | boot image tree, `uki`                          | size                                               | `disk` (disk-image) |
 //! | `iso`               | rootfs trees (`kernel+iso`); boot image tree, `cmdline`, rootfs trees (`iso-bios`, `iso-efi`); boot image tree, `kernel`, `initrd`, `cmdline` (`iso-efi-initrd`) | layout | `iso` (disk-image) |
 //!
@@ -57,7 +58,8 @@ pub use files::{FileData, FileItem, FilesAction, FilesError, file_items};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use kernel::KernelAction;
 pub use media::{
-    IsoAction, IsoLayout, RawEfiAction, UKI_OS_RELEASE, UkiAction, grub_cfg, isolinux_cfg,
+    IsoAction, IsoLayout, RawBiosAction, RawEfiAction, UKI_OS_RELEASE, UkiAction, grub_cfg,
+    isolinux_cfg,
 };
 pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
 pub use sections::{BundleAction, InitRootAction, RootFilter};

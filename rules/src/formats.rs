@@ -10,6 +10,7 @@
 
 mod iso;
 mod kernel_initrd;
+mod raw_bios;
 mod raw_efi;
 mod tar;
 mod tar_kernel_initrd;
@@ -106,6 +107,7 @@ const REGISTRY: &[&dyn OutputFormat] = &[
     &iso::ISO_BIOS,
     &iso::ISO_EFI,
     &iso::ISO_EFI_INITRD,
+    &raw_bios::RawBios,
     &raw_efi::RawEfi,
     &tar::Tar,
     &tar_kernel_initrd::TarKernelInitrd,
@@ -115,7 +117,6 @@ const REGISTRY: &[&dyn OutputFormat] = &[
 /// Formats LinuxKit has that lkb does not build yet; named in the error so users know.
 const NOT_YET: &[&str] = &[
     "docker",
-    "raw-bios",
     "qcow2-efi",
     "qcow2-bios",
     "kernel+squashfs",

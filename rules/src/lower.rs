@@ -38,6 +38,16 @@ pub enum LowerError {
     Unresolved(String),
     #[error("no output: the config has neither a kernel nor any contents for the initrd")]
     Empty,
+    /// Two formats write different files under one name (LinuxKit's `iso-bios` and
+    /// `kernel+iso` both write `NAME.iso`).
+    #[error(
+        "formats {first} and {second} both write {file}; build them separately (or with --name)"
+    )]
+    OutputClash {
+        file: String,
+        first: &'static str,
+        second: &'static str,
+    },
 }
 
 impl LowerError {
@@ -45,7 +55,7 @@ impl LowerError {
         match self {
             LowerError::Config(e) => e.category(),
             LowerError::Unresolved(_) => ErrorCategory::Internal,
-            LowerError::Empty => ErrorCategory::User,
+            LowerError::Empty | LowerError::OutputClash { .. } => ErrorCategory::User,
         }
     }
 }
@@ -126,9 +136,26 @@ pub fn lower(
         let tree = lowering.g.only(merged);
         parts.add_tool_image(reference, tree);
     }
-    let mut outputs = Vec::new();
+    let mut outputs: Vec<OutputSpec> = Vec::new();
+    let mut writers: HashMap<String, &'static str> = HashMap::new();
     for format in formats {
-        outputs.extend(format.lower(lowering.g, name, &mut parts));
+        for output in format.lower(lowering.g, name, &mut parts) {
+            match outputs.iter().find(|o| o.file_name == output.file_name) {
+                // Formats sharing a file (`NAME-kernel`) write the same artifact once.
+                Some(same) if same.node == output.node && same.artifact == output.artifact => {}
+                Some(_) => {
+                    return Err(LowerError::OutputClash {
+                        first: writers[&output.file_name],
+                        second: format.name(),
+                        file: output.file_name,
+                    });
+                }
+                None => {
+                    writers.insert(output.file_name.clone(), format.name());
+                    outputs.push(output);
+                }
+            }
+        }
     }
     Ok(outputs)
 }

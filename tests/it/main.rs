@@ -6,6 +6,7 @@ mod golden;
 mod hostile_input;
 mod hostile_registry;
 mod hostile_store;
+mod media;
 mod oci;
 mod outputs;
 mod registry_fuzz;

@@ -6,6 +6,7 @@
 //! | `localhost/lkb-examples/kernel:1` (Debian version in its labels) | `/kernel` (bzImage), `/kernel.tar` (`./lib/modules/<release>/modules.*` and three drivers), `/System.map` |
 //! | `localhost/lkb-examples/init:1` | busybox-static, applet symlinks, `/init` ([`INIT_SCRIPT`]) |
 //! | `localhost/lkb-examples/{getty,dhcpcd,sshd,rngd}:1` | busybox base layer + a service layer with `/etc/lkb-example` |
+//! | `localhost/lkb-examples/boot:1` | the boot loaders of the boot-media formats ([`crate::boot_image`]) |
 //!
 //! Every ref is a multi-platform index: the real linux/amd64 image plus a small linux/arm64
 //! stub (so platform selection is exercised). `sshd` also carries a BuildKit attestation
@@ -547,6 +548,8 @@ pub fn fingerprint() -> String {
     let mut hasher = Sha256::new();
     for source in [
         include_str!("examples.rs"),
+        include_str!("boot_image.rs"),
+        include_str!("syslinux_payload.rs"),
         include_str!("oci.rs"),
         include_str!("oci/layer.rs"),
         include_str!("oci/image.rs"),
@@ -572,9 +575,12 @@ pub struct LayoutOutcome {
 /// (unless `force`). The new layout is built beside `out` and renamed into place.
 pub fn write_layout(cache: &DebCache, out: &Path, force: bool) -> anyhow::Result<LayoutOutcome> {
     let debs = ExampleDebs::fetch(cache)?;
+    let boot_debs = crate::boot_image::fetch(cache)?;
+    let mut deb_names = vec![debs.kernel.file_name(), debs.busybox.file_name()];
+    deb_names.extend(boot_debs.iter().map(DebPackage::file_name));
     let stamp = serde_json::to_vec_pretty(&json!({
         "fingerprint": fingerprint(),
-        "debs": [debs.kernel.file_name(), debs.busybox.file_name()],
+        "debs": deb_names,
     }))?;
     if !force
         && fs_err::read(out.join(STAMP_FILE)).is_ok_and(|old| old == stamp)
@@ -591,7 +597,12 @@ pub fn write_layout(cache: &DebCache, out: &Path, force: bool) -> anyhow::Result
         });
     }
     let sources = Sources::unpack(cache, &debs)?;
-    let images = build_examples(&sources)?;
+    let mut images = build_examples(&sources)?;
+    images.push(ExampleImage {
+        name: "boot",
+        reference: format!("{REPO_PREFIX}/boot:1"),
+        index: crate::boot_image::boot_image(cache, &boot_debs)?,
+    });
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

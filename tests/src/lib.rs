@@ -9,6 +9,8 @@
 //!   `dpkg -x`.
 //! - [`examples`]: the bootable example images (kernel, init, getty, dhcpcd, sshd, rngd) made
 //!   from those packages, mirroring LinuxKit's `examples/`.
+//! - [`boot_image`]: the boot loader image of the boot-media formats (syslinux, isolinux,
+//!   GRUB, systemd-boot), from Debian packages.
 //! - [`fault_registry`]: a hostile registry on 127.0.0.1 (threads in the test process) that
 //!   serves images built in code and misbehaves on request: slow, stalled or truncated bodies,
 //!   wrong bytes, huge or odd token replies.
@@ -22,6 +24,7 @@
 //!
 //! Everything runs here without Docker or the internet, except `apt-get download` in [`debs`].
 
+pub mod boot_image;
 pub mod cli;
 pub mod debs;
 pub mod examples;

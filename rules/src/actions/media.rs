@@ -584,3 +584,74 @@ fn rootfs_entries(
     }
     Ok(out)
 }
+
+/// The `raw-bios` disk: MBR, one active FAT partition with SYSLINUX, the kernel and the
+/// initrd ([`lkb_disk::raw_bios`]).
+#[derive(Debug)]
+pub struct RawBiosAction {
+    /// The boot image's reference, for messages only.
+    pub boot_image: String,
+    /// `--size` in bytes.
+    pub size: Option<u64>,
+}
+
+#[async_trait]
+impl Action for RawBiosAction {
+    fn kind(&self) -> &'static str {
+        "raw-bios"
+    }
+    fn label(&self) -> String {
+        "raw-bios disk".into()
+    }
+    fn identity(&self) -> String {
+        "raw-bios".into()
+    }
+    fn params(&self, key: &mut KeyHasher) {
+        size_param(key, self.size);
+    }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("disk", ArtifactKind::DiskImage).codec("raw-bios", "1")]
+    }
+    fn inputs(&self) -> InputKinds {
+        // boot image, kernel, initrd, cmdline.
+        InputKinds::exactly([
+            ArtifactKind::Tree,
+            ArtifactKind::Blob,
+            ArtifactKind::Archive,
+            ArtifactKind::Blob,
+        ])
+    }
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let inputs = input_blobs(ctx);
+        let store = ctx.store().clone();
+        let reference = self.boot_image.clone();
+        let size = self.size;
+        ctx.blocking(move || {
+            let boot = BootFiles {
+                tree: load_tree(&store, &inputs[0])?,
+                reference: &reference,
+                store: &store,
+            };
+            let small = |path: &str| boot.file(path)?.read_all().map_err(disk_error);
+            let ids: [u8; 8] = content_id(&inputs, "raw-bios");
+            let disk = lkb_disk::raw_bios::plan(lkb_disk::raw_bios::RawBios {
+                kernel: blob_data(&store, &inputs[1]),
+                initrd: blob_data(&store, &inputs[2]),
+                cmdline: String::from_utf8_lossy(&store.read_blob(&inputs[3].digest)?).into_owned(),
+                syslinux: lkb_disk::syslinux::SyslinuxFiles {
+                    mbr_bin: small("syslinux/mbr.bin")?,
+                    ldlinux_sys: small("syslinux/ldlinux.sys")?,
+                    ldlinux_bss: small("syslinux/ldlinux.bss")?,
+                    ldlinux_c32: boot.file("syslinux/ldlinux.c32")?,
+                },
+                size,
+                volume_id: u32::from_le_bytes([ids[0], ids[1], ids[2], ids[3]]),
+                disk_signature: u32::from_le_bytes([ids[4], ids[5], ids[6], ids[7]]),
+            })
+            .map_err(disk_error)?;
+            let blob = write_image(&store, |out| disk.write(out))?;
+            Ok(ActionResult::new().with("disk", ArtifactKind::DiskImage, blob))
+        })
+        .await
+    }
+}

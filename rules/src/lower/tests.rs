@@ -408,3 +408,20 @@ fn index_requests_follow_what_is_extracted() {
     );
     assert!(!without["example.com/lkb/vol:1"].sbom);
 }
+
+#[test]
+fn two_formats_writing_one_file_name_are_refused_and_shared_files_are_written_once() {
+    let f = fixture(
+        "kernel:\n  image: example.com/lkb/vol:1\n  cmdline: console=ttyS0\ninit:\n  - example.com/lkb/init-a:1\n",
+    );
+    let err = lower_formats(&f, None, &["kernel+iso", "iso-bios"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "formats kernel+iso and iso-bios both write t.iso; build them separately (or with --name)"
+    );
+    assert_eq!(err.category(), ErrorCategory::User);
+    // kernel+initrd and kernel+iso both write t-kernel and t-cmdline: the same artifacts.
+    let (_, outputs) = lower_formats(&f, None, &["kernel+initrd", "kernel+iso"]).expect("lower");
+    let names: Vec<&str> = outputs.iter().map(|o| o.file_name.as_str()).collect();
+    assert_eq!(names, ["t-kernel", "t-initrd.img", "t-cmdline", "t.iso"]);
+}

@@ -1,0 +1,41 @@
+//! `raw-bios`: `NAME-bios.img`, an MBR disk with one active FAT partition at LBA 2048 holding
+//! SYSLINUX (installed in-process), `syslinux.cfg`, `kernel` and `initrd.img`, as LinuxKit's
+//! `mkimage-raw-bios` lays it out. `--size` pads the disk (sparse). Nothing without a kernel.
+
+use std::sync::Arc;
+
+use lkb_engine::GraphBuilder;
+
+use super::{MediaOptions, OutputFormat, OutputSpec, Parts};
+use crate::actions::RawBiosAction;
+
+pub(crate) struct RawBios;
+
+impl OutputFormat for RawBios {
+    fn name(&self) -> &'static str {
+        "raw-bios"
+    }
+
+    fn tool_images(&self, media: &MediaOptions) -> Vec<String> {
+        vec![media.boot_image.clone()]
+    }
+
+    fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
+        let (Some(kernel), Some(boot)) = (parts.kernel, parts.boot_image()) else {
+            return Vec::new();
+        };
+        let initrd = parts.initrd(g);
+        let node = g.add_wired(
+            Arc::new(RawBiosAction {
+                boot_image: parts.media.boot_image.clone(),
+                size: parts.media.size,
+            }),
+            &[boot, kernel.kernel, initrd, kernel.cmdline],
+        );
+        vec![OutputSpec::new(
+            format!("{name}-bios.img"),
+            g.only(node),
+            "disk",
+        )]
+    }
+}
