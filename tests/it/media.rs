@@ -148,7 +148,7 @@ fn uki_boots_as_the_firmwares_boot_entry() {
     .unwrap();
     let mut vm = args(&["-bios", OVMF]);
     vm.extend(drive(
-        Path::new(&format!("fat:{}", esp.path().display())),
+        Path::new(&format!("fat:rw:{}", esp.path().display())),
         "",
     ));
     let log = boot_until(&vm, DONE_MARKER, false);
@@ -203,7 +203,7 @@ fn raw_bios_boots_under_seabios_and_passes_the_checkers() {
     assert_eq!(parts[0]["start"], 2048, "{table}");
     assert_eq!(parts[0]["bootable"], true, "{table}");
     let fs = format!("{disk_str}@@1M");
-    let listing = tool("mdir", &["-/", "-b", "-i", &fs, "::"]);
+    let listing = tool("mdir", &["-/", "-a", "-b", "-i", &fs, "::"]);
     for path in [
         "::/syslinux.cfg",
         "::/kernel",
@@ -337,8 +337,8 @@ fn iso_listing(iso: &Path) -> Vec<String> {
                 "-"
             };
             Some(format!(
-                "{} {}/{} {} {size} {path}",
-                fields[0], fields[2], fields[3], ""
+                "{} {}/{} {size} {path}",
+                fields[0], fields[2], fields[3]
             ))
         })
         .collect();
