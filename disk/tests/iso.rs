@@ -230,11 +230,12 @@ fn rootfs(dir: &Path) -> Vec<IsoEntry> {
         ),
         entry("dev/null", IsoKind::CharDev { major: 1, minor: 3 }, 0o666),
         entry("dev/sda1", IsoKind::BlockDev { major: 8, minor: 1 }, 0o660),
+        entry("dev/tty", IsoKind::CharDev { major: 5, minor: 0 }, 0o666),
         entry(
-            "dev/loop300",
-            IsoKind::BlockDev {
-                major: 7,
-                minor: 300,
+            "dev/ttyS255",
+            IsoKind::CharDev {
+                major: 4,
+                minor: 255,
             },
             0o660,
         ),
