@@ -230,11 +230,12 @@ fn rootfs(dir: &Path) -> Vec<IsoEntry> {
         ),
         entry("dev/null", IsoKind::CharDev { major: 1, minor: 3 }, 0o666),
         entry("dev/sda1", IsoKind::BlockDev { major: 8, minor: 1 }, 0o660),
+        entry("dev/tty", IsoKind::CharDev { major: 5, minor: 0 }, 0o666),
         entry(
-            "dev/loop300",
-            IsoKind::BlockDev {
-                major: 7,
-                minor: 300,
+            "dev/ttyS255",
+            IsoKind::CharDev {
+                major: 4,
+                minor: 255,
             },
             0o660,
         ),
@@ -737,5 +738,164 @@ fn efi_only_image_has_a_uefi_default_entry() {
     assert_eq!(
         xorriso_listing(&iso).keys().cloned().collect::<Vec<_>>(),
         ["/", "/EFI", "/EFI/BOOT", "/EFI/BOOT/grub.cfg", "/kernel"]
+    );
+}
+
+/// Debian's kernel, initrd and boot loaders (`$LKB_BOOTKIT`, default `/tmp/bootkit`).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "an ignored test finds its boot files the way test support finds its caches"
+)]
+fn bootkit() -> PathBuf {
+    let dir = std::env::var_os("LKB_BOOTKIT")
+        .map_or_else(|| PathBuf::from("/tmp/bootkit"), PathBuf::from);
+    assert!(
+        dir.join("minimal-kernel").is_file(),
+        "{} lacks minimal-kernel: set LKB_BOOTKIT to a directory with minimal-kernel, \
+         minimal-initrd.img and debian-bootloaders/",
+        dir.display()
+    );
+    dir
+}
+
+fn file_data(path: &Path) -> Data {
+    Data::File {
+        path: path.to_path_buf(),
+        len: std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .len(),
+    }
+}
+
+/// Runs QEMU (TCG, serial on stdout) until it powers off or 240 s pass; returns the console.
+fn qemu(args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("240")
+        .args([
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .args(args)
+        .output()
+        .expect("qemu-system-x86_64 (Debian package qemu-system-x86)");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+/// LinuxKit's `iso-bios` layout with Debian's isolinux: boots from the CD and, through the
+/// isohybrid MBR, from the same file as a hard disk.
+#[test]
+#[ignore = "needs Debian's kernel and isolinux (LKB_BOOTKIT) and two QEMU TCG boots (~1-2 min)"]
+fn isolinux_image_boots_as_cdrom_and_as_hard_disk() {
+    let kit = bootkit();
+    let loaders = kit.join("debian-bootloaders/usr/lib");
+    let isolinux = file_data(&loaders.join("ISOLINUX/isolinux.bin"));
+    let mbr = std::fs::read(loaders.join("ISOLINUX/isohdpfx.bin")).unwrap();
+    let cfg =
+        "default linux\nlabel linux\n  kernel /kernel\n  append initrd=/initrd.img console=ttyS0\n";
+    let tree = vec![
+        entry("isolinux/isolinux.bin", IsoKind::File(isolinux), 0o644),
+        entry(
+            "isolinux/ldlinux.c32",
+            IsoKind::File(file_data(
+                &loaders.join("syslinux/modules/bios/ldlinux.c32"),
+            )),
+            0o644,
+        ),
+        entry("isolinux/isolinux.cfg", bytes(cfg.as_bytes()), 0o644),
+        entry(
+            "kernel",
+            IsoKind::File(file_data(&kit.join("minimal-kernel"))),
+            0o644,
+        ),
+        entry(
+            "initrd.img",
+            IsoKind::File(file_data(&kit.join("minimal-initrd.img"))),
+            0o644,
+        ),
+    ];
+    let mut o = options("LinuxKit", true);
+    o.boot = Some(ElTorito {
+        catalog: Some("isolinux/boot.cat".into()),
+        bios: Some(BootEntry {
+            image: BootImage::Path("isolinux/isolinux.bin".into()),
+            load_sectors: Some(4),
+            boot_info_table: true,
+        }),
+        efi: None,
+    });
+    o.hybrid = Some(HybridMbr {
+        code: mbr,
+        disk_id: 0x4c4b_4221,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let iso = dir.path().join("bios.iso");
+    write(&plan(tree, o).unwrap(), &iso);
+    let iso = iso.to_str().unwrap();
+
+    let cdrom = qemu(&["-cdrom", iso]);
+    assert!(cdrom.contains("LKB-EXAMPLE-DONE"), "CD boot:\n{cdrom}");
+    let disk = qemu(&["-drive", &format!("file={iso},format=raw")]);
+    assert!(disk.contains("LKB-EXAMPLE-DONE"), "hard disk boot:\n{disk}");
+}
+
+/// LinuxKit's `iso-efi-initrd` layout under OVMF: the firmware starts the hidden El Torito EFI
+/// image (a FAT file system made with mkfs.vfat holding Debian's CD GRUB as BOOTX64.EFI), and
+/// that GRUB finds `/.disk/info` on the ISO through its own iso9660 reader, sources
+/// `/boot/grub/grub.cfg` and loads the kernel and initrd from the ISO.
+#[test]
+#[ignore = "needs Debian's kernel and GRUB (LKB_BOOTKIT), OVMF and a QEMU TCG boot (~1 min)"]
+fn efi_image_boots_under_ovmf() {
+    let kit = bootkit();
+    let ovmf = "/usr/share/ovmf/OVMF.fd";
+    assert!(
+        Path::new(ovmf).is_file(),
+        "{ovmf} missing (Debian package ovmf)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("efi.img");
+    run("mkfs.vfat", &["-C", img.to_str().unwrap(), "8192"]);
+    let i = img.to_str().unwrap();
+    let grub = kit.join("debian-bootloaders/usr/lib/grub/x86_64-efi/monolithic/gcdx64.efi");
+    run("mmd", &["-i", i, "::/EFI", "::/EFI/BOOT"]);
+    run(
+        "mcopy",
+        &["-i", i, grub.to_str().unwrap(), "::/EFI/BOOT/BOOTX64.EFI"],
+    );
+    let cfg = "set timeout=0\nmenuentry 'LinuxKit ISO Image' {\n  linux /kernel console=ttyS0\n  initrd /initrd.img\n}\n";
+    let tree = vec![
+        entry(".disk/info", bytes(b"lkb test\n"), 0o644),
+        entry("boot/grub/grub.cfg", bytes(cfg.as_bytes()), 0o644),
+        entry(
+            "kernel",
+            IsoKind::File(file_data(&kit.join("minimal-kernel"))),
+            0o644,
+        ),
+        entry(
+            "initrd.img",
+            IsoKind::File(file_data(&kit.join("minimal-initrd.img"))),
+            0o644,
+        ),
+    ];
+    let mut o = options("ISOIMAGE", false);
+    o.boot = Some(ElTorito {
+        catalog: None,
+        bios: None,
+        efi: Some(BootEntry {
+            image: BootImage::Hidden(file_data(&img)),
+            load_sectors: None,
+            boot_info_table: false,
+        }),
+    });
+    let iso = dir.path().join("efi.iso");
+    write(&plan(tree, o).unwrap(), &iso);
+    let console = qemu(&["-bios", ovmf, "-cdrom", iso.to_str().unwrap()]);
+    assert!(
+        console.contains("LKB-EXAMPLE-DONE"),
+        "OVMF boot:\n{console}"
     );
 }

@@ -28,6 +28,17 @@
 //!   would make the tree differ for readers without Rock Ridge anyway.
 //! - Files of 4 GiB or more are refused: they need multi-extent records, which are not written.
 //!
+//! # Readers
+//!
+//! Checked against libisofs (xorriso/osirrox), genisoimage's isoinfo, GRUB's iso9660 driver and
+//! Linux 6.1's isofs (in QEMU). Known reader limits, not worked around:
+//! - Linux cuts Rock Ridge names longer than 253 bytes (libisofs reads all 255).
+//! - Linux gives hard links distinct inode numbers (it ignores the `PX` serial number); they
+//!   still share the extent and report the group's link count.
+//! - libisofs refuses symlink targets over 1024 bytes; Linux reads up to a page.
+//! - Device numbers: see `susp::pn` (majors ≥ 4096 or minors ≥ 256 are written as Linux reads
+//!   them, which libisofs misreads).
+//!
 //! Nothing comes from the clock or the environment: the volume id and timestamp are options,
 //! file times come from the entries, and names and layout from sorted input.
 

@@ -68,17 +68,21 @@ pub(super) fn px(mode: u32, nlink: u32, uid: u32, gid: u32, ino: u32) -> Vec<u8>
     entry(b"PX", &body)
 }
 
-/// `PN`: device number, as the high and low 32 bits of glibc's 64-bit `dev_t` (what libisofs
-/// and mkisofs write; Linux decodes it for majors below 4096 and minors below 256).
+/// `PN`: device number. Readers disagree on the encoding: Linux takes `MKDEV(high, low)`, or
+/// the old 16-bit `major << 8 | minor` when `high` is 0; libisofs takes glibc's 64-bit `dev_t`
+/// split into halves. Both agree on `high = 0, low = major << 8 | minor` for majors below 4096
+/// and minors below 256, which is written then. Larger numbers are written as Linux reads them
+/// (`high = major, low = minor`), since Linux is what mounts a LinuxKit ISO; libisofs misreads
+/// those.
 pub(super) fn pn(major: u32, minor: u32) -> Vec<u8> {
-    let (major, minor) = (u64::from(major), u64::from(minor));
-    let dev = ((major & 0xffff_f000) << 32)
-        | ((major & 0xfff) << 8)
-        | ((minor & 0xffff_ff00) << 12)
-        | (minor & 0xff);
+    let (high, low) = if major < 4096 && minor < 256 {
+        (0, major << 8 | minor)
+    } else {
+        (major, minor)
+    };
     let mut body = Vec::with_capacity(16);
-    body.extend_from_slice(&both32((dev >> 32) as u32));
-    body.extend_from_slice(&both32(dev as u32));
+    body.extend_from_slice(&both32(high));
+    body.extend_from_slice(&both32(low));
     entry(b"PN", &body)
 }
 
@@ -278,12 +282,15 @@ mod tests {
     }
 
     #[test]
-    fn device_numbers_use_the_glibc_split() {
+    fn device_numbers_use_the_encoding_both_readers_share_when_they_can() {
         let e = pn(8, 1);
         assert_eq!(&e[4..12], &both32(0));
         assert_eq!(&e[12..20], &both32(0x801));
-        let e = pn(4096, 300);
-        assert_eq!(&e[4..12], &both32(0x1000));
-        assert_eq!(&e[12..20], &both32(0x0010_002c));
+        let e = pn(4095, 255);
+        assert_eq!(&e[12..20], &both32(0x000f_ffff));
+        // What Linux's isofs decodes as MKDEV(7, 300).
+        let e = pn(7, 300);
+        assert_eq!(&e[4..12], &both32(7));
+        assert_eq!(&e[12..20], &both32(300));
     }
 }

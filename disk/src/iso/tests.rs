@@ -78,3 +78,56 @@ fn refusals_name_the_problem() {
     });
     assert!(err(vec![], o).contains("BIOS boot entry"));
 }
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b[..4].try_into().unwrap())
+}
+
+/// Every path table record points at a directory whose `.` is itself and whose `..` is the
+/// directory its parent number names, in both byte orders and both trees (no oracle reads
+/// path tables, so they are checked here).
+#[test]
+fn path_tables_agree_with_the_directories() {
+    let mut entries = vec![file("a/b/c/d.txt", b"x"), file("b/x", b"y")];
+    for i in 0..40 {
+        entries.push(file(&format!("many/dir-{i:02}/f"), b"z"));
+    }
+    let plan = plan(entries, options()).unwrap();
+    let mut image = Vec::new();
+    plan.write(&mut image).unwrap();
+    for vd in [16, 17] {
+        let d = &image[vd * SECTOR..(vd + 1) * SECTOR];
+        let size = le32(&d[132..]) as usize;
+        let l = le32(&d[140..]) as usize * SECTOR;
+        let m = u32::from_be_bytes(d[148..152].try_into().unwrap()) as usize * SECTOR;
+        let mut records = Vec::new();
+        let mut at = 0;
+        while at < size {
+            let len = image[l + at] as usize;
+            let lba = le32(&image[l + at + 2..]);
+            let parent = u16::from_le_bytes([image[l + at + 6], image[l + at + 7]]);
+            assert_eq!(
+                u32::from_be_bytes(image[m + at + 2..m + at + 6].try_into().unwrap()),
+                lba
+            );
+            assert_eq!(
+                u16::from_be_bytes([image[m + at + 6], image[m + at + 7]]),
+                parent
+            );
+            records.push((lba, parent));
+            at += 8 + len + len % 2;
+        }
+        assert_eq!(
+            records.len(),
+            1 + 3 + 1 + 1 + 40,
+            "directories in tree {vd}"
+        );
+        for &(lba, parent) in &records {
+            let dir = &image[lba as usize * SECTOR..];
+            assert_eq!(le32(&dir[2..]), lba, "`.` of {lba}");
+            let dotdot = &dir[dir[0] as usize..];
+            assert_eq!(dotdot[33], 1);
+            assert_eq!(le32(&dotdot[2..]), records[parent as usize - 1].0);
+        }
+    }
+}
