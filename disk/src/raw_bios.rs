@@ -159,10 +159,8 @@ impl RawBiosPlan {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read as _;
     use std::path::Path;
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::process::Command;
 
     use super::*;
     use crate::FileSink;
@@ -309,69 +307,5 @@ mod tests {
         let mut two_lines = input(&debian, kernel(), initrd(), None);
         two_lines.cmdline = "a\nb".into();
         assert!(matches!(plan(two_lines), Err(DiskError::Invalid(_))));
-    }
-
-    /// Boots the disk under SeaBIOS (QEMU's default firmware) with a Debian kernel and a
-    /// busybox initrd whose init prints a marker and powers off.
-    #[test]
-    fn boots_with_seabios() {
-        use lkb_tests::debs::DebCache;
-        use lkb_tests::examples::{DONE_MARKER, Sources, write_init_rootfs};
-
-        let debian = Debian::unpack();
-        let cache = DebCache::open_default().unwrap();
-        let sources = Sources::prepare(&cache).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path().join("rootfs");
-        write_init_rootfs(&sources.busybox(), &tree).unwrap();
-        let initrd = lkb_tests::initrd::gzip_initrd_from_dir(&tree).unwrap();
-        let kernel = sources.kernel();
-        let kernel = Data::File {
-            len: std::fs::metadata(&kernel).unwrap().len(),
-            path: kernel,
-        };
-        let plan = plan(input(&debian, kernel, Data::Bytes(initrd), None)).unwrap();
-        let image = dir.path().join("disk.img");
-        write(&plan, &image);
-
-        let log = boot_disk(&image, DONE_MARKER, Duration::from_secs(240));
-        assert!(log.contains(DONE_MARKER), "no {DONE_MARKER}:\n{log}");
-        assert!(log.contains("SYSLINUX"), "{log}");
-    }
-
-    /// Runs QEMU on `image` until it powers off or `timeout`; returns the serial console.
-    fn boot_disk(image: &Path, marker: &str, timeout: Duration) -> String {
-        let mut child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"])
-            .arg("-drive")
-            .arg(format!("file={},format=raw,if=ide", image.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("qemu-system-x86_64 must be installed");
-        let mut stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut log = Vec::new();
-            let _ = stdout.read_to_end(&mut log);
-            log
-        });
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > timeout {
-                // Our own child, by its handle.
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let log = reader.join().unwrap();
-        let log = String::from_utf8_lossy(&log).replace('\r', "");
-        assert!(
-            log.contains(marker) || started.elapsed() <= timeout,
-            "killed after {timeout:?}"
-        );
-        log
     }
 }
