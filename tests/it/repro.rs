@@ -29,14 +29,26 @@ use serde_json::Value;
 use crate::build_registry::run_tool;
 
 const MINIMAL: &str = "//examples:minimal";
-/// `kernel+initrd` and `tar`.
-const FORMATS: [&str; 4] = ["--format", "kernel+initrd", "--format", "tar"];
+/// `kernel+initrd`, `tar` and every boot-media format (`kernel+iso` writes `minimal.iso` as
+/// `iso-bios` does; its ISO is the same writer without a boot loader).
+const FORMATS: [&str; 4] = [
+    "--format",
+    "kernel+initrd,tar",
+    "--format",
+    "uki,raw-bios,raw-efi,iso-bios,iso-efi,iso-efi-initrd",
+];
 /// What [`FORMATS`] writes for `minimal`.
-const OUTPUTS: [&str; 4] = [
+const OUTPUTS: [&str; 10] = [
     "minimal-kernel",
     "minimal-initrd.img",
     "minimal-cmdline",
     "minimal.tar",
+    "minimal.efi",
+    "minimal-bios.img",
+    "minimal-efi.img",
+    "minimal.iso",
+    "minimal-efi.iso",
+    "minimal-efi-initrd.iso",
 ];
 /// TCG on a loaded 2-core machine; the example needs ~5 s when idle.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
