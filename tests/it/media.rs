@@ -433,3 +433,49 @@ fn a_no_op_rebuild_of_every_format_runs_nothing() {
     let summary = run.summary().unwrap();
     assert_eq!(summary["actions"]["executed"], 0, "{summary}");
 }
+
+#[test]
+fn a_changed_files_entry_reruns_its_segment_the_initrd_and_the_formats_holding_them() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("media-files");
+    let lkb = workspace_in(&root, "");
+    let yml = root.join("examples/minimal.yml");
+    let base = fs_err::read_to_string(&yml).unwrap();
+    let with_motd = |text: &str| {
+        format!("{base}files:\n  - path: etc/motd\n    contents: \"{text}\"\n    mode: \"0644\"\n")
+    };
+    let formats = "raw-bios,raw-efi,iso-bios,iso-efi-initrd";
+    fs_err::write(&yml, with_motd("one")).unwrap();
+    lkb.build(&["//examples:minimal", "-f", formats, "--dir", "out"])
+        .unwrap()
+        .ok()
+        .unwrap();
+    let efi_before = fs_err::read(root.join("out/minimal-efi.img")).unwrap();
+
+    fs_err::write(&yml, with_motd("two")).unwrap();
+    let run = lkb
+        .build(&["//examples:minimal", "-f", formats, "--dir", "out"])
+        .unwrap()
+        .ok()
+        .unwrap();
+    let mut kinds: Vec<String> = run
+        .events()
+        .into_iter()
+        .filter(|v| v["event"] == "action_finished" && v["cached"] == false)
+        .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    kinds.sort();
+    // The files tree and its segment, the initrd, and each format's own steps: nothing
+    // upstream (no fetch, unpack, merge, bundle, kernel), no other segment.
+    assert_eq!(
+        kinds,
+        [
+            "files", "initrd", "iso", "iso", "raw-bios", "raw-efi", "segment", "uki"
+        ],
+        "{}",
+        run.stderr
+    );
+    assert_ne!(
+        fs_err::read(root.join("out/minimal-efi.img")).unwrap(),
+        efi_before
+    );
+}
