@@ -67,7 +67,8 @@ pub enum Command {
 pub struct RunArgs {
     /// `qemu` (the only backend so far, and the default), then what to boot: a build's path
     /// prefix (lkb-out/examples/sshd for sshd-kernel, sshd-initrd.img, sshd-cmdline), its
-    /// -kernel file, or a label such as //examples:sshd to build first
+    /// -kernel file, an .iso, a raw disk (.img, .raw), a unified kernel image (.efi), or a
+    /// label such as //examples:sshd to build first
     #[arg(required = true, num_args = 1..=2, value_name = "[qemu] IMAGE")]
     pub image: Vec<String>,
     /// Virtual CPUs
@@ -102,6 +103,18 @@ pub struct RunArgs {
     /// (repeatable)
     #[arg(long, value_name = "PORTS")]
     pub publish: Vec<String>,
+    /// Boot with UEFI firmware [default: for .efi files and the -efi / -efi-initrd images]
+    #[arg(long)]
+    pub uefi: bool,
+    /// The UEFI firmware (Debian package ovmf)
+    #[arg(long, default_value = "/usr/share/ovmf/OVMF.fd", value_name = "PATH")]
+    pub fw: PathBuf,
+    /// IMAGE is an ISO, whatever its name
+    #[arg(long, conflicts_with = "kernel")]
+    pub iso: bool,
+    /// IMAGE is a kernel+initrd prefix, whatever its name
+    #[arg(long)]
+    pub kernel: bool,
 }
 
 #[derive(Debug, Args)]

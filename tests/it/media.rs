@@ -479,3 +479,29 @@ fn a_changed_files_entry_reruns_its_segment_the_initrd_and_the_formats_holding_t
         efi_before
     );
 }
+
+#[test]
+fn lkb_run_boots_a_bios_disk_and_a_uki_choosing_the_firmware_by_name() {
+    let m = media();
+    for image in ["minimal-bios.img", "minimal.efi"] {
+        let path = m.file(image).display().to_string();
+        let run = m
+            .lkb
+            .run(&[
+                "run",
+                "qemu",
+                "--accel",
+                "tcg",
+                "--networking",
+                "none",
+                "--until",
+                DONE_MARKER,
+                "--timeout",
+                "300s",
+                &path,
+            ])
+            .unwrap();
+        assert_eq!(run.code, 0, "lkb run {image}:\n{}", run.stderr);
+        assert!(run.stdout.contains("LKB-EXAMPLE-BOOTED"), "{}", run.stdout);
+    }
+}

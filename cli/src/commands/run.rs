@@ -6,8 +6,8 @@ use crate::args::{BuildArgs, Compression, GlobalArgs, RunArgs};
 use crate::commands::build::build_with;
 use crate::errors::{Error, UsageError};
 use crate::ops::run::{
-    QemuRequest, RunOutcome, find_image, kvm_usable, parse_disk, parse_duration, parse_networking,
-    run_qemu,
+    ImageKind, QemuRequest, RunError, RunOutcome, find_image, kvm_usable, parse_disk,
+    parse_duration, parse_networking, run_qemu,
 };
 use crate::printer;
 use crate::reporter::Explain;
@@ -37,7 +37,23 @@ pub(crate) fn run(
     } else {
         PathBuf::from(image)
     };
-    let image = find_image(&path)?;
+    let kind = match (args.iso, args.kernel) {
+        (true, _) => ImageKind::Iso,
+        (_, true) => ImageKind::KernelInitrd,
+        _ => ImageKind::Detect,
+    };
+    let image = find_image(&path, kind)?;
+    let firmware = if args.uefi || image.wants_uefi() {
+        if !args.fw.is_file() {
+            return Err(RunError::NoFirmware {
+                path: args.fw.display().to_string(),
+            }
+            .into());
+        }
+        Some(args.fw.clone())
+    } else {
+        None
+    };
     let accel = match &args.accel {
         Some(accel) => accel.clone(),
         None if kvm_usable() => "kvm".to_owned(),
@@ -50,6 +66,7 @@ pub(crate) fn run(
     };
     let request = QemuRequest {
         image,
+        firmware,
         qemu: args.qemu.clone(),
         cpus: args.cpus.max(1),
         mem_mib: args.mem.max(64),

@@ -1,7 +1,9 @@
 //! `lkb run qemu`: boots what a build wrote in QEMU, watching its serial console.
 //!
 //! The image is found from the path LinuxKit's `run qemu` takes: a prefix (`out/sshd` →
-//! `sshd-kernel`, `sshd-initrd.img`, `sshd-cmdline`). QEMU runs with `-nographic
+//! `sshd-kernel`, `sshd-initrd.img`, `sshd-cmdline`), or an image file by its extension: an
+//! ISO (`.iso`, as a CD-ROM), a raw disk (`.img`, `.raw`, as the first hard disk) or a unified
+//! kernel image (`.efi`, loaded by the UEFI firmware). EFI images boot with OVMF. QEMU runs with `-nographic
 //! -no-reboot`, so the serial console is its stdout and a guest power-off (or reboot) ends it.
 //! lkb copies the console to its own stdout and, with `--console-log`, to a file; `--until`
 //! ends the run at the first console line that matches, `--timeout` bounds it.
@@ -26,9 +28,11 @@ pub enum RunError {
         looked_for: Vec<String>,
     },
     #[error(
-        "{path} is a {kind} image, which `lkb run qemu` cannot boot yet (kernel+initrd builds only)"
+        "{path} is a {kind} image, which `lkb run qemu` cannot boot yet (kernel+initrd, ISO, raw disk and UKI only)"
     )]
     NotYet { path: String, kind: &'static str },
+    #[error("no UEFI firmware at {path} (install the Debian package ovmf, or pass --fw)")]
+    NoFirmware { path: String },
     #[error("cannot run {qemu}: {source} (install the Debian package {package})")]
     NoQemu {
         qemu: String,
@@ -70,6 +74,7 @@ impl Categorized for RunError {
     fn category(&self) -> ErrorCategory {
         match self {
             RunError::NoQemu { .. }
+            | RunError::NoFirmware { .. }
             | RunError::Read { .. }
             | RunError::QemuFailed { .. }
             | RunError::DiskCreate { .. } => ErrorCategory::Environment,
@@ -87,13 +92,62 @@ pub struct KernelInitrd {
     pub cmdline: String,
 }
 
+/// What `lkb run` boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootable {
+    KernelInitrd(KernelInitrd),
+    /// An ISO (`iso-bios`, `iso-efi`, …), as a CD-ROM.
+    Iso(PathBuf),
+    /// A raw disk (`raw-bios`, `raw-efi`), as the first hard disk.
+    Disk(PathBuf),
+    /// A unified kernel image, which the UEFI firmware loads as its kernel.
+    Uki(PathBuf),
+}
+
+impl Bootable {
+    /// Whether it needs UEFI firmware unless told: a UKI, and the images LinuxKit names
+    /// `-efi` (`NAME-efi.img`, `NAME-efi.iso`, `NAME-efi-initrd.iso`).
+    pub fn wants_uefi(&self) -> bool {
+        let efi_name = |path: &Path| {
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|stem| stem.ends_with("-efi") || stem.ends_with("-efi-initrd"))
+        };
+        match self {
+            Bootable::KernelInitrd(_) => false,
+            Bootable::Uki(_) => true,
+            Bootable::Iso(path) | Bootable::Disk(path) => efi_name(path),
+        }
+    }
+}
+
+/// How `path` is to be read: by its name, or as the flags force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageKind {
+    #[default]
+    Detect,
+    /// `--kernel`: a kernel+initrd prefix.
+    KernelInitrd,
+    /// `--iso`.
+    Iso,
+}
+
 /// Finds the image at `path`: a prefix of `-kernel`, `-initrd.img` and (optionally)
-/// `-cmdline` files, or the `-kernel` file itself.
-pub fn find_image(path: &Path) -> Result<KernelInitrd, RunError> {
+/// `-cmdline` files, the `-kernel` file itself, or an image file by its extension.
+pub fn find_image(path: &Path, kind: ImageKind) -> Result<Bootable, RunError> {
     let text = path.display().to_string();
     let prefix = text.strip_suffix("-kernel").unwrap_or(&text).to_owned();
     let kernel = PathBuf::from(format!("{prefix}-kernel"));
     let initrd = PathBuf::from(format!("{prefix}-initrd.img"));
+    if kind == ImageKind::Iso {
+        return match path.is_file() {
+            true => Ok(Bootable::Iso(path.to_path_buf())),
+            false => Err(RunError::NoImage {
+                path: text.clone(),
+                looked_for: vec![text],
+            }),
+        };
+    }
     if kernel.is_file() && initrd.is_file() {
         let cmdline_path = PathBuf::from(format!("{prefix}-cmdline"));
         let cmdline = match fs_err::read_to_string(&cmdline_path) {
@@ -106,27 +160,37 @@ pub fn find_image(path: &Path) -> Result<KernelInitrd, RunError> {
                 });
             }
         };
-        return Ok(KernelInitrd {
+        return Ok(Bootable::KernelInitrd(KernelInitrd {
             kernel,
             initrd,
             cmdline,
-        });
+        }));
     }
-    let kind = match path.extension().and_then(|e| e.to_str()) {
-        Some("iso") => Some("ISO"),
-        Some("img" | "raw") => Some("raw disk"),
-        Some("qcow2") => Some("qcow2"),
-        Some("vhd") => Some("VHD"),
-        Some("vmdk") => Some("VMDK"),
-        Some("efi") => Some("UKI"),
-        _ => None,
+    let no_image = || RunError::NoImage {
+        path: text.clone(),
+        looked_for: vec![kernel.display().to_string(), initrd.display().to_string()],
     };
-    match kind {
-        Some(kind) if path.is_file() => Err(RunError::NotYet { path: text, kind }),
-        _ => Err(RunError::NoImage {
+    if kind == ImageKind::KernelInitrd || !path.is_file() {
+        return Err(no_image());
+    }
+    let file = path.to_path_buf();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("iso") => Ok(Bootable::Iso(file)),
+        Some("img" | "raw") => Ok(Bootable::Disk(file)),
+        Some("efi") => Ok(Bootable::Uki(file)),
+        Some("qcow2") => Err(RunError::NotYet {
             path: text,
-            looked_for: vec![kernel.display().to_string(), initrd.display().to_string()],
+            kind: "qcow2",
         }),
+        Some("vhd") => Err(RunError::NotYet {
+            path: text,
+            kind: "VHD",
+        }),
+        Some("vmdk") => Err(RunError::NotYet {
+            path: text,
+            kind: "VMDK",
+        }),
+        _ => Err(no_image()),
     }
 }
 
@@ -266,7 +330,9 @@ pub fn parse_networking(text: &str, publish: &[String]) -> Result<Networking, Ru
 /// How to run QEMU.
 #[derive(Debug, Clone)]
 pub struct QemuRequest {
-    pub image: KernelInitrd,
+    pub image: Bootable,
+    /// UEFI firmware (`-bios`), for EFI images; `None` is QEMU's SeaBIOS.
+    pub firmware: Option<PathBuf>,
     pub qemu: String,
     pub cpus: u32,
     pub mem_mib: u32,
@@ -314,21 +380,43 @@ pub fn qemu_args(request: &QemuRequest) -> Vec<String> {
         request.mem_mib.to_string(),
         "-nographic".to_owned(),
         "-no-reboot".to_owned(),
-        "-kernel".to_owned(),
-        image.kernel.display().to_string(),
-        "-initrd".to_owned(),
-        image.initrd.display().to_string(),
     ];
-    if !image.cmdline.is_empty() {
-        args.push("-append".to_owned());
-        args.push(image.cmdline.clone());
+    if let Some(firmware) = &request.firmware {
+        args.extend(["-bios".to_owned(), firmware.display().to_string()]);
+    }
+    // The image's own disk comes first, so the firmware boots it; `--disk`s follow.
+    let mut first_disk = 0;
+    match image {
+        Bootable::KernelInitrd(image) => {
+            args.extend(["-kernel".to_owned(), image.kernel.display().to_string()]);
+            args.extend(["-initrd".to_owned(), image.initrd.display().to_string()]);
+            if !image.cmdline.is_empty() {
+                args.push("-append".to_owned());
+                args.push(image.cmdline.clone());
+            }
+        }
+        Bootable::Iso(path) => {
+            args.extend(["-cdrom".to_owned(), path.display().to_string()]);
+        }
+        Bootable::Disk(path) => {
+            args.push("-drive".to_owned());
+            args.push(format!(
+                "file={},format=raw,index=0,media=disk",
+                path.display()
+            ));
+            first_disk = 1;
+        }
+        Bootable::Uki(path) => {
+            args.extend(["-kernel".to_owned(), path.display().to_string()]);
+        }
     }
     for (index, disk) in request.disks.iter().enumerate() {
         args.push("-drive".to_owned());
         args.push(format!(
-            "file={},format={},index={index},media=disk",
+            "file={},format={},index={},media=disk",
             disk.path.display(),
-            disk.format
+            disk.format,
+            index + first_disk
         ));
     }
     match &request.networking {
@@ -489,27 +577,54 @@ mod tests {
         }
     }
 
+    fn kernel_initrd(found: Bootable) -> KernelInitrd {
+        match found {
+            Bootable::KernelInitrd(image) => image,
+            other => panic!("not a kernel+initrd: {other:?}"),
+        }
+    }
+
     #[test]
-    fn images_are_found_by_prefix_or_kernel_path() {
+    fn images_are_found_by_prefix_kernel_path_or_extension() {
         let dir = tempfile::tempdir().expect("temp dir");
         let prefix = dir.path().join("sshd");
-        let missing = find_image(&prefix).expect_err("nothing there");
+        let missing = find_image(&prefix, ImageKind::Detect).expect_err("nothing there");
         assert!(matches!(missing, RunError::NoImage { .. }));
         assert!(missing.to_string().contains("sshd-initrd.img"), "{missing}");
         assert_eq!(missing.category(), ErrorCategory::User);
 
         fs_err::write(dir.path().join("sshd-kernel"), b"k").expect("write");
         fs_err::write(dir.path().join("sshd-initrd.img"), b"i").expect("write");
-        let found = find_image(&prefix).expect("kernel+initrd");
+        let found = kernel_initrd(find_image(&prefix, ImageKind::Detect).expect("kernel+initrd"));
         assert_eq!(found.cmdline, "");
         fs_err::write(dir.path().join("sshd-cmdline"), b"console=ttyS0\n").expect("write");
-        let found = find_image(&dir.path().join("sshd-kernel")).expect("by kernel path");
+        let found = find_image(&dir.path().join("sshd-kernel"), ImageKind::KernelInitrd);
+        let found = kernel_initrd(found.expect("by kernel path"));
         assert_eq!(found.cmdline, "console=ttyS0");
         assert_eq!(found.initrd, dir.path().join("sshd-initrd.img"));
 
+        for (name, efi) in [
+            ("sshd.iso", false),
+            ("sshd-efi.iso", true),
+            ("sshd-efi-initrd.iso", true),
+            ("sshd-bios.img", false),
+            ("sshd-efi.img", true),
+            ("sshd.efi", true),
+        ] {
+            let path = dir.path().join(name);
+            fs_err::write(&path, b"x").expect("write");
+            let found = find_image(&path, ImageKind::Detect).expect(name);
+            assert_eq!(found.wants_uefi(), efi, "{name}: {found:?}");
+        }
+        let forced = find_image(&dir.path().join("sshd-bios.img"), ImageKind::Iso).expect("iso");
+        assert_eq!(forced, Bootable::Iso(dir.path().join("sshd-bios.img")));
+
         fs_err::write(dir.path().join("disk.qcow2"), b"q").expect("write");
-        let not_yet = find_image(&dir.path().join("disk.qcow2")).expect_err("qcow2");
-        assert!(matches!(not_yet, RunError::NotYet { kind: "qcow2", .. }));
+        let not_yet = find_image(&dir.path().join("disk.qcow2"), ImageKind::Detect);
+        assert!(matches!(
+            not_yet,
+            Err(RunError::NotYet { kind: "qcow2", .. })
+        ));
     }
 
     #[test]
@@ -543,11 +658,12 @@ mod tests {
     #[test]
     fn qemu_arguments() {
         let request = QemuRequest {
-            image: KernelInitrd {
+            image: Bootable::KernelInitrd(KernelInitrd {
                 kernel: "k".into(),
                 initrd: "i".into(),
                 cmdline: "console=ttyS0".into(),
-            },
+            }),
+            firmware: None,
             qemu: "qemu-system-x86_64".into(),
             cpus: 2,
             mem_mib: 512,
@@ -565,16 +681,29 @@ mod tests {
              console=ttyS0 -drive file=d.qcow2,format=qcow2,index=0,media=disk -netdev \
              user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0"
         );
+        let disk = QemuRequest {
+            image: Bootable::Disk("x-efi.img".into()),
+            firmware: Some("/ovmf.fd".into()),
+            networking: Networking::None,
+            ..request
+        };
+        assert_eq!(
+            qemu_args(&disk).join(" "),
+            "-accel tcg -smp 2 -m 512 -nographic -no-reboot -bios /ovmf.fd -drive \
+             file=x-efi.img,format=raw,index=0,media=disk -drive \
+             file=d.qcow2,format=qcow2,index=1,media=disk -nic none"
+        );
     }
 
     #[test]
     fn a_missing_qemu_is_an_environment_error_naming_the_package() {
         let request = QemuRequest {
-            image: KernelInitrd {
+            image: Bootable::KernelInitrd(KernelInitrd {
                 kernel: "k".into(),
                 initrd: "i".into(),
                 cmdline: String::new(),
-            },
+            }),
+            firmware: None,
             qemu: "/nonexistent/qemu-system-x86_64".into(),
             cpus: 1,
             mem_mib: 256,
