@@ -119,10 +119,11 @@ fn args(list: &[&str]) -> Vec<OsString> {
     list.iter().map(OsString::from).collect()
 }
 
+/// A raw drive the guest cannot change (`snapshot=on`), so tests may boot one image at once.
 fn drive(path: &Path, extra: &str) -> Vec<OsString> {
     vec![
         "-drive".into(),
-        format!("file={},format=raw{extra}", path.display()).into(),
+        format!("file={},format=raw,snapshot=on{extra}", path.display()).into(),
     ]
 }
 
@@ -146,11 +147,9 @@ fn uki_boots_as_the_firmwares_boot_entry() {
         esp.path().join("EFI/BOOT/BOOTX64.EFI"),
     )
     .unwrap();
-    let mut vm = args(&["-bios", OVMF]);
-    vm.extend(drive(
-        Path::new(&format!("fat:rw:{}", esp.path().display())),
-        "",
-    ));
+    let mut vm = args(&["-bios", OVMF, "-drive"]);
+    // Read-write vvfat (OVMF wants to write), private to this test's directory.
+    vm.push(format!("file=fat:rw:{},format=raw", esp.path().display()).into());
     let log = boot_until(&vm, DONE_MARKER, false);
     assert!(kernel_cmdline(&log).contains(CMDLINE), "{log}");
 }
@@ -483,8 +482,12 @@ fn a_changed_files_entry_reruns_its_segment_the_initrd_and_the_formats_holding_t
 #[test]
 fn lkb_run_boots_a_bios_disk_and_a_uki_choosing_the_firmware_by_name() {
     let m = media();
+    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     for image in ["minimal-bios.img", "minimal.efi"] {
-        let path = m.file(image).display().to_string();
+        // A copy: `lkb run` opens the disk read-write, and other tests boot the same file.
+        let copy = scratch.path().join(image);
+        fs_err::copy(m.file(image), &copy).unwrap();
+        let path = copy.display().to_string();
         let run = m
             .lkb
             .run(&[
