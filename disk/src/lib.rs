@@ -23,6 +23,7 @@ pub mod raw_efi;
 pub mod sparse;
 pub mod syslinux;
 pub mod uki;
+pub mod vhd;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;

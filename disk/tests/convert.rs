@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use lkb_disk::vhd::{self, Vhd, VhdKind};
 use lkb_disk::{Data, DiskError, FileSink, Sink, qcow2};
 
 const MIB: u64 = 1 << 20;
@@ -224,6 +225,137 @@ fn a_raw_disk_of_partial_sectors_is_invalid() {
     let raw = Raw::new(dir.path(), MIB + 100, &[(0, 10)], &[]);
     let err = qcow2::plan(raw.data()).unwrap_err();
     assert!(matches!(err, DiskError::Invalid(_)), "{err}");
+    for kind in [VhdKind::Fixed, VhdKind::Dynamic] {
+        let err = vhd::plan(Vhd {
+            raw: raw.data(),
+            kind,
+            unique_id: [0; 16],
+        })
+        .unwrap_err();
+        assert!(matches!(err, DiskError::Invalid(_)), "{kind:?}: {err}");
+    }
+}
+
+fn vhd_plan(raw: &Raw, kind: VhdKind) -> vhd::VhdPlan {
+    vhd::plan(Vhd {
+        raw: raw.data(),
+        kind,
+        unique_id: *b"lkb-test-disk-id",
+    })
+    .unwrap()
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+#[test]
+fn fixed_vhd_is_read_by_qemu_with_the_padded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = sample_raw(dir.path());
+    let plan = vhd_plan(&raw, VhdKind::Fixed);
+    let padded = raw.len.div_ceil(MIB) * MIB;
+    assert_eq!(plan.virtual_size(), padded);
+    let img = dir.path().join("fixed.vhd");
+    write_image(&img, plan.size(), |out| plan.write(out).unwrap());
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), padded + 512);
+    let img_s = img.to_str().unwrap();
+
+    // A fixed VHD starts with the disk, not a header: qemu-img probes it as raw (its own
+    // fixed VHDs too), so the format is named.
+    let info = qemu_img_ok(&["info", "--output=json", "-f", "vpc", img_s]);
+    assert!(info.contains("\"format\": \"vpc\""), "{info}");
+    assert_eq!(field(&info, "virtual-size"), padded, "{info}");
+    let compare = qemu_img_ok(&[
+        "compare",
+        "-f",
+        "raw",
+        raw.path.to_str().unwrap(),
+        "-F",
+        "vpc",
+        img_s,
+    ]);
+    assert!(compare.contains("Images are identical."), "{compare}");
+    // The file keeps the raw disk's holes (64 KiB granularity) and the padding is a hole:
+    // qemu's vpc driver maps a fixed disk as all data, so the file is mapped as raw, which
+    // shows its holes (the last extent ends at a file system block, hence the clipping).
+    let mapped = mapped_data(&img, "raw");
+    let clipped = merge(
+        mapped
+            .iter()
+            .filter(|r| r.0 < raw.len)
+            .map(|&(start, len)| (start, len.min(raw.len - start))),
+    );
+    assert_eq!(clipped, raw.data_units(65536, raw.len));
+    assert_eq!(mapped.last(), Some(&(padded, 512)), "the footer");
+    // vpc has no consistency check; qemu-img says so rather than failing on the image.
+    let (_, check) = qemu_img(&["check", "-f", "vpc", img_s]);
+    assert!(check.contains("does not support checks"), "{check}");
+
+    let again = dir.path().join("again.vhd");
+    let plan = vhd_plan(&raw, VhdKind::Fixed);
+    write_image(&again, plan.size(), |out| plan.write(out).unwrap());
+    assert!(std::fs::read(&img).unwrap() == std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn dynamic_vhd_is_read_by_qemu_and_stores_only_blocks_with_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = sample_raw(dir.path());
+    let plan = vhd_plan(&raw, VhdKind::Dynamic);
+    assert_eq!(plan.virtual_size(), raw.len);
+    let img = dir.path().join("dynamic.vhd");
+    write_image(&img, plan.size(), |out| plan.write(out).unwrap());
+    let img_s = img.to_str().unwrap();
+
+    let info = qemu_img_ok(&["info", "--output=json", img_s]);
+    assert!(info.contains("\"format\": \"vpc\""), "{info}");
+    assert_eq!(field(&info, "virtual-size"), raw.len, "{info}");
+    assert_eq!(field(&info, "cluster-size"), 2 * MIB, "{info}");
+    let compare = qemu_img_ok(&[
+        "compare",
+        "-f",
+        "raw",
+        raw.path.to_str().unwrap(),
+        "-F",
+        "vpc",
+        img_s,
+    ]);
+    assert!(compare.contains("Images are identical."), "{compare}");
+    let expected = raw.data_units(vhd::BLOCK_SIZE, raw.len);
+    assert_eq!(mapped_data(&img, "vpc"), expected);
+    let blocks: u64 = expected.iter().map(|r| r.1.div_ceil(vhd::BLOCK_SIZE)).sum();
+    assert_eq!(plan.stored_blocks(), blocks);
+
+    // qemu-img's own conversion of the same disk allocates the same blocks and agrees on the
+    // dynamic header's table.
+    let theirs = dir.path().join("qemu.vhd");
+    qemu_img_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vpc",
+        "-o",
+        "subformat=dynamic,force_size",
+        raw.path.to_str().unwrap(),
+        theirs.to_str().unwrap(),
+    ]);
+    let ours = std::fs::read(&img).unwrap();
+    let theirs = std::fs::read(&theirs).unwrap();
+    assert_eq!(ours[512..512 + 40], theirs[512..512 + 40], "dynamic header");
+    let entries = be32(&ours, 512 + 28) as usize;
+    let allocated = |img: &[u8]| -> Vec<usize> {
+        (0..entries)
+            .filter(|&b| be32(img, 1536 + 4 * b) != 0xffff_ffff)
+            .collect()
+    };
+    assert_eq!(allocated(&ours), allocated(&theirs));
+
+    let again = dir.path().join("again.vhd");
+    let plan = vhd_plan(&raw, VhdKind::Dynamic);
+    write_image(&again, plan.size(), |out| plan.write(out).unwrap());
+    assert!(ours == std::fs::read(&again).unwrap());
 }
 
 /// A 25 GiB disk holding 20 MB, as `--size 25G` gives: the images stay a few MB and are
@@ -264,4 +396,41 @@ fn a_large_sparse_disk_converts_quickly_to_a_small_image() {
     ]);
     assert!(compare.contains("Images are identical."), "{compare}");
     assert!(std::fs::metadata(&img).unwrap().blocks() * 512 < data_bytes + 2 * MIB);
+
+    let started = Instant::now();
+    let plan = vhd_plan(&raw, VhdKind::Dynamic);
+    let img = dir.path().join("big.vhd");
+    write_image(&img, plan.size(), |out| plan.write(out).unwrap());
+    let elapsed = started.elapsed();
+    let size = std::fs::metadata(&img).unwrap().len();
+    eprintln!("dynamic VHD: 25 GiB raw with 20 MiB of data -> {size} bytes in {elapsed:?}");
+    // 20 MiB of data touches 11 blocks (the middle run is not block-aligned: 7 for its
+    // 12 MiB), plus the 50 KiB table.
+    assert_eq!(plan.stored_blocks(), 11);
+    assert!(size < data_bytes + 5 * MIB, "{size}");
+    let compare = qemu_img_ok(&[
+        "compare",
+        "-f",
+        "raw",
+        raw.path.to_str().unwrap(),
+        "-F",
+        "vpc",
+        img.to_str().unwrap(),
+    ]);
+    assert!(compare.contains("Images are identical."), "{compare}");
+
+    // A fixed VHD of the same disk is 25 GiB long but holds only the data.
+    let started = Instant::now();
+    let plan = vhd_plan(&raw, VhdKind::Fixed);
+    let img = dir.path().join("big-fixed.vhd");
+    write_image(&img, plan.size(), |out| plan.write(out).unwrap());
+    let elapsed = started.elapsed();
+    let meta = std::fs::metadata(&img).unwrap();
+    eprintln!(
+        "fixed VHD: 25 GiB raw with 20 MiB of data -> {} bytes ({} allocated) in {elapsed:?}",
+        meta.len(),
+        meta.blocks() * 512
+    );
+    assert_eq!(meta.len(), len + 512);
+    assert!(meta.blocks() * 512 < data_bytes + MIB);
 }
