@@ -17,10 +17,13 @@ pub mod fat;
 pub mod gpt;
 pub mod iso;
 pub mod mbr;
+pub mod qcow2;
 pub mod raw_bios;
 pub mod raw_efi;
+pub mod sparse;
 pub mod syslinux;
 pub mod uki;
+pub mod vhd;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
