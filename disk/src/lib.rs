@@ -21,6 +21,7 @@ pub mod raw_bios;
 pub mod raw_efi;
 pub mod syslinux;
 pub mod uki;
+pub mod vmdk;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
