@@ -9,19 +9,22 @@
 //! | 1 ..= 20 | the embedded descriptor (text, zero padded) |
 //! | 21 .. 128 | zeros, so the first grain starts on a grain boundary (`overHead` = 128) |
 //! | 128 .. | for every grain (64 KiB of the disk) that is not all zeros, in disk order: a grain marker (its first sector number on the disk, the compressed length) and the zlib-compressed grain, padded to a sector; after the last grain of each 32 MiB span, a grain table marker and that span's grain table |
-//! | end − 3 − n | grain directory marker and the grain directory (n sectors) |
+//! | end − 4 − n | grain directory marker |
+//! | end − 3 − n .. end − 3 | grain directory: the sector of each span's grain table, or 0 (n sectors) |
 //! | end − 3 | footer marker |
 //! | end − 2 | footer: the header again, with the real grain directory offset |
 //! | end − 1 | end-of-stream marker |
 //!
-//! Grain tables that would only hold zeros are left out (their directory entry is 0), so a
-//! 25 GiB disk with 20 MB of content costs a few hundred kilobytes of metadata.
+//! Grain tables that would only hold zeros are left out (their directory entry is 0): the
+//! metadata is 2.5 KiB per 32 MiB span that holds data, plus 4 bytes per span for the
+//! directory, so a mostly empty 25 GiB disk costs a few tens of kilobytes beyond its grains.
 //!
 //! Compressed sizes are only known once a grain is compressed, so the output cannot be laid out
 //! from sizes alone as the other writers here are. Instead [`plan`] reads the raw disk once:
 //! it finds the data regions with `SEEK_DATA`/`SEEK_HOLE` (holes are never read), reads the
 //! grains that overlap them, keeps the numbers of those that are not all zeros, and derives
-//! the descriptor's `CID` from their content. [`VmdkPlan::write`] then emits front to back,
+//! the descriptor's `CID` from their content; the plan keeps 4 bytes per non-zero grain.
+//! [`VmdkPlan::write`] then emits front to back,
 //! reading and compressing those grains again; it holds one grain and one grain table at a
 //! time, plus the grain directory (4 bytes per 32 MiB of disk). The second read checks that
 //! the content is still what was planned.
