@@ -24,6 +24,7 @@ pub mod sparse;
 pub mod syslinux;
 pub mod uki;
 pub mod vhd;
+pub mod vmdk;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
