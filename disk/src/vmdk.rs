@@ -848,33 +848,4 @@ mod tests {
             "{err}"
         );
     }
-
-    /// The size and speed check for a big sparse disk: 25 GiB with ~20 MB of content.
-    /// `cargo test --release -p lkb-disk vmdk::tests::big -- --ignored --nocapture`
-    #[test]
-    #[ignore = "writes a 25 GiB sparse file; run by hand in release mode"]
-    #[allow(clippy::print_stderr)]
-    fn big_sparse_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let size = 25 << 30;
-        let writes: Vec<(u64, Vec<u8>)> = (0..20u64)
-            .map(|i| (i * (size / 20) + i * 4096, pattern(i, MIB as usize)))
-            .chain([(size - MIB, pattern(99, MIB as usize))])
-            .collect();
-        let raw = sparse_raw(&dir.path().join("disk.raw"), size, &writes);
-        let vmdk = dir.path().join("out.vmdk");
-        let started = std::time::Instant::now();
-        let n = write_file(&raw, &vmdk);
-        let took = started.elapsed();
-        eprintln!(
-            "25 GiB raw, {} MiB of data: {n} bytes of VMDK in {took:?}",
-            writes.len()
-        );
-        let raw_path = dir.path().join("disk.raw");
-        let (ok, compare) =
-            qemu_img(&["compare", "-f", "raw", "-F", "vmdk", s(&raw_path), s(&vmdk)]);
-        assert!(ok && compare.contains("Images are identical"), "{compare}");
-        let (ok, check) = qemu_img(&["check", s(&vmdk)]);
-        assert!(ok, "{check}");
-    }
 }

@@ -26,6 +26,7 @@
 //! | `uki`               | boot image tree, `kernel`, `cmdline`, `initrd`, `ucode`? | os-release text                           | `uki` (blob) |
 //! | `raw-bios`          | boot image tree, `kernel`, `initrd`, `cmdline`  | size                                               | `disk` (disk-image) |
 //! | `raw-efi`           | boot image tree, `uki`                          | size                                               | `disk` (disk-image) |
+//! | `convert`           | a raw disk (disk-image)                         | target format                                      | `disk` (disk-image) |
 //! | `iso`               | rootfs trees (`kernel+iso`); boot image tree, `cmdline`, rootfs trees (`iso-bios`, `iso-efi`); boot image tree, `kernel`, `initrd`, `cmdline` (`iso-efi-initrd`) | layout | `iso` (disk-image) |
 //!
 //! Labels, identities and image sources (where to fetch from) are *not* in keys: they do not
@@ -58,8 +59,8 @@ pub use files::{FileData, FileItem, FilesAction, FilesError, file_items};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use kernel::KernelAction;
 pub use media::{
-    IsoAction, IsoLayout, RawBiosAction, RawEfiAction, UKI_OS_RELEASE, UkiAction, grub_cfg,
-    isolinux_cfg,
+    ConvertAction, DiskFormat, IsoAction, IsoLayout, RawBiosAction, RawEfiAction, UKI_OS_RELEASE,
+    UkiAction, grub_cfg, isolinux_cfg,
 };
 pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
 pub use sections::{BundleAction, InitRootAction, RootFilter};

@@ -15,6 +15,7 @@ mod raw_efi;
 mod tar;
 mod tar_kernel_initrd;
 mod uki;
+mod vm;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -112,22 +113,16 @@ const REGISTRY: &[&dyn OutputFormat] = &[
     &tar::Tar,
     &tar_kernel_initrd::TarKernelInitrd,
     &uki::Uki,
+    &vm::QCOW2_BIOS,
+    &vm::QCOW2_EFI,
+    &vm::AWS,
+    &vm::VHD,
+    &vm::DYNAMIC_VHD,
+    &vm::VMDK,
 ];
 
 /// Formats LinuxKit has that lkb does not build yet; named in the error so users know.
-const NOT_YET: &[&str] = &[
-    "docker",
-    "qcow2-efi",
-    "qcow2-bios",
-    "kernel+squashfs",
-    "kernel+erofs",
-    "gcp",
-    "vhd",
-    "dynamic-vhd",
-    "vmdk",
-    "rpi3",
-    "aws",
-];
+const NOT_YET: &[&str] = &["docker", "kernel+squashfs", "kernel+erofs", "gcp", "rpi3"];
 
 /// A LinuxKit output format (`--format`), one of [`Format::all`].
 #[derive(Clone, Copy)]

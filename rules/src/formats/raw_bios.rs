@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lkb_engine::GraphBuilder;
+use lkb_engine::{GraphBuilder, Out};
 
 use super::{MediaOptions, OutputFormat, OutputSpec, Parts};
 use crate::actions::RawBiosAction;
@@ -21,21 +21,23 @@ impl OutputFormat for RawBios {
     }
 
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
-        let (Some(kernel), Some(boot)) = (parts.kernel, parts.boot_image()) else {
-            return Vec::new();
-        };
-        let initrd = parts.initrd(g);
-        let node = g.add_wired(
-            Arc::new(RawBiosAction {
-                boot_image: parts.media.boot_image.clone(),
-                size: parts.media.size,
-            }),
-            &[boot, kernel.kernel, initrd, kernel.cmdline],
-        );
-        vec![OutputSpec::new(
-            format!("{name}-bios.img"),
-            g.only(node),
-            "disk",
-        )]
+        match disk(g, parts, parts.media.size) {
+            Some(disk) => vec![OutputSpec::new(format!("{name}-bios.img"), disk, "disk")],
+            None => Vec::new(),
+        }
     }
+}
+
+/// The raw-bios disk of `size` (the VM formats wrap it). `None` without a kernel.
+pub(crate) fn disk(g: &mut GraphBuilder, parts: &mut Parts, size: Option<u64>) -> Option<Out> {
+    let (kernel, boot) = (parts.kernel?, parts.boot_image()?);
+    let initrd = parts.initrd(g);
+    let node = g.add_wired(
+        Arc::new(RawBiosAction {
+            boot_image: parts.media.boot_image.clone(),
+            size,
+        }),
+        &[boot, kernel.kernel, initrd, kernel.cmdline],
+    );
+    Some(g.only(node))
 }

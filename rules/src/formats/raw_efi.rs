@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lkb_engine::GraphBuilder;
+use lkb_engine::{GraphBuilder, Out};
 
 use super::{MediaOptions, OutputFormat, OutputSpec, Parts};
 use crate::actions::RawEfiAction;
@@ -21,20 +21,23 @@ impl OutputFormat for RawEfi {
     }
 
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
-        let (Some(boot), Some(uki)) = (parts.boot_image(), super::uki::uki(g, parts)) else {
-            return Vec::new();
-        };
-        let node = g.add_wired(
-            Arc::new(RawEfiAction {
-                boot_image: parts.media.boot_image.clone(),
-                size: parts.media.size,
-            }),
-            &[boot, uki],
-        );
-        vec![OutputSpec::new(
-            format!("{name}-efi.img"),
-            g.only(node),
-            "disk",
-        )]
+        match disk(g, parts, parts.media.size) {
+            Some(disk) => vec![OutputSpec::new(format!("{name}-efi.img"), disk, "disk")],
+            None => Vec::new(),
+        }
     }
+}
+
+/// The raw-efi disk of `size` (`qcow2-efi` wraps it). `None` without a kernel.
+pub(crate) fn disk(g: &mut GraphBuilder, parts: &mut Parts, size: Option<u64>) -> Option<Out> {
+    let boot = parts.boot_image()?;
+    let uki = super::uki::uki(g, parts)?;
+    let node = g.add_wired(
+        Arc::new(RawEfiAction {
+            boot_image: parts.media.boot_image.clone(),
+            size,
+        }),
+        &[boot, uki],
+    );
+    Some(g.only(node))
 }
