@@ -79,7 +79,16 @@ struct BootFiles<'a> {
     store: &'a Store,
 }
 
-impl BootFiles<'_> {
+impl<'a> BootFiles<'a> {
+    /// The boot image's tree (an action's input 0), with its reference for messages.
+    fn load(store: &'a Store, tree: &BlobRef, reference: &'a str) -> Result<Self, ActionError> {
+        Ok(BootFiles {
+            tree: load_tree(store, tree)?,
+            reference,
+            store,
+        })
+    }
+
     fn file(&self, path: &str) -> Result<Data, ActionError> {
         let blob = self.tree.file_blob(path).map_err(|_| {
             ActionError::user(format!(
@@ -150,11 +159,7 @@ impl Action for UkiAction {
         let store = ctx.store().clone();
         let reference = self.boot_image.clone();
         ctx.blocking(move || {
-            let boot = BootFiles {
-                tree: load_tree(&store, &inputs[0])?,
-                reference: &reference,
-                store: &store,
-            };
+            let boot = BootFiles::load(&store, &inputs[0], &reference)?;
             let uki = lkb_disk::uki::plan(lkb_disk::uki::Uki {
                 stub: boot.file("systemd-boot/linuxx64.efi.stub")?,
                 osrel: UKI_OS_RELEASE.as_bytes().to_vec(),
@@ -212,11 +217,7 @@ impl Action for RawEfiAction {
         let reference = self.boot_image.clone();
         let size = self.size;
         ctx.blocking(move || {
-            let boot = BootFiles {
-                tree: load_tree(&store, &inputs[0])?,
-                reference: &reference,
-                store: &store,
-            };
+            let boot = BootFiles::load(&store, &inputs[0], &reference)?;
             let disk = lkb_disk::raw_efi::plan(lkb_disk::raw_efi::RawEfi {
                 systemd_boot: boot.file("systemd-boot/systemd-bootx64.efi")?,
                 uki: blob_data(&store, &inputs[1]),
@@ -368,11 +369,7 @@ fn plan_iso(
     let generated = |path: &str, bytes: Vec<u8>| iso_entry(path, IsoKind::File(Data::Bytes(bytes)));
     let boot = match layout {
         IsoLayout::Plain => None,
-        _ => Some(BootFiles {
-            tree: load_tree(store, &inputs[0])?,
-            reference,
-            store,
-        }),
+        _ => Some(BootFiles::load(store, &inputs[0], reference)?),
     };
     let (mut entries, cmdline) = match layout {
         IsoLayout::Plain => (rootfs_entries(inputs, store, false)?, String::new()),
@@ -627,11 +624,7 @@ impl Action for RawBiosAction {
         let reference = self.boot_image.clone();
         let size = self.size;
         ctx.blocking(move || {
-            let boot = BootFiles {
-                tree: load_tree(&store, &inputs[0])?,
-                reference: &reference,
-                store: &store,
-            };
+            let boot = BootFiles::load(&store, &inputs[0], &reference)?;
             let small = |path: &str| boot.file(path)?.read_all().map_err(disk_error);
             let ids: [u8; 8] = content_id(&inputs, "raw-bios");
             let disk = lkb_disk::raw_bios::plan(lkb_disk::raw_bios::RawBios {
