@@ -1261,19 +1261,7 @@ mod tests {
         sink.finish().unwrap();
     }
 
-    fn run(command: &mut Command) -> String {
-        let output = command
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .output()
-            .unwrap_or_else(|e| panic!("{command:?}: {e} (the oracle tools must be installed)"));
-        assert!(
-            output.status.success(),
-            "{command:?}: {}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
+    use crate::test_tools::run;
 
     /// `fsck.vfat -n` finds nothing to say beyond its banner and summary.
     fn assert_fsck_clean(image: &Path) {

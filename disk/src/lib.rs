@@ -26,6 +26,28 @@ pub mod uki;
 pub mod vhd;
 pub mod vmdk;
 
+/// What the modules' tests share: running the oracle tools.
+#[cfg(test)]
+pub(crate) mod test_tools {
+    use std::process::Command;
+
+    /// Runs an oracle tool (mtools without its geometry check) and returns its stdout; fails
+    /// the test with its stderr otherwise.
+    pub(crate) fn run(command: &mut Command) -> String {
+        let output = command
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("{command:?}: {e} (the oracle tools must be installed)"));
+        assert!(
+            output.status.success(),
+            "{command:?}: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 

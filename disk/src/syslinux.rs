@@ -301,19 +301,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn run(command: &mut Command) -> String {
-        let output = command
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .output()
-            .unwrap_or_else(|e| panic!("{command:?}: {e} (mtools must be installed)"));
-        assert!(
-            output.status.success(),
-            "{command:?}: {}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
+    use crate::test_tools::run;
 
     fn write(plan: &FatPlan, path: &Path) {
         let mut sink = FileSink::new(std::fs::File::create(path).unwrap());
