@@ -51,6 +51,37 @@ pub(crate) mod test_tools {
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
+/// One path of a file system image (ISO 9660, squashfs, EROFS): what the image writers take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsEntry {
+    /// Relative path with `/` separators and no `.`/`..` components; `""` is the root.
+    pub path: String,
+    pub kind: FsKind,
+    /// Permission bits, setuid/setgid/sticky included; file type bits are ignored.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, seconds since the Unix epoch (UTC).
+    pub mtime: i64,
+    /// Entries with the same group are hard links to one file.
+    pub link_group: Option<u32>,
+    /// Extended attributes (`security.capability`, `user.*`, …), sorted by name. ISO 9660
+    /// has nowhere to keep them.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// What an [`FsEntry`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsKind {
+    Dir,
+    File(Data),
+    Symlink(String),
+    CharDev { major: u32, minor: u32 },
+    BlockDev { major: u32, minor: u32 },
+    Fifo,
+    Socket,
+}
+
 /// Where a file's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {

@@ -9,15 +9,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lkb_disk::iso::{
-    BootEntry, BootImage, ElTorito, HybridMbr, IsoEntry, IsoKind, IsoOptions, IsoPlan, plan,
-};
-use lkb_disk::{Data, FileSink};
+use lkb_disk::iso::{BootEntry, BootImage, ElTorito, HybridMbr, IsoOptions, IsoPlan, plan};
+use lkb_disk::{Data, FileSink, FsEntry, FsKind};
 
 const T0: i64 = 1_700_000_000;
 
-fn entry(path: &str, kind: IsoKind, mode: u32) -> IsoEntry {
-    IsoEntry {
+fn entry(path: &str, kind: FsKind, mode: u32) -> FsEntry {
+    FsEntry {
         path: path.to_string(),
         kind,
         mode,
@@ -25,11 +23,12 @@ fn entry(path: &str, kind: IsoKind, mode: u32) -> IsoEntry {
         gid: 0,
         mtime: T0,
         link_group: None,
+        xattrs: Vec::new(),
     }
 }
 
-fn bytes(b: &[u8]) -> IsoKind {
-    IsoKind::File(Data::Bytes(b.to_vec()))
+fn bytes(b: &[u8]) -> FsKind {
+    FsKind::File(Data::Bytes(b.to_vec()))
 }
 
 fn options(volume_id: &str, joliet: bool) -> IsoOptions {
@@ -216,37 +215,37 @@ fn sparse(path: &Path, len: u64, head: &[u8], tail: &[u8]) -> Data {
 }
 
 /// A root file system's worth of awkward cases.
-fn rootfs(dir: &Path) -> Vec<IsoEntry> {
+fn rootfs(dir: &Path) -> Vec<FsEntry> {
     let mut e = vec![
-        entry("", IsoKind::Dir, 0o755),
-        entry("bin", IsoKind::Dir, 0o755),
+        entry("", FsKind::Dir, 0o755),
+        entry("bin", FsKind::Dir, 0o755),
         entry("bin/busybox", bytes(&[0x7f; 3000]), 0o4755),
-        entry("bin/sh", IsoKind::Symlink("busybox".into()), 0o777),
+        entry("bin/sh", FsKind::Symlink("busybox".into()), 0o777),
         entry("etc/empty", bytes(b""), 0o644),
         entry(
             "etc/abs",
-            IsoKind::Symlink("/usr/lib/../lib/./x".into()),
+            FsKind::Symlink("/usr/lib/../lib/./x".into()),
             0o777,
         ),
-        entry("dev/null", IsoKind::CharDev { major: 1, minor: 3 }, 0o666),
-        entry("dev/sda1", IsoKind::BlockDev { major: 8, minor: 1 }, 0o660),
-        entry("dev/tty", IsoKind::CharDev { major: 5, minor: 0 }, 0o666),
+        entry("dev/null", FsKind::CharDev { major: 1, minor: 3 }, 0o666),
+        entry("dev/sda1", FsKind::BlockDev { major: 8, minor: 1 }, 0o660),
+        entry("dev/tty", FsKind::CharDev { major: 5, minor: 0 }, 0o666),
         entry(
             "dev/ttyS255",
-            IsoKind::CharDev {
+            FsKind::CharDev {
                 major: 4,
                 minor: 255,
             },
             0o660,
         ),
-        entry("dev/fifo", IsoKind::Fifo, 0o600),
-        entry("dev/log", IsoKind::Socket, 0o666),
-        entry("tmp", IsoKind::Dir, 0o1777),
+        entry("dev/fifo", FsKind::Fifo, 0o600),
+        entry("dev/log", FsKind::Socket, 0o666),
+        entry("tmp", FsKind::Dir, 0o1777),
         entry("Mixed Case name.TXT", bytes(b"mixed"), 0o640),
         entry("grüße", bytes("unicode".as_bytes()), 0o644),
         entry(
             "big.img",
-            IsoKind::File(sparse(&dir.join("big"), 64 << 20, b"HEAD", b"TAIL")),
+            FsKind::File(sparse(&dir.join("big"), 64 << 20, b"HEAD", b"TAIL")),
             0o644,
         ),
     ];
@@ -266,16 +265,16 @@ fn rootfs(dir: &Path) -> Vec<IsoEntry> {
     let many: Vec<String> = (0..40).map(|i| format!("component-{i:02}")).collect();
     e.push(entry(
         "links/many",
-        IsoKind::Symlink(format!("/{}", many.join("/"))),
+        FsKind::Symlink(format!("/{}", many.join("/"))),
         0o777,
     ));
     e.push(entry(
         "links/wide",
-        IsoKind::Symlink(format!("../{}/end", "w".repeat(600))),
+        FsKind::Symlink(format!("../{}/end", "w".repeat(600))),
         0o777,
     ));
     let huge: Vec<String> = (0..4).map(|i| format!("{i}{}", "h".repeat(240))).collect();
-    e.push(entry("links/huge", IsoKind::Symlink(huge.join("/")), 0o777));
+    e.push(entry("links/huge", FsKind::Symlink(huge.join("/")), 0o777));
     // Longest names, in a directory big enough to need several sectors.
     e.push(entry(
         &format!("long/{}.conf", "n".repeat(250)),
@@ -284,7 +283,7 @@ fn rootfs(dir: &Path) -> Vec<IsoEntry> {
     ));
     e.push(entry(
         &format!("long/{}", "d".repeat(255)),
-        IsoKind::Dir,
+        FsKind::Dir,
         0o700,
     ));
     for i in 0..150 {
@@ -304,15 +303,15 @@ fn rootfs(dir: &Path) -> Vec<IsoEntry> {
     e
 }
 
-fn expected_mode(e: &IsoEntry) -> u32 {
+fn expected_mode(e: &FsEntry) -> u32 {
     let kind = match e.kind {
-        IsoKind::Dir => 0o040_000,
-        IsoKind::File(_) => 0o100_000,
-        IsoKind::Symlink(_) => 0o120_000,
-        IsoKind::CharDev { .. } => 0o020_000,
-        IsoKind::BlockDev { .. } => 0o060_000,
-        IsoKind::Fifo => 0o010_000,
-        IsoKind::Socket => 0o140_000,
+        FsKind::Dir => 0o040_000,
+        FsKind::File(_) => 0o100_000,
+        FsKind::Symlink(_) => 0o120_000,
+        FsKind::CharDev { .. } => 0o020_000,
+        FsKind::BlockDev { .. } => 0o060_000,
+        FsKind::Fifo => 0o010_000,
+        FsKind::Socket => 0o140_000,
     };
     kind | e.mode
 }
@@ -339,14 +338,14 @@ fn rock_ridge_tree_reads_back_with_libisofs() {
             .get(&path)
             .unwrap_or_else(|| panic!("{path} not listed"));
         let size = match &e.kind {
-            IsoKind::File(d) => d.len().to_string(),
-            IsoKind::CharDev { major, minor } | IsoKind::BlockDev { major, minor } => {
+            FsKind::File(d) => d.len().to_string(),
+            FsKind::CharDev { major, minor } | FsKind::BlockDev { major, minor } => {
                 format!("{major},{minor}")
             }
             _ => "0".to_string(),
         };
         let target = match &e.kind {
-            IsoKind::Symlink(t) => Some(t.clone()),
+            FsKind::Symlink(t) => Some(t.clone()),
             _ => None,
         };
         let want = Listed {
@@ -393,7 +392,7 @@ fn contents_extract_with_osirrox() {
     for e in &entries {
         if matches!(
             e.kind,
-            IsoKind::CharDev { .. } | IsoKind::BlockDev { .. } | IsoKind::Socket
+            FsKind::CharDev { .. } | FsKind::BlockDev { .. } | FsKind::Socket
         ) {
             // osirrox (1.5.4) does not create devices or sockets even with device_files:on;
             // their Rock Ridge entries are checked through `-exec lsdl` instead.
@@ -402,7 +401,7 @@ fn contents_extract_with_osirrox() {
         let p = out.join(&e.path);
         let meta = std::fs::symlink_metadata(&p).unwrap_or_else(|err| panic!("{}: {err}", e.path));
         match &e.kind {
-            IsoKind::File(data) => {
+            FsKind::File(data) => {
                 let got = std::fs::read(&p).unwrap();
                 match data {
                     Data::Bytes(b) => assert_eq!(&got, b, "{}", e.path),
@@ -413,9 +412,9 @@ fn contents_extract_with_osirrox() {
                 assert_eq!(meta.mode() & 0o7777, e.mode, "{}", e.path);
                 assert_eq!(meta.mtime(), e.mtime, "{}", e.path);
             }
-            IsoKind::Symlink(t) => assert_eq!(std::fs::read_link(&p).unwrap(), PathBuf::from(t)),
-            IsoKind::Fifo => assert!(meta.file_type().is_fifo()),
-            IsoKind::Dir => assert!(meta.is_dir()),
+            FsKind::Symlink(t) => assert_eq!(std::fs::read_link(&p).unwrap(), PathBuf::from(t)),
+            FsKind::Fifo => assert!(meta.file_type().is_fifo()),
+            FsKind::Dir => assert!(meta.is_dir()),
             _ => unreachable!("skipped"),
         }
     }
@@ -523,7 +522,7 @@ fn files_of_4_gib_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = sparse(&dir.path().join("huge"), 4 << 30, b"x", b"y");
     let err = plan(
-        vec![entry("huge", IsoKind::File(data), 0o644)],
+        vec![entry("huge", FsKind::File(data), 0o644)],
         options("X", false),
     )
     .unwrap_err()
@@ -563,7 +562,7 @@ fn fat_image(dir: &Path) -> Data {
     }
 }
 
-fn bios_tree(isolinux: &[u8]) -> Vec<IsoEntry> {
+fn bios_tree(isolinux: &[u8]) -> Vec<FsEntry> {
     vec![
         entry("isolinux/isolinux.bin", bytes(isolinux), 0o644),
         entry("isolinux/ldlinux.c32", bytes(b"ldlinux"), 0o644),

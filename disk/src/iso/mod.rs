@@ -3,10 +3,10 @@
 //!
 //! # Input
 //!
-//! The tree is a list of [`IsoEntry`], one per path (`"etc/passwd"`; `""` is the root). Order
+//! The tree is a list of [`FsEntry`], one per path (`"etc/passwd"`; `""` is the root). Order
 //! does not matter: the image depends only on the set of entries. Directories missing from the
 //! list are made with mode 0755, owner 0:0 and the volume timestamp. Entries that share a
-//! [`IsoEntry::link_group`] are hard links: they must all be files with the same [`Data`],
+//! [`FsEntry::link_group`] are hard links: they must all be files with the same [`Data`],
 //! and they share one extent and report the group size as link count.
 //!
 //! # What is written
@@ -47,40 +47,13 @@ mod susp;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::{Data, DiskError, Sink, write_data};
+use crate::{Data, DiskError, FsEntry, FsKind, Sink, write_data};
 use susp::Su;
 
 const SECTOR: usize = 2048;
 const SECTOR64: u64 = SECTOR as u64;
 /// Sectors before the first volume descriptor.
 const SYSTEM_AREA: u32 = 16;
-
-/// One path in the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IsoEntry {
-    /// Relative path with `/` separators and no `.`/`..` components; `""` is the root.
-    pub path: String,
-    pub kind: IsoKind,
-    /// Permission bits, setuid/setgid/sticky included; file type bits are ignored.
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Modification time, seconds since the Unix epoch (UTC).
-    pub mtime: i64,
-    /// Entries with the same group are hard links to one file.
-    pub link_group: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IsoKind {
-    Dir,
-    File(Data),
-    Symlink(String),
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
-    Fifo,
-    Socket,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsoOptions {
@@ -258,7 +231,7 @@ fn invalid(msg: impl Into<String>) -> DiskError {
 }
 
 /// Lays out an image of `entries`. Reads nothing: sizes come from [`Data::len`].
-pub fn plan(entries: Vec<IsoEntry>, options: IsoOptions) -> Result<IsoPlan, DiskError> {
+pub fn plan(entries: Vec<FsEntry>, options: IsoOptions) -> Result<IsoPlan, DiskError> {
     let IsoOptions {
         volume_id,
         timestamp,
@@ -425,8 +398,8 @@ struct Tree {
 }
 
 impl Tree {
-    fn build(entries: Vec<IsoEntry>, timestamp: i64) -> Result<Tree, DiskError> {
-        let mut by_path_entries: BTreeMap<String, IsoEntry> = BTreeMap::new();
+    fn build(entries: Vec<FsEntry>, timestamp: i64) -> Result<Tree, DiskError> {
+        let mut by_path_entries: BTreeMap<String, FsEntry> = BTreeMap::new();
         for e in entries {
             check_path(&e.path)?;
             if let Some(old) = by_path_entries.insert(e.path.clone(), e) {
@@ -443,14 +416,15 @@ impl Tree {
             }
         }
         for path in missing {
-            by_path_entries.entry(path.clone()).or_insert(IsoEntry {
+            by_path_entries.entry(path.clone()).or_insert(FsEntry {
                 path,
-                kind: IsoKind::Dir,
+                kind: FsKind::Dir,
                 mode: 0o755,
                 uid: 0,
                 gid: 0,
                 mtime: timestamp,
                 link_group: None,
+                xattrs: Vec::new(),
             });
         }
 
@@ -479,12 +453,12 @@ impl Tree {
                 }
                 p
             };
-            if path.is_empty() && !matches!(e.kind, IsoKind::Dir) {
+            if path.is_empty() && !matches!(e.kind, FsKind::Dir) {
                 return Err(invalid("ISO: the root entry (\"\") must be a directory"));
             }
             let (type_bits, kind) = match e.kind {
-                IsoKind::Dir => (susp::S_IFDIR, Kind::Dir(0)),
-                IsoKind::File(data) => {
+                FsKind::Dir => (susp::S_IFDIR, Kind::Dir(0)),
+                FsKind::File(data) => {
                     let len = u32::try_from(data.len()).map_err(|_| {
                         invalid(format!(
                             "ISO: {path:?} is {} bytes; files of 4 GiB or more need \
@@ -521,7 +495,7 @@ impl Tree {
                     };
                     (susp::S_IFREG, Kind::File(extent))
                 }
-                IsoKind::Symlink(target) => {
+                FsKind::Symlink(target) => {
                     if target.is_empty() || target.len() > 4095 || target.contains('\0') {
                         return Err(invalid(format!(
                             "ISO: symlink {path:?} has an empty, NUL-containing or over-long \
@@ -530,12 +504,10 @@ impl Tree {
                     }
                     (susp::S_IFLNK, Kind::Symlink(target))
                 }
-                IsoKind::CharDev { major, minor } => (susp::S_IFCHR, Kind::Device { major, minor }),
-                IsoKind::BlockDev { major, minor } => {
-                    (susp::S_IFBLK, Kind::Device { major, minor })
-                }
-                IsoKind::Fifo => (susp::S_IFIFO, Kind::Other),
-                IsoKind::Socket => (susp::S_IFSOCK, Kind::Other),
+                FsKind::CharDev { major, minor } => (susp::S_IFCHR, Kind::Device { major, minor }),
+                FsKind::BlockDev { major, minor } => (susp::S_IFBLK, Kind::Device { major, minor }),
+                FsKind::Fifo => (susp::S_IFIFO, Kind::Other),
+                FsKind::Socket => (susp::S_IFSOCK, Kind::Other),
             };
             if e.link_group.is_some() && !matches!(kind, Kind::File(_)) {
                 return Err(invalid(format!(

@@ -16,15 +16,16 @@ fn dates_match_the_calendar() {
     assert_eq!(volume_date(0)[16], 0);
 }
 
-fn file(path: &str, bytes: &[u8]) -> IsoEntry {
-    IsoEntry {
+fn file(path: &str, bytes: &[u8]) -> FsEntry {
+    FsEntry {
         path: path.into(),
-        kind: IsoKind::File(Data::Bytes(bytes.to_vec())),
+        kind: FsKind::File(Data::Bytes(bytes.to_vec())),
         mode: 0o644,
         uid: 0,
         gid: 0,
         mtime: 0,
         link_group: None,
+        xattrs: Vec::new(),
     }
 }
 
@@ -57,7 +58,7 @@ fn layout_is_planned_and_written_to_size() {
 
 #[test]
 fn refusals_name_the_problem() {
-    let err = |entries: Vec<IsoEntry>, options: IsoOptions| {
+    let err = |entries: Vec<FsEntry>, options: IsoOptions| {
         plan(entries, options).unwrap_err().to_string()
     };
     assert!(err(vec![file("a", b""), file("a", b"")], options()).contains("listed twice"));

@@ -365,8 +365,9 @@ fn plan_iso(
     inputs: &[BlobRef],
     store: &Store,
 ) -> Result<lkb_disk::iso::IsoPlan, ActionError> {
-    use lkb_disk::iso::{BootEntry, BootImage, ElTorito, HybridMbr, IsoKind, IsoOptions};
-    let generated = |path: &str, bytes: Vec<u8>| iso_entry(path, IsoKind::File(Data::Bytes(bytes)));
+    use lkb_disk::FsKind;
+    use lkb_disk::iso::{BootEntry, BootImage, ElTorito, HybridMbr, IsoOptions};
+    let generated = |path: &str, bytes: Vec<u8>| iso_entry(path, FsKind::File(Data::Bytes(bytes)));
     let boot = match layout {
         IsoLayout::Plain => None,
         _ => Some(BootFiles::load(store, &inputs[0], reference)?),
@@ -382,8 +383,8 @@ fn plan_iso(
             let cmdline =
                 String::from_utf8_lossy(&store.read_blob(&inputs[3].digest)?).into_owned();
             let entries = vec![
-                iso_entry("kernel", IsoKind::File(blob_data(store, &inputs[1]))),
-                iso_entry("initrd.img", IsoKind::File(blob_data(store, &inputs[2]))),
+                iso_entry("kernel", FsKind::File(blob_data(store, &inputs[1]))),
+                iso_entry("initrd.img", FsKind::File(blob_data(store, &inputs[2]))),
             ];
             (entries, cmdline)
         }
@@ -400,11 +401,11 @@ fn plan_iso(
         (IsoLayout::Bios, Some(boot)) => {
             entries.push(iso_entry(
                 "isolinux/isolinux.bin",
-                IsoKind::File(boot.file("isolinux/isolinux.bin")?),
+                FsKind::File(boot.file("isolinux/isolinux.bin")?),
             ));
             entries.push(iso_entry(
                 "isolinux/ldlinux.c32",
-                IsoKind::File(boot.file("isolinux/ldlinux.c32")?),
+                FsKind::File(boot.file("isolinux/ldlinux.c32")?),
             ));
             entries.push(generated(
                 "isolinux/isolinux.cfg",
@@ -453,12 +454,12 @@ fn plan_iso(
 }
 
 /// A generated or loose entry: root-owned, 0644 (0755 for directories), LinuxKit's time.
-fn iso_entry(path: &str, kind: lkb_disk::iso::IsoKind) -> lkb_disk::iso::IsoEntry {
+fn iso_entry(path: &str, kind: lkb_disk::FsKind) -> lkb_disk::FsEntry {
     let mode = match kind {
-        lkb_disk::iso::IsoKind::Dir => 0o755,
+        lkb_disk::FsKind::Dir => 0o755,
         _ => 0o644,
     };
-    lkb_disk::iso::IsoEntry {
+    lkb_disk::FsEntry {
         path: path.to_owned(),
         kind,
         mode,
@@ -466,6 +467,7 @@ fn iso_entry(path: &str, kind: lkb_disk::iso::IsoKind) -> lkb_disk::iso::IsoEntr
         gid: 0,
         mtime: super::DEFAULT_MTIME,
         link_group: None,
+        xattrs: Vec::new(),
     }
 }
 
@@ -499,9 +501,9 @@ fn rootfs_entries(
     trees: &[BlobRef],
     store: &Store,
     drop_cmdline: bool,
-) -> Result<Vec<lkb_disk::iso::IsoEntry>, ActionError> {
+) -> Result<Vec<lkb_disk::FsEntry>, ActionError> {
     use crate::tree::{Entry, EntryKind};
-    use lkb_disk::iso::{IsoEntry, IsoKind};
+    use lkb_disk::{FsEntry, FsKind};
     use std::collections::BTreeMap;
 
     let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
@@ -537,15 +539,15 @@ fn rootfs_entries(
     let mut out = Vec::with_capacity(merged.len());
     for (path, entry) in &merged {
         let (kind, group) = match &entry.kind {
-            EntryKind::Dir => (IsoKind::Dir, None),
+            EntryKind::Dir => (FsKind::Dir, None),
             EntryKind::File { blob } => (
-                IsoKind::File(blob_data(store, blob)),
+                FsKind::File(blob_data(store, blob)),
                 groups.get(path).copied(),
             ),
-            EntryKind::Symlink { target } => (IsoKind::Symlink(target.clone()), None),
+            EntryKind::Symlink { target } => (FsKind::Symlink(target.clone()), None),
             EntryKind::Hardlink { target } => match merged.get(target.as_str()).map(|t| &t.kind) {
                 Some(EntryKind::File { blob }) => (
-                    IsoKind::File(blob_data(store, blob)),
+                    FsKind::File(blob_data(store, blob)),
                     groups.get(target).copied(),
                 ),
                 // A link whose target was replaced or removed: LinuxKit's tar extraction
@@ -553,23 +555,23 @@ fn rootfs_entries(
                 _ => continue,
             },
             EntryKind::Char { major, minor } => (
-                IsoKind::CharDev {
+                FsKind::CharDev {
                     major: *major,
                     minor: *minor,
                 },
                 None,
             ),
             EntryKind::Block { major, minor } => (
-                IsoKind::BlockDev {
+                FsKind::BlockDev {
                     major: *major,
                     minor: *minor,
                 },
                 None,
             ),
-            EntryKind::Fifo => (IsoKind::Fifo, None),
+            EntryKind::Fifo => (FsKind::Fifo, None),
             EntryKind::Whiteout | EntryKind::Opaque => continue,
         };
-        out.push(IsoEntry {
+        out.push(FsEntry {
             path: path.clone(),
             kind,
             mode: entry.mode & 0o7777,
@@ -577,6 +579,11 @@ fn rootfs_entries(
             gid: entry.gid,
             mtime: entry.mtime,
             link_group: group,
+            xattrs: entry
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         });
     }
     Ok(out)
