@@ -14,6 +14,7 @@
 //! inputs into [`Data`] and calls these writers from its actions.
 
 pub mod fat;
+pub mod gcp;
 pub mod gpt;
 pub mod iso;
 pub mod mbr;

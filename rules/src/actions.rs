@@ -55,7 +55,9 @@ pub use apkdb::{APK_INSTALLED, ApkDbAction};
 pub use archive::{
     InitrdAction, KernelInitrdTarAction, RootfsTarAction, SEGMENT_MEMBER_BYTES, SegmentAction,
 };
-pub use files::{FileData, FileItem, FilesAction, FilesError, file_items};
+pub use files::{
+    DOCKERFILE, DockerfileAction, FileData, FileItem, FilesAction, FilesError, file_items,
+};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use kernel::KernelAction;
 pub use media::{

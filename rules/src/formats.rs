@@ -8,6 +8,7 @@
 //! [`OutputSpec`]s, each naming the artifact it takes; the build asks the engine for exactly
 //! those artifacts' actions and nothing else.
 
+mod docker;
 mod iso;
 mod kernel_initrd;
 mod raw_bios;
@@ -104,6 +105,7 @@ pub(crate) trait OutputFormat: Sync + 'static {
 /// Every format lkb builds. A new format is a module beside the others and one line here.
 const REGISTRY: &[&dyn OutputFormat] = &[
     &kernel_initrd::KernelInitrd,
+    &docker::Docker,
     &iso::KERNEL_ISO,
     &iso::ISO_BIOS,
     &iso::ISO_EFI,
@@ -119,10 +121,11 @@ const REGISTRY: &[&dyn OutputFormat] = &[
     &vm::VHD,
     &vm::DYNAMIC_VHD,
     &vm::VMDK,
+    &vm::GCP,
 ];
 
 /// Formats LinuxKit has that lkb does not build yet; named in the error so users know.
-const NOT_YET: &[&str] = &["docker", "kernel+squashfs", "kernel+erofs", "gcp", "rpi3"];
+const NOT_YET: &[&str] = &["kernel+squashfs", "kernel+erofs", "rpi3"];
 
 /// A LinuxKit output format (`--format`), one of [`Format::all`].
 #[derive(Clone, Copy)]
@@ -267,6 +270,9 @@ pub(crate) struct Parts {
     pub trees: Vec<SectionTree>,
     pub codec: Codec,
     pub media: MediaOptions,
+    /// The last of [`Parts::trees`] is the SBOM (`sbom.spdx.json`), which LinuxKit writes
+    /// after everything else, the docker format's `Dockerfile` included.
+    pub sbom_last: bool,
     initrd: Option<Out>,
     /// The file trees of the formats' tool images, by canonical reference.
     tools: BTreeMap<String, Out>,
@@ -278,12 +284,14 @@ impl Parts {
         trees: Vec<SectionTree>,
         codec: Codec,
         media: MediaOptions,
+        sbom_last: bool,
     ) -> Self {
         Parts {
             kernel,
             trees,
             codec,
             media,
+            sbom_last,
             initrd: None,
             tools: BTreeMap::new(),
         }
@@ -347,6 +355,15 @@ impl Parts {
             .into_iter()
             .chain(self.trees.iter().map(|section| section.tree))
             .collect()
+    }
+
+    /// [`Parts::rootfs_trees`] with `extra` after every section and the `files:` entries but
+    /// before the SBOM, where LinuxKit puts the docker format's `Dockerfile`.
+    pub(crate) fn rootfs_trees_with(&self, extra: Out) -> Vec<Out> {
+        let mut trees = self.rootfs_trees();
+        let at = trees.len() - usize::from(self.sbom_last);
+        trees.insert(at, extra);
+        trees
     }
 }
 

@@ -373,6 +373,7 @@ impl Lowering<'_, '_> {
         if trees.is_empty() && kernel_parts.is_none() {
             return Err(LowerError::Empty);
         }
+        let sbom_last = self.input.sbom.is_some();
         if let Some(options) = self.input.sbom {
             let node = self.sbom(options)?;
             add_tree(self.g, &mut trees, node, "sbom".into());
@@ -382,6 +383,7 @@ impl Lowering<'_, '_> {
             trees,
             self.input.codec,
             self.input.media.clone(),
+            sbom_last,
         ))
     }
 }

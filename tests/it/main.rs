@@ -14,4 +14,5 @@ mod repro;
 mod run;
 mod store;
 mod support_smoke;
+mod vm_formats;
 mod volumes_sbom;

@@ -44,7 +44,7 @@ impl Media {
 }
 
 /// A fresh workspace in `root`: `lkb.toml` naming the example layout, `minimal.yml`.
-fn workspace_in(root: &Path, extra_toml: &str) -> Lkb {
+pub(crate) fn workspace_in(root: &Path, extra_toml: &str) -> Lkb {
     let layout = cli::example_layout().expect("example OCI layout (examples/images/oci)");
     let _ = fs_err::remove_dir_all(root);
     fs_err::create_dir_all(root.join("examples")).unwrap();
@@ -85,7 +85,7 @@ fn media() -> &'static Media {
 }
 
 /// Runs a checker tool and returns its stdout; fails the test with its output otherwise.
-fn tool(program: &str, args: &[&str]) -> String {
+pub(crate) fn tool(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -101,7 +101,7 @@ fn tool(program: &str, args: &[&str]) -> String {
 }
 
 /// Boots with `args` and returns the console log once `marker` appeared.
-fn boot_until(args: &[OsString], marker: &str, stop_at_marker: bool) -> String {
+pub(crate) fn boot_until(args: &[OsString], marker: &str, stop_at_marker: bool) -> String {
     let mut vm = VmOptions::tcg(1024, marker, BOOT_TIMEOUT);
     vm.stop_at_marker = stop_at_marker;
     let report = qemu::run_vm(&vm, args).expect("qemu-system-x86_64 runs");
@@ -115,7 +115,7 @@ fn boot_until(args: &[OsString], marker: &str, stop_at_marker: bool) -> String {
     report.log
 }
 
-fn args(list: &[&str]) -> Vec<OsString> {
+pub(crate) fn args(list: &[&str]) -> Vec<OsString> {
     list.iter().map(OsString::from).collect()
 }
 
@@ -128,7 +128,7 @@ fn drive(path: &Path, extra: &str) -> Vec<OsString> {
 }
 
 /// The kernel's own print of the command line it was given.
-fn kernel_cmdline(log: &str) -> &str {
+pub(crate) fn kernel_cmdline(log: &str) -> &str {
     log.lines()
         .find_map(|line| line.split_once("Command line: ").map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("the kernel printed no `Command line:`:\n{log}"))

@@ -687,6 +687,8 @@ fn tar_output_agrees_with_the_initrd_entry_for_entry() {
             "kernel+initrd",
             "-f",
             "tar",
+            "-f",
+            "docker",
         ],
     );
     let out = ws.path().join("out");
@@ -778,7 +780,45 @@ fn tar_output_agrees_with_the_initrd_entry_for_entry() {
         .unwrap()
         .0;
     assert_eq!((kernel_rec.mode, kernel_rec.mtime), (0o644, DEFAULT_MTIME));
+
+    // `docker`: the same entries and records, plus LinuxKit's Dockerfile (0644, root, its
+    // time, no provenance) after the files and before the SBOM.
+    let docker = parse_tar(&fs_err::read(out.join("minimal.docker")).unwrap());
+    let at = tar_entries
+        .iter()
+        .position(|(r, _)| r.name == "sbom.spdx.json")
+        .unwrap_or(tar_entries.len());
+    let mut expected = tar_entries.clone();
+    expected.insert(
+        at,
+        (
+            Rec {
+                name: "Dockerfile".into(),
+                kind: '-',
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: DOCKERFILE.len() as u64,
+                mtime: DEFAULT_MTIME,
+                link: String::new(),
+                rdev: (0, 0),
+            },
+            BTreeMap::new(),
+        ),
+    );
+    assert_eq!(docker, expected);
+    let extracted = run_tool(
+        Command::new("tar")
+            .args(["-xOf"])
+            .arg(out.join("minimal.docker"))
+            .arg("Dockerfile"),
+        None,
+    );
+    assert_eq!(extracted, DOCKERFILE);
 }
+
+/// LinuxKit's Dockerfile entry, byte for byte.
+const DOCKERFILE: &[u8] = b"\nFROM scratch\n\nCOPY . ./\n\nENTRYPOINT [\"/bin/rc.init\"]\n";
 
 /// The same agreement on an image that has what the examples lack: hard links, names and
 /// link targets over 255 bytes, owners other than root, setuid, whiteouts and an opaque dir;

@@ -291,6 +291,52 @@ fn files_tree(store: &Store, items: &[FileItem]) -> Result<Tree, ActionError> {
     Ok(tree)
 }
 
+/// The `Dockerfile` the `docker` format adds after the `files:` entries, as LinuxKit writes
+/// it: `docker build` of the tar then makes an image whose entrypoint is the init.
+pub const DOCKERFILE: &[u8] = b"\nFROM scratch\n\nCOPY . ./\n\nENTRYPOINT [\"/bin/rc.init\"]\n";
+
+/// A tree holding [`DOCKERFILE`] at `Dockerfile`: 0644, root, LinuxKit's time, and no
+/// provenance records (LinuxKit writes none for it).
+#[derive(Debug)]
+pub struct DockerfileAction;
+
+#[async_trait]
+impl Action for DockerfileAction {
+    fn kind(&self) -> &'static str {
+        "dockerfile"
+    }
+    fn label(&self) -> String {
+        "Dockerfile".into()
+    }
+    fn identity(&self) -> String {
+        "dockerfile".into()
+    }
+    fn params(&self, key: &mut KeyHasher) {
+        key.field("contents", |key| {
+            key.bytes(DOCKERFILE);
+        });
+    }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        tree_outputs()
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::none()
+    }
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let store = ctx.store().clone();
+        ctx.blocking(move || {
+            let blob = store.put_bytes(DOCKERFILE)?;
+            let mut tree = Tree::new();
+            insert(
+                &mut tree,
+                Entry::file("Dockerfile", blob, super::GENERATED_FILE),
+            )?;
+            tree_result(&store, &tree)
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -667,6 +667,8 @@ pub enum DiskFormat {
     VhdDynamic,
     /// VMDK streamOptimized ([`lkb_disk::vmdk`]).
     Vmdk,
+    /// GCE's `disk.raw` in a gzip-compressed GNU sparse tar ([`lkb_disk::gcp`]).
+    GcpTarGz,
 }
 
 impl DiskFormat {
@@ -676,6 +678,7 @@ impl DiskFormat {
             DiskFormat::VhdFixed => "vhd-fixed",
             DiskFormat::VhdDynamic => "vhd-dynamic",
             DiskFormat::Vmdk => "vmdk-stream",
+            DiskFormat::GcpTarGz => "gcp-tar-gz",
         }
     }
 }
@@ -736,6 +739,13 @@ impl Action for ConvertAction {
                 DiskFormat::Vmdk => {
                     let plan = lkb_disk::vmdk::plan(raw).map_err(disk_error)?;
                     write_image(&store, |out| plan.write(out).map(drop))?
+                }
+                DiskFormat::GcpTarGz => {
+                    let options = lkb_disk::gcp::GcpOptions {
+                        mtime: super::DEFAULT_MTIME,
+                        level: 6,
+                    };
+                    write_image(&store, |out| lkb_disk::gcp::write(&raw, &options, out))?
                 }
             };
             Ok(ActionResult::new().with("disk", ArtifactKind::DiskImage, blob))

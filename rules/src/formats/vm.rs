@@ -9,6 +9,7 @@
 //! | `vhd` | `NAME.vhd` | raw-bios, `--size` (1024M) | fixed VHD (Azure, Hyper-V) |
 //! | `dynamic-vhd` | `NAME.vhd` | raw-bios, `--size` (1024M) | dynamic VHD |
 //! | `vmdk` | `NAME.vmdk` | raw-bios, `--size` (1024M) | VMDK streamOptimized (vSphere) |
+//! | `gcp` | `NAME.img.tar.gz` | raw-bios, `--size` (1024M) in whole GiB | `disk.raw` in a GNU sparse tar, gzip |
 //!
 //! LinuxKit puts the root file system on ext4 for these; an lkb system runs from its initrd,
 //! so the FAT boot partition of `raw-bios` carries everything (docs/compat.md). The wrap is its
@@ -30,6 +31,9 @@ pub(crate) const DEFAULT_SIZE: u64 = 1 << 30;
 enum Base {
     /// `raw-bios`, `--size` or [`DEFAULT_SIZE`].
     Bios,
+    /// `raw-bios`, `--size` or [`DEFAULT_SIZE`] rounded up to a whole GiB, as GCE's image
+    /// import requires.
+    BiosWholeGib,
     /// `raw-efi`, `--size` or as small as its content.
     Efi,
 }
@@ -73,6 +77,12 @@ pub(crate) const DYNAMIC_VHD: Vm = Vm {
     base: Base::Bios,
     wrap: Some(DiskFormat::VhdDynamic),
 };
+pub(crate) const GCP: Vm = Vm {
+    name: "gcp",
+    file: ".img.tar.gz",
+    base: Base::BiosWholeGib,
+    wrap: Some(DiskFormat::GcpTarGz),
+};
 pub(crate) const VMDK: Vm = Vm {
     name: "vmdk",
     file: ".vmdk",
@@ -94,6 +104,10 @@ impl OutputFormat for Vm {
             Base::Bios => {
                 let size = parts.media.size.unwrap_or(DEFAULT_SIZE);
                 super::raw_bios::disk(g, parts, Some(size))
+            }
+            Base::BiosWholeGib => {
+                let size = parts.media.size.unwrap_or(DEFAULT_SIZE);
+                super::raw_bios::disk(g, parts, Some(size.next_multiple_of(1 << 30)))
             }
             Base::Efi => super::raw_efi::disk(g, parts, parts.media.size),
         };
