@@ -27,9 +27,9 @@
 //!   attributes, then the entries, 4-byte aligned) and, for the `FLAT_INLINE` layout, the tail
 //!   of its data (the bytes past the last whole block). An inode with its attributes and tail
 //!   never straddles a block boundary unless it is bigger than a block (huge attributes): then
-//!   it starts a block. Inodes are packed first fit into the last few partly used blocks, in
-//!   breadth-first order of the tree (the root first, so its nid is 36); nothing else is in
-//!   this area (no shared attributes).
+//!   it starts a block. Inodes are placed in breadth-first order of the tree (the root first,
+//!   so its nid is 36), each best fit into the partly used blocks (the fullest with room);
+//!   nothing else is in this area (no shared attributes).
 //! - The data area: the whole blocks of every file, directory and long symlink, each
 //!   contiguous (`raw_blkaddr`), in the same breadth-first order. A tail that fits beside its
 //!   inode is inlined (`FLAT_INLINE`); otherwise the data is `FLAT_PLAIN`, its last block padded
@@ -51,7 +51,7 @@
 //! Checked against erofs-utils 1.5 (`fsck.erofs`, its `--extract`, `dump.erofs`) and Linux's
 //! erofs driver (the `kernel_mount` test, which needs root).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::{Data, DiskError, FsEntry, FsKind, Sink};
@@ -76,8 +76,6 @@ const XATTR_ENTRY: usize = 4;
 const NULL_ADDR: u32 = u32::MAX;
 const LAYOUT_FLAT_PLAIN: u16 = 0;
 const LAYOUT_FLAT_INLINE: u16 = 2;
-/// Partly used metadata blocks the packer still fills; older ones are left as they are.
-const OPEN_BLOCKS: usize = 64;
 
 const S_IFSOCK: u32 = 0o140_000;
 const S_IFLNK: u32 = 0o120_000;
@@ -398,10 +396,11 @@ fn build_tree(entries: Vec<FsEntry>, build_time: i64) -> Result<Vec<Node>, DiskE
     let mut dirs: Vec<usize> = Vec::new();
     let mut queue = VecDeque::from([0usize]);
     node_of[0] = 0;
-    nodes.push(make_node(&mut tree[0], 0, 1)?);
+    nodes.push(make_node(&mut tree[0], 1, 1)?);
     while let Some(d) = queue.pop_front() {
         dirs.push(d);
-        for c in tree[d].children.clone() {
+        for k in 0..tree[d].children.len() {
+            let c = tree[d].children[k];
             let t = link_of[c];
             if node_of[t] == usize::MAX {
                 node_of[t] = nodes.len();
@@ -592,11 +591,12 @@ fn pack_dirents(entries: &[Dirent]) -> (Vec<usize>, u64) {
     (starts, size)
 }
 
-/// Places inodes (with attributes and inline tails) in the metadata area: first fit in the
-/// open blocks, never across a block boundary unless bigger than a block.
+/// Places inodes (with attributes and inline tails) in the metadata area: best fit among the
+/// partly used blocks (the fullest block with room, the lowest of equals), never across a
+/// block boundary unless bigger than a block.
 struct MetaPacker {
-    /// Partly used blocks, oldest first: block number and bytes used (a multiple of 32).
-    open: VecDeque<(u64, u64)>,
+    /// Partly used blocks as (free bytes, block number); used bytes are a multiple of 32.
+    open: BTreeSet<(u64, u64)>,
     /// The first block not used yet.
     next_block: u64,
 }
@@ -604,11 +604,12 @@ struct MetaPacker {
 impl MetaPacker {
     fn new() -> Self {
         MetaPacker {
-            open: VecDeque::from([(0, FIRST_INODE)]),
+            open: BTreeSet::from([(BLOCK - FIRST_INODE, 0)]),
             next_block: 1,
         }
     }
 
+    /// Where an item of `len` bytes goes.
     fn place(&mut self, len: u64) -> u64 {
         if len > BLOCK {
             let pos = self.next_block * BLOCK;
@@ -619,14 +620,11 @@ impl MetaPacker {
             }
             return pos;
         }
-        if let Some(i) = self.open.iter().position(|&(_, used)| used + len <= BLOCK) {
-            let (block, used) = &mut self.open[i];
-            let pos = *block * BLOCK + *used;
-            *used = (*used + len).next_multiple_of(SLOT);
-            if *used + SLOT > BLOCK {
-                self.open.remove(i);
-            }
-            return pos;
+        if let Some(&(free, block)) = self.open.range((len, 0)..).next() {
+            self.open.remove(&(free, block));
+            let used = BLOCK - free;
+            self.open_block(block, (used + len).next_multiple_of(SLOT));
+            return block * BLOCK + used;
         }
         let pos = self.next_block * BLOCK;
         self.next_block += 1;
@@ -636,10 +634,7 @@ impl MetaPacker {
 
     fn open_block(&mut self, block: u64, used: u64) {
         if used + SLOT <= BLOCK {
-            self.open.push_back((block, used));
-            if self.open.len() > OPEN_BLOCKS {
-                self.open.pop_front();
-            }
+            self.open.insert((BLOCK - used, block));
         }
     }
 }

@@ -165,20 +165,20 @@ fn inodes_never_straddle_blocks() {
     let mut packer = MetaPacker::new();
     assert_eq!(packer.place(64), 1152);
     assert_eq!(packer.place(40), 1216);
-    assert_eq!(packer.place(2880), 4096, "1216 + 64 + 2880 > 4096");
-    assert_eq!(packer.place(64), 1280, "first fit goes back to block 0");
+    assert_eq!(packer.place(2880), 4096, "1280 + 2880 > 4096");
+    assert_eq!(
+        packer.place(64),
+        4096 + 2880,
+        "best fit: block 1 has less room"
+    );
     assert_eq!(
         packer.place(9000),
         2 * 4096,
         "bigger than a block: starts one"
     );
     assert_eq!(packer.next_block, 5);
-    assert_eq!(packer.place(2000), 1344, "block 0 still has room");
-    assert_eq!(
-        packer.place(1000),
-        4096 + 2880,
-        "block 0 is too full, block 1 is not"
-    );
+    assert_eq!(packer.place(2000), 1280, "block 0 fits, block 1 does not");
+    assert_eq!(packer.place(1000), 4096 + 2944);
     assert_eq!(
         packer.place(3000),
         4 * 4096 + 832,
@@ -186,6 +186,11 @@ fn inodes_never_straddle_blocks() {
     );
     assert_eq!(packer.place(4096), 5 * 4096);
     assert_eq!(packer.next_block, 6);
+    assert_eq!(
+        packer.place(100),
+        4096 + 3968,
+        "the 128 bytes left in block 1"
+    );
 }
 
 #[test]
@@ -237,4 +242,27 @@ fn a_changed_source_file_is_an_error() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[test]
+fn a_link_group_is_one_inode_with_its_first_paths_metadata() {
+    let mut entries = Vec::new();
+    for (path, mode) in [("z/b", 0o600), ("a", 0o644), ("z/c", 0o755)] {
+        let mut e = file(path, b"same");
+        e.mode = mode;
+        e.link_group = Some(9);
+        entries.push(e);
+    }
+    let plan = plan(entries, options()).unwrap();
+    // Root, `a` (with `z/b` and `z/c`), `z`.
+    assert_eq!(plan.inode_count(), 3);
+    let linked = &plan.nodes[1];
+    assert_eq!((linked.mode, linked.nlink), (0o100_644, 3));
+    let Content::Dir(z) = &plan.nodes[2].content else {
+        panic!("z is a directory")
+    };
+    let targets: Vec<usize> = z.entries.iter().map(|e| e.node).collect();
+    assert_eq!(targets, [2, 0, 1, 1], "`.`, `..`, b, c");
+    let inos: Vec<u32> = plan.nodes.iter().map(|n| n.ino).collect();
+    assert_eq!(inos, [1, 2, 3]);
 }
