@@ -13,6 +13,7 @@
 //! This crate knows nothing of the store, the engine or linuxkit.yml; `lkb-rules` turns build
 //! inputs into [`Data`] and calls these writers from its actions.
 
+pub mod erofs;
 pub mod fat;
 pub mod gcp;
 pub mod gpt;
