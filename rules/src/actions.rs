@@ -42,6 +42,7 @@
 mod apkdb;
 mod archive;
 mod files;
+mod fs_image;
 #[cfg(test)]
 mod golden_tests;
 mod image;
@@ -58,11 +59,12 @@ pub use archive::{
 pub use files::{
     DOCKERFILE, DockerfileAction, FileData, FileItem, FilesAction, FilesError, file_items,
 };
+pub use fs_image::{FsImage, FsImageAction};
 pub use image::{FetchBlobAction, MergeImageAction, UnpackLayerAction};
 pub use kernel::KernelAction;
 pub use media::{
     ConvertAction, DiskFormat, IsoAction, IsoLayout, RawBiosAction, RawEfiAction, UKI_OS_RELEASE,
-    UkiAction, grub_cfg, isolinux_cfg,
+    UkiAction, disk_identity, grub_cfg, isolinux_cfg,
 };
 pub use sbom::{SBOM_PATH, SbomAction, SbomPart};
 pub use sections::{BundleAction, InitRootAction, RootFilter};

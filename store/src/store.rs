@@ -234,6 +234,14 @@ impl Store {
         BlobWriter::new(self.clone())
     }
 
+    /// An unnamed scratch file in the store's directory (so on its file system, not a small
+    /// `/tmp`), removed when closed: for writers that must seek back before their bytes are
+    /// final (a squashfs superblock), whose result [`Store::put_reader`] then stores.
+    pub fn scratch_file(&self) -> Result<std::fs::File, StoreError> {
+        let tmp = self.tmp_dir();
+        tempfile::tempfile_in(&tmp).map_err(|source| StoreError::WriteBlob { path: tmp, source })
+    }
+
     /// Stores `bytes` as a blob.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<BlobRef, StoreError> {
         let mut writer = self.writer()?;

@@ -2,6 +2,7 @@ mod boot;
 mod build_registry;
 mod cli_errors;
 mod explain;
+mod fs_images;
 mod golden;
 mod hostile_input;
 mod hostile_registry;

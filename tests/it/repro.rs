@@ -31,18 +31,27 @@ use crate::build_registry::run_tool;
 const MINIMAL: &str = "//examples:minimal";
 /// `kernel+initrd`, `tar` and every boot-media format (`kernel+iso` writes `minimal.iso` as
 /// `iso-bios` does; its ISO is the same writer without a boot loader).
-const FORMATS: [&str; 4] = [
+const FORMATS: [&str; 6] = [
     "--format",
-    "kernel+initrd,tar",
+    "kernel+initrd,tar,docker",
     "--format",
     "uki,raw-bios,raw-efi,iso-bios,iso-efi,iso-efi-initrd",
+    "--format",
+    "qcow2-bios,qcow2-efi,aws,vhd,vmdk,gcp",
 ];
 /// What [`FORMATS`] writes for `minimal`.
-const OUTPUTS: [&str; 10] = [
+const OUTPUTS: [&str; 17] = [
     "minimal-kernel",
     "minimal-initrd.img",
     "minimal-cmdline",
     "minimal.tar",
+    "minimal.docker",
+    "minimal.qcow2",
+    "minimal-efi.qcow2",
+    "minimal.raw",
+    "minimal.vhd",
+    "minimal.vmdk",
+    "minimal.img.tar.gz",
     "minimal.efi",
     "minimal-bios.img",
     "minimal-efi.img",
@@ -174,8 +183,41 @@ fn read_outputs<'n>(dir: &Path, names: &[&'n str]) -> BTreeMap<&'n str, Vec<u8>>
         .collect()
 }
 
+/// A file's length and SHA-256, read in pieces: outputs are compared by these, not held in
+/// memory (the VM formats' disks are 1 GiB).
+#[derive(Debug, PartialEq, Eq)]
+struct Content {
+    len: u64,
+    sha256: Vec<u8>,
+}
+
+fn digest_outputs<'n>(dir: &Path, names: &[&'n str]) -> BTreeMap<&'n str, Content> {
+    use sha2::Digest as _;
+    names
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            let mut hasher = sha2::Sha256::new();
+            let mut file = fs_err::File::open(&path).unwrap();
+            let mut buffer = vec![0; 1 << 20];
+            let mut len = 0;
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buffer).unwrap();
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+                len += n as u64;
+            }
+            assert!(len > 0, "{} is empty", path.display());
+            let sha256 = hasher.finalize().to_vec();
+            (*name, Content { len, sha256 })
+        })
+        .collect()
+}
+
 /// Fails naming every file whose bytes differ (with both sizes), not with a byte dump.
-fn assert_same_files(a: &BTreeMap<&str, Vec<u8>>, b: &BTreeMap<&str, Vec<u8>>, what: &str) {
+fn assert_same_files(a: &BTreeMap<&str, Content>, b: &BTreeMap<&str, Content>, what: &str) {
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         b.keys().collect::<Vec<_>>(),
@@ -183,8 +225,8 @@ fn assert_same_files(a: &BTreeMap<&str, Vec<u8>>, b: &BTreeMap<&str, Vec<u8>>, w
     );
     let differing: Vec<String> = a
         .iter()
-        .filter(|(name, bytes)| b[*name] != **bytes)
-        .map(|(name, bytes)| format!("{name} ({} vs {} bytes)", bytes.len(), b[name].len()))
+        .filter(|(name, content)| b[*name] != **content)
+        .map(|(name, content)| format!("{name} ({} vs {} bytes)", content.len, b[name].len))
         .collect();
     assert!(differing.is_empty(), "{what}: {differing:?} differ");
 }
@@ -273,8 +315,8 @@ fn same_bytes_under_another_clock_source_date_epoch_tz_and_umask() {
     assert_eq!(ls(&lkb_b), "2d", "B's build was not in 2031");
     assert_ne!(ls(&lkb_a), "2d");
 
-    let a = read_outputs(&ws_a.path().join("lkb-out/examples"), &OUTPUTS);
-    let b = read_outputs(&ws_b.path().join("lkb-out/examples"), &OUTPUTS);
+    let a = digest_outputs(&ws_a.path().join("lkb-out/examples"), &OUTPUTS);
+    let b = digest_outputs(&ws_b.path().join("lkb-out/examples"), &OUTPUTS);
     assert_same_files(
         &a,
         &b,
@@ -297,7 +339,7 @@ fn cache_hits_and_a_forced_rebuild_write_the_bytes_of_a_fresh_build() {
     let fresh_run = build_minimal(&lkb, &[]);
     let total = summary_u64(&fresh_run, "/actions/total");
     assert_eq!(summary_u64(&fresh_run, "/actions/executed"), total);
-    let fresh = read_outputs(&out, &OUTPUTS);
+    let fresh = digest_outputs(&out, &OUTPUTS);
 
     // Outputs gone, the store warm: every action is a cache hit, the files come back.
     fs_err::remove_dir_all(ws.path().join("lkb-out")).unwrap();
@@ -309,7 +351,11 @@ fn cache_hits_and_a_forced_rebuild_write_the_bytes_of_a_fresh_build() {
         cached.stderr
     );
     assert_eq!(summary_u64(&cached, "/actions/cached"), total);
-    assert_same_files(&fresh, &read_outputs(&out, &OUTPUTS), "fresh vs from cache");
+    assert_same_files(
+        &fresh,
+        &digest_outputs(&out, &OUTPUTS),
+        "fresh vs from cache",
+    );
 
     // --rebuild: every action runs again and produces the same bytes, so the output files
     // (whose recorded digest did not change) are not even rewritten.
@@ -327,7 +373,11 @@ fn cache_hits_and_a_forced_rebuild_write_the_bytes_of_a_fresh_build() {
         forced.stderr
     );
     assert_eq!(all_actions(&forced), all_actions(&fresh_run));
-    assert_same_files(&fresh, &read_outputs(&out, &OUTPUTS), "fresh vs --rebuild");
+    assert_same_files(
+        &fresh,
+        &digest_outputs(&out, &OUTPUTS),
+        "fresh vs --rebuild",
+    );
     assert_eq!(stats(&out, &OUTPUTS), before, "--rebuild rewrote outputs");
 }
 
@@ -340,7 +390,7 @@ fn one_job_and_two_jobs_write_the_same_bytes() {
             let lkb = Lkb::new(ws.path()).unwrap();
             let run = build_minimal(&lkb, &["-j", jobs]);
             assert_eq!(summary_u64(&run, "/actions/cached"), 0, "-j {jobs}");
-            let outputs = read_outputs(&ws.path().join("lkb-out/examples"), &OUTPUTS);
+            let outputs = digest_outputs(&ws.path().join("lkb-out/examples"), &OUTPUTS);
             (outputs, all_actions(&run))
         })
         .collect();
@@ -362,7 +412,7 @@ fn check_passes_on_the_minimal_example_fresh_and_warm() {
     let reference = {
         let other = minimal_workspace();
         build_minimal(&Lkb::new(other.path()).unwrap(), &[]);
-        read_outputs(&other.path().join("lkb-out/examples"), &OUTPUTS)
+        digest_outputs(&other.path().join("lkb-out/examples"), &OUTPUTS)
     };
     for pass in ["fresh store", "warm store"] {
         let run = build_minimal(&lkb, &["--check"]);
@@ -386,12 +436,17 @@ fn check_passes_on_the_minimal_example_fresh_and_warm() {
                 .filter(|e| e["reason_kind"] == "new")
                 .count() as u64,
             first_executed,
-            "{pass}"
+            "{pass}: {:?}",
+            finished
+                .iter()
+                .filter(|e| e["reason_kind"] != "new" && e["reason_kind"] != "forced")
+                .map(|e| format!("{} {} {}", e["kind"], e["reason_kind"], e["cached"]))
+                .collect::<Vec<_>>()
         );
         assert!(!run.stderr.contains("not reproducible"), "{}", run.stderr);
         assert_same_files(
             &reference,
-            &read_outputs(&ws.path().join("lkb-out/examples"), &OUTPUTS),
+            &digest_outputs(&ws.path().join("lkb-out/examples"), &OUTPUTS),
             pass,
         );
     }
@@ -674,7 +729,7 @@ fn early_cutoff_stops_the_wave_where_the_bytes_stop_changing() {
     let first = sys.build(&[]);
     let total = summary_u64(&first, "/actions/total");
     let before = stats(&sys.out(), &OUT_FILES);
-    let outputs = read_outputs(&sys.out(), &OUT_FILES);
+    let outputs = digest_outputs(&sys.out(), &OUT_FILES);
     let lock_before = fs_err::read_to_string(sys.ws.path().join("lkb.lock")).unwrap();
     let b = sys.reference("b");
 
@@ -719,7 +774,7 @@ fn early_cutoff_stops_the_wave_where_the_bytes_stop_changing() {
     assert_eq!(stats(&sys.out(), &OUT_FILES), before);
     assert_same_files(
         &outputs,
-        &read_outputs(&sys.out(), &OUT_FILES),
+        &digest_outputs(&sys.out(), &OUT_FILES),
         "after re-compressing a layer",
     );
 

@@ -207,7 +207,11 @@ impl Action for InitrdAction {
 /// the same order, plus the kernel's `boot/` files. Each tree's root entry (`.`), if any, comes
 /// before its entries, as in the initrd segments.
 #[derive(Debug)]
-pub struct RootfsTarAction;
+pub struct RootfsTarAction {
+    /// The format it is for (`tar`, `docker`): the docker format's tar holds one more tree,
+    /// so it is another action of the build.
+    pub format: &'static str,
+}
 
 #[async_trait]
 impl Action for RootfsTarAction {
@@ -215,10 +219,16 @@ impl Action for RootfsTarAction {
         "rootfs-tar"
     }
     fn label(&self) -> String {
-        "rootfs tar".into()
+        match self.format {
+            "tar" => "rootfs tar".into(),
+            format => format!("rootfs tar ({format})"),
+        }
     }
     fn identity(&self) -> String {
-        "rootfs-tar".into()
+        match self.format {
+            "tar" => "rootfs-tar".into(),
+            format => format!("rootfs-tar {format}"),
+        }
     }
     fn params(&self, _key: &mut KeyHasher) {}
     fn outputs(&self) -> Vec<OutputDecl> {
@@ -356,8 +366,8 @@ mod tests {
                 .collect()
         };
         assert_eq!(fields(&InitrdAction { ucode: true }), ["ucode"]);
-        assert!(fields(&RootfsTarAction).is_empty());
-        assert!(codec_of(&RootfsTarAction).starts_with("pax-tar "));
+        assert!(fields(&RootfsTarAction { format: "tar" }).is_empty());
+        assert!(codec_of(&RootfsTarAction { format: "tar" }).starts_with("pax-tar "));
         assert!(codec_of(&KernelInitrdTarAction).starts_with("pax-tar "));
         assert_eq!(
             changed(

@@ -250,7 +250,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "rootfs-tar",
-            RootfsTarAction,
+            RootfsTarAction { format: "tar" },
             vec![
                 input("rootfs", ArtifactKind::Tree, "kernel rootfs tree"),
                 tree("init tree"),

@@ -41,7 +41,7 @@ impl Sink for BlobSink {
 }
 
 /// Streams an image into a new store blob.
-fn write_image(
+pub(super) fn write_image(
     store: &Store,
     write: impl FnOnce(&mut dyn Sink) -> Result<(), DiskError>,
 ) -> Result<BlobRef, ActionError> {
@@ -56,7 +56,7 @@ fn write_image(
 
 /// A writer's error with its category: a size or input problem is the user's, I/O the
 /// environment's.
-fn disk_error(error: DiskError) -> ActionError {
+pub(super) fn disk_error(error: DiskError) -> ActionError {
     let category = match &error {
         DiskError::TooSmall { .. } | DiskError::Invalid(_) => ErrorCategory::User,
         DiskError::Io(_) | DiskError::SourceChanged { .. } => ErrorCategory::Environment,
@@ -65,7 +65,7 @@ fn disk_error(error: DiskError) -> ActionError {
 }
 
 /// A store blob as writer input, read when the image is written.
-fn blob_data(store: &Store, blob: &BlobRef) -> Data {
+pub(super) fn blob_data(store: &Store, blob: &BlobRef) -> Data {
     Data::File {
         path: store.blob_path(&blob.digest),
         len: blob.size,
@@ -199,7 +199,7 @@ impl Action for RawEfiAction {
         "raw-efi disk".into()
     }
     fn identity(&self) -> String {
-        "raw-efi".into()
+        disk_identity("raw-efi", self.size)
     }
     fn params(&self, key: &mut KeyHasher) {
         size_param(key, self.size);
@@ -233,6 +233,17 @@ impl Action for RawEfiAction {
 }
 
 /// `--size`, as a named key field (so `--explain` says `size` changed).
+/// The identity of a disk action of `kind` and `--size`: one build may hold a disk of each
+/// size (`raw-bios` sized to its content beside the 1 GiB one `qcow2-bios` wraps), and
+/// identities name one action of a build.
+pub fn disk_identity(kind: &str, size: Option<u64>) -> String {
+    match size {
+        None => kind.to_owned(),
+        Some(bytes) if bytes % (1 << 20) == 0 => format!("{kind} {}M", bytes >> 20),
+        Some(bytes) => format!("{kind} {bytes}B"),
+    }
+}
+
 fn size_param(key: &mut KeyHasher, size: Option<u64>) {
     key.field("size", |key| {
         key.u64(size.unwrap_or(0));
@@ -492,12 +503,12 @@ fn efi_boot_image(grub: Data, grub_cfg: Vec<u8>, volume_id: u32) -> Result<Vec<u
     Ok(image)
 }
 
-/// The root file system as ISO entries: the trees merged in order (a later entry replaces an
+/// The root file system as file-system entries: the trees merged in order (a later entry replaces an
 /// earlier one of the same path, and a non-directory replacing a directory drops what was
 /// below it, as extracting LinuxKit's tar does), hard links as link groups. `drop_cmdline`
 /// leaves out `boot/cmdline`, as LinuxKit's boot ISOs do (the command line is in the boot
 /// loader's config).
-fn rootfs_entries(
+pub(super) fn rootfs_entries(
     trees: &[BlobRef],
     store: &Store,
     drop_cmdline: bool,
@@ -608,7 +619,7 @@ impl Action for RawBiosAction {
         "raw-bios disk".into()
     }
     fn identity(&self) -> String {
-        "raw-bios".into()
+        disk_identity("raw-bios", self.size)
     }
     fn params(&self, key: &mut KeyHasher) {
         size_param(key, self.size);
@@ -688,6 +699,9 @@ impl DiskFormat {
 #[derive(Debug)]
 pub struct ConvertAction {
     pub to: DiskFormat,
+    /// The identity of the disk action it wraps ([`disk_identity`]): two VM formats may wrap
+    /// different disks into one container format.
+    pub disk: String,
 }
 
 #[async_trait]
@@ -699,7 +713,7 @@ impl Action for ConvertAction {
         format!("{} image", self.to.name())
     }
     fn identity(&self) -> String {
-        format!("convert {}", self.to.name())
+        format!("convert {} {}", self.to.name(), self.disk)
     }
     fn params(&self, key: &mut KeyHasher) {
         key.field("to", |key| {

@@ -19,7 +19,7 @@ impl OutputFormat for Docker {
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
         let dockerfile = g.add(Arc::new(DockerfileAction), &[]);
         let trees = parts.rootfs_trees_with(g.only(dockerfile));
-        let tar = g.add_wired(Arc::new(RootfsTarAction), &trees);
+        let tar = g.add_wired(Arc::new(RootfsTarAction { format: "docker" }), &trees);
         vec![OutputSpec::new(
             format!("{name}.docker"),
             g.only(tar),

@@ -16,7 +16,10 @@ impl OutputFormat for Tar {
     }
 
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
-        let tar = g.add_wired(Arc::new(RootfsTarAction), &parts.rootfs_trees());
+        let tar = g.add_wired(
+            Arc::new(RootfsTarAction { format: "tar" }),
+            &parts.rootfs_trees(),
+        );
         vec![OutputSpec::new(format!("{name}.tar"), g.only(tar), "tar")]
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use lkb_engine::GraphBuilder;
 
 use super::{MediaOptions, OutputFormat, OutputSpec, Parts};
-use crate::actions::{ConvertAction, DiskFormat};
+use crate::actions::{ConvertAction, DiskFormat, disk_identity};
 
 /// LinuxKit's `--size` default for the formats that have a size.
 pub(crate) const DEFAULT_SIZE: u64 = 1 << 30;
@@ -100,16 +100,25 @@ impl OutputFormat for Vm {
     }
 
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
-        let disk = match self.base {
+        let (disk, identity) = match self.base {
             Base::Bios => {
                 let size = parts.media.size.unwrap_or(DEFAULT_SIZE);
-                super::raw_bios::disk(g, parts, Some(size))
+                let disk = super::raw_bios::disk(g, parts, Some(size));
+                (disk, disk_identity("raw-bios", Some(size)))
             }
             Base::BiosWholeGib => {
-                let size = parts.media.size.unwrap_or(DEFAULT_SIZE);
-                super::raw_bios::disk(g, parts, Some(size.next_multiple_of(1 << 30)))
+                let size = parts
+                    .media
+                    .size
+                    .unwrap_or(DEFAULT_SIZE)
+                    .next_multiple_of(1 << 30);
+                let disk = super::raw_bios::disk(g, parts, Some(size));
+                (disk, disk_identity("raw-bios", Some(size)))
             }
-            Base::Efi => super::raw_efi::disk(g, parts, parts.media.size),
+            Base::Efi => {
+                let disk = super::raw_efi::disk(g, parts, parts.media.size);
+                (disk, disk_identity("raw-efi", parts.media.size))
+            }
         };
         let Some(disk) = disk else {
             return Vec::new();
@@ -117,7 +126,8 @@ impl OutputFormat for Vm {
         let out = match self.wrap {
             None => disk,
             Some(to) => {
-                let node = g.add_wired(Arc::new(ConvertAction { to }), &[disk]);
+                let convert = ConvertAction { to, disk: identity };
+                let node = g.add_wired(Arc::new(convert), &[disk]);
                 g.only(node)
             }
         };

@@ -203,7 +203,10 @@ impl crate::formats::OutputFormat for WithTool {
         let tool = parts
             .tool_image(&parts.media.boot_image)
             .expect("the tool image's tree");
-        let tar = g.add_wired(Arc::new(crate::actions::RootfsTarAction), &[tool]);
+        let tar = g.add_wired(
+            Arc::new(crate::actions::RootfsTarAction { format: "tar" }),
+            &[tool],
+        );
         vec![OutputSpec::new(format!("{name}.tool"), g.only(tar), "tar")]
     }
 }
@@ -424,4 +427,36 @@ fn two_formats_writing_one_file_name_are_refused_and_shared_files_are_written_on
     let (_, outputs) = lower_formats(&f, None, &["kernel+initrd", "kernel+iso"]).expect("lower");
     let names: Vec<&str> = outputs.iter().map(|o| o.file_name.as_str()).collect();
     assert_eq!(names, ["t-kernel", "t-initrd.img", "t-cmdline", "t.iso"]);
+}
+
+/// Identities name one action of a build (the engine's history and `--explain` go by them):
+/// every format at once, with disks of two sizes and two wraps of one container format,
+/// still gives each action its own.
+#[test]
+fn every_action_of_every_format_has_its_own_identity() {
+    let f = fixture(
+        "kernel:\n  image: example.com/lkb/vol:1\n  cmdline: console=ttyS0\ninit:\n  - example.com/lkb/init-a:1\n",
+    );
+    // `kernel+iso` and `dynamic-vhd` write the file names of `iso-bios` and `vhd`.
+    let formats: Vec<Format> = Format::all()
+        .filter(|format| !["kernel+iso", "dynamic-vhd"].contains(&format.name()))
+        .collect();
+    let (graph, _) = lower_with(&f, None, &formats).expect("lower");
+    let mut seen = std::collections::BTreeMap::new();
+    for node in graph.node_ids() {
+        let action = graph.action(node).expect("node");
+        if let Some(other) = seen.insert(action.identity(), action.label()) {
+            panic!(
+                "{} and {} share the identity {:?}",
+                other,
+                action.label(),
+                action.identity()
+            );
+        }
+    }
+    assert!(
+        seen.keys()
+            .any(|id| id.starts_with("convert qcow2 raw-efi")),
+        "{seen:?}"
+    );
 }

@@ -1,0 +1,78 @@
+//! The root file system as a read-only file-system image, for the `kernel+squashfs` and
+//! `kernel+erofs` formats: every tree merged as extracting LinuxKit's tar would, minus `boot/`
+//! (the kernel and command line are written beside the image), then written in-process by
+//! [`lkb_disk::squashfs`] or [`lkb_disk::erofs`].
+
+use async_trait::async_trait;
+use lkb_engine::{Action, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl};
+use lkb_store::ActionResult;
+
+use super::media::{content_id, disk_error, rootfs_entries, write_image};
+use super::{DEFAULT_MTIME, input_blobs};
+
+/// Which file system [`FsImageAction`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsImage {
+    /// EROFS, uncompressed (`mkfs.erofs` without options, as LinuxKit runs it).
+    Erofs,
+}
+
+impl FsImage {
+    fn name(self) -> &'static str {
+        match self {
+            FsImage::Erofs => "erofs",
+        }
+    }
+}
+
+/// The root file system without `boot/` as a squashfs or EROFS image.
+#[derive(Debug)]
+pub struct FsImageAction {
+    pub fs: FsImage,
+}
+
+#[async_trait]
+impl Action for FsImageAction {
+    fn kind(&self) -> &'static str {
+        self.fs.name()
+    }
+    fn label(&self) -> String {
+        format!("{} image", self.fs.name())
+    }
+    fn identity(&self) -> String {
+        format!("fs-image {}", self.fs.name())
+    }
+    fn params(&self, key: &mut KeyHasher) {
+        key.field("fs", |key| {
+            key.str(self.fs.name());
+        });
+    }
+    fn outputs(&self) -> Vec<OutputDecl> {
+        vec![OutputDecl::new("image", ArtifactKind::DiskImage).codec(self.fs.name(), "1")]
+    }
+    fn inputs(&self) -> InputKinds {
+        InputKinds::each(ArtifactKind::Tree)
+    }
+    async fn execute(&self, ctx: &ExecCtx) -> Result<ActionResult, ActionError> {
+        let trees = input_blobs(ctx);
+        let store = ctx.store().clone();
+        let fs = self.fs;
+        ctx.blocking(move || {
+            let mut entries = rootfs_entries(&trees, &store, false)?;
+            entries.retain(|entry| entry.path != "boot" && !entry.path.starts_with("boot/"));
+            let blob = match fs {
+                FsImage::Erofs => {
+                    let options = lkb_disk::erofs::ErofsOptions {
+                        build_time: DEFAULT_MTIME,
+                        uuid: content_id(&trees, "erofs uuid"),
+                        volume_name: String::new(),
+                    };
+                    let plan = lkb_disk::erofs::plan(entries, options).map_err(disk_error)?;
+                    write_image(&store, |out| plan.write(out))?
+                }
+            };
+            Ok(ActionResult::new().with("image", ArtifactKind::DiskImage, blob))
+        })
+        .await
+    }
+}
