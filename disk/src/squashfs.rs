@@ -20,7 +20,7 @@
 //!    sizes are only known once everything after it is written. Then, when the compression
 //!    level is not gzip's default 9, the compressor options (level, window 15, default
 //!    strategy) in an uncompressed metadata block.
-//! 2. File data, in inode number order (below). Each file is cut into blocks of
+//! 2. File data, in inode number order (below), each distinct content once. Each file is cut into blocks of
 //!    [`SquashfsOptions::block_size`], each a separate zlib stream, or stored as it is when
 //!    compressing does not shrink it; a whole block of zeros is a hole, not stored. Files
 //!    smaller than a block are packed, back to back, into fragment blocks, compressed the
@@ -56,8 +56,8 @@
 //! one, as mksquashfs writes it. Directory link counts are 2 plus the number of
 //! subdirectories.
 //!
-//! Not written: data deduplication (identical files are stored twice unless they are hard
-//! links) and the directory index of large directories (readers then scan the listing).
+//! Not written: the directory index of large directories (readers then scan the listing, which
+//! the format allows).
 //!
 //! Nothing comes from the clock or the environment: the superblock time is an option, the rest
 //! from the entries, and the layout from sorted input. The image is the same for any number
@@ -124,7 +124,7 @@ fn write_with_threads<W: Write + Seek>(
     let base = out.stream_position().map_err(DiskError::Io)?;
     let mut out = Out { inner: out, pos: 0 };
     out.write(&[0; SUPERBLOCK])?;
-    let mut flags = FLAG_EXPORTABLE;
+    let mut flags = FLAG_DUPLICATES | FLAG_EXPORTABLE;
     if level != DEFAULT_LEVEL {
         flags |= FLAG_COMPRESSOR_OPTIONS;
         out.write(&(8 | 0x8000u16).to_le_bytes())?;
@@ -238,8 +238,9 @@ const DEVICE_BLOCK: u64 = 4096;
 /// "No such table" and "no fragment" / "no xattrs" in 64 and 32 bits.
 const NONE64: u64 = u64::MAX;
 const NONE32: u32 = u32::MAX;
-/// Superblock flags. Data is not deduplicated, so 0x40 (mksquashfs's "duplicates removed") is
-/// not set.
+/// Superblock flags: files with the same contents share their data, there is an export table,
+/// and the compressor options follow the superblock.
+const FLAG_DUPLICATES: u16 = 0x0040;
 const FLAG_EXPORTABLE: u16 = 0x0080;
 const FLAG_COMPRESSOR_OPTIONS: u16 = 0x0400;
 

@@ -7,8 +7,16 @@
 //! are gathered into a window of a few per thread, compressed in parallel, and written in job
 //! order. The window only changes when blocks are compressed, never where they go, so the
 //! image does not depend on the number of threads. At most one window of blocks is in memory.
+//!
+//! A file with the same contents as one written before is not written again: it points at the
+//! same blocks or fragment (mksquashfs's duplicate detection). Candidates are files of the same
+//! size and CRC-32, compared byte by byte; a file is read twice only when an earlier file has
+//! its size. Sources are assumed not to change while the image is written, beyond the length
+//! check every read makes.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Out;
@@ -17,6 +25,8 @@ use crate::{Data, DiskError};
 
 /// Set in a data block's or fragment block's size when it is stored uncompressed.
 pub(super) const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
+/// Bytes read at a time when checking whether two files are the same.
+const COMPARE_CHUNK: usize = 64 << 10;
 /// Jobs per thread in a window: enough to keep every thread busy when block sizes vary.
 const JOBS_PER_THREAD: usize = 4;
 
@@ -60,7 +70,7 @@ enum Packed {
 }
 
 /// Writes file data at the current position of `out`, file after file.
-pub(super) struct DataWriter<'a, 'w, W: std::io::Write> {
+pub(super) struct DataWriter<'a, 'w, 'd, W: std::io::Write> {
     out: &'a mut Out<'w, W>,
     block_size: usize,
     level: u32,
@@ -72,9 +82,14 @@ pub(super) struct DataWriter<'a, 'w, W: std::io::Write> {
     fragments_sealed: u32,
     fragments: Vec<Fragment>,
     files: Vec<FileData>,
+    /// Sizes of the files written so far: a file of another size cannot be a duplicate, and
+    /// is read only once.
+    sizes: HashSet<u64>,
+    /// Files written so far by size and CRC-32, with their sources, to find duplicates.
+    written: HashMap<(u64, u32), Vec<(usize, &'d Data)>>,
 }
 
-impl<'a, 'w, W: std::io::Write> DataWriter<'a, 'w, W> {
+impl<'a, 'w, 'd, W: std::io::Write> DataWriter<'a, 'w, 'd, W> {
     /// A writer for `files` files (indices `0..files`), each added once with
     /// [`DataWriter::add`].
     pub(super) fn new(
@@ -94,22 +109,53 @@ impl<'a, 'w, W: std::io::Write> DataWriter<'a, 'w, W> {
             fragments_sealed: 0,
             fragments: Vec::new(),
             files: vec![FileData::default(); files],
+            sizes: HashSet::new(),
+            written: HashMap::new(),
         }
     }
 
-    /// Queues the blocks of file `index`, reading a [`Data::File`] block by block.
-    pub(super) fn add(&mut self, index: usize, data: &Data) -> Result<(), DiskError> {
+    /// Queues the blocks of file `index`, reading a [`Data::File`] block by block, or points
+    /// it at the data of an earlier file with the same contents.
+    pub(super) fn add(&mut self, index: usize, data: &'d Data) -> Result<(), DiskError> {
         let len = data.len();
         if len == 0 {
             return Ok(());
         }
+        if self.sizes.contains(&len) {
+            let crc = checksum(data)?;
+            for &(earlier, earlier_data) in self.written.get(&(len, crc)).into_iter().flatten() {
+                if same_contents(data, earlier_data)? {
+                    if len >= self.block_size as u64 {
+                        // Its blocks may still be pending: write them to know where they are.
+                        self.flush()?;
+                    }
+                    self.files[index] = self.files[earlier].clone();
+                    return Ok(());
+                }
+            }
+        }
+        let crc = self.add_blocks(index, data)?;
+        self.sizes.insert(len);
+        self.written
+            .entry((len, crc))
+            .or_default()
+            .push((index, data));
+        Ok(())
+    }
+
+    /// Queues the blocks of file `index` and returns the CRC-32 of its contents.
+    fn add_blocks(&mut self, index: usize, data: &Data) -> Result<u32, DiskError> {
+        let mut crc = flate2::Crc::new();
+        let len = data.len();
         if len < self.block_size as u64 {
             let bytes = data.read_all()?;
+            crc.update(&bytes);
             self.add_fragment(index, &bytes);
-            return Ok(());
+            return Ok(crc.sum());
         }
         match data {
             Data::Bytes(bytes) => {
+                crc.update(bytes);
                 for block in bytes.chunks(self.block_size) {
                     self.push(Target::Block(index), block.to_vec())?;
                 }
@@ -133,19 +179,13 @@ impl<'a, 'w, W: std::io::Write> DataWriter<'a, 'w, W> {
                         });
                     }
                     remaining -= want;
+                    crc.update(&block);
                     self.push(Target::Block(index), block)?;
                 }
-                if file.read(&mut [0]).map_err(DiskError::Io)? != 0 {
-                    let found = file.metadata().map_err(DiskError::Io)?.len();
-                    return Err(DiskError::SourceChanged {
-                        path: path.clone(),
-                        expected: *len,
-                        found: found.max(*len + 1),
-                    });
-                }
+                check_end(&mut file, path, *len)?;
             }
         }
-        Ok(())
+        Ok(crc.sum())
     }
 
     fn add_fragment(&mut self, index: usize, bytes: &[u8]) {
@@ -217,6 +257,120 @@ impl<'a, 'w, W: std::io::Write> DataWriter<'a, 'w, W> {
         self.flush()?;
         debug_assert_eq!(self.fragments.len(), self.fragments_sealed as usize);
         Ok((self.files, self.fragments))
+    }
+}
+
+/// Fails if `file`, read up to its planned length `len`, has more.
+fn check_end(file: &mut fs_err::File, path: &Path, len: u64) -> Result<(), DiskError> {
+    if file.read(&mut [0]).map_err(DiskError::Io)? != 0 {
+        let found = file.metadata().map_err(DiskError::Io)?.len();
+        return Err(DiskError::SourceChanged {
+            path: path.to_path_buf(),
+            expected: len,
+            found: found.max(len + 1),
+        });
+    }
+    Ok(())
+}
+
+/// Reads `data` through, checking its length.
+fn open(data: &Data) -> Result<Box<dyn Read + '_>, DiskError> {
+    Ok(match data {
+        Data::Bytes(bytes) => Box::new(bytes.as_slice()),
+        Data::File { path, len } => Box::new(LengthChecked {
+            file: fs_err::File::open(path).map_err(DiskError::Io)?,
+            path,
+            len: *len,
+            read: 0,
+        }),
+    })
+}
+
+/// A file source that fails with [`DiskError::SourceChanged`] (as an `io::Error`) when it is
+/// shorter or longer than planned.
+struct LengthChecked<'p> {
+    file: fs_err::File,
+    path: &'p Path,
+    len: u64,
+    read: u64,
+}
+
+impl Read for LengthChecked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = (self.len - self.read).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return match check_end(&mut self.file, self.path, self.len) {
+                Ok(()) => Ok(0),
+                Err(e) => Err(std::io::Error::other(e)),
+            };
+        }
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::other(DiskError::SourceChanged {
+                path: self.path.to_path_buf(),
+                expected: self.len,
+                found: self.read,
+            }));
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// An `io::Error` from [`LengthChecked`] back to the [`DiskError`] it carries.
+fn source_error(e: std::io::Error) -> DiskError {
+    if e.get_ref().is_some_and(|inner| inner.is::<DiskError>()) {
+        let inner = e.into_inner().expect("checked above");
+        *inner.downcast::<DiskError>().expect("checked above")
+    } else {
+        DiskError::Io(e)
+    }
+}
+
+/// Fills `buf` from `r` unless it ends first; returns how much was read.
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, DiskError> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(source_error(e)),
+        }
+    }
+    Ok(n)
+}
+
+/// CRC-32 of all of `data`.
+fn checksum(data: &Data) -> Result<u32, DiskError> {
+    let mut crc = flate2::Crc::new();
+    let mut r = open(data)?;
+    let mut buf = vec![0; COMPARE_CHUNK];
+    loop {
+        let n = fill(&mut r, &mut buf)?;
+        if n == 0 {
+            return Ok(crc.sum());
+        }
+        crc.update(&buf[..n]);
+    }
+}
+
+/// Whether two sources of the same planned length hold the same bytes.
+fn same_contents(a: &Data, b: &Data) -> Result<bool, DiskError> {
+    if a == b {
+        return Ok(true);
+    }
+    let (mut ra, mut rb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0; COMPARE_CHUNK], vec![0; COMPARE_CHUNK]);
+    loop {
+        let n = fill(&mut ra, &mut ba)?;
+        let m = fill(&mut rb, &mut bb)?;
+        if ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
     }
 }
 

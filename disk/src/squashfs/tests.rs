@@ -264,6 +264,23 @@ fn fixture(dir: &Path) -> Vec<FsEntry> {
             ..entry(path, FsKind::Fifo, 0o600)
         });
     }
+    // Duplicates of a big file (bytes and on disk), of a fragment, and a same-size near miss.
+    e.push(file("dup/300k", &text(300 << 10)));
+    let mut near = text(300 << 10);
+    near[200_000] ^= 1;
+    e.push(file("dup/300k-near", &near));
+    e.push(file("dup/suid", b"#!/bin/sh\n"));
+    e.push(file("dup/zeros", &vec![0; (1 << 20) + 100]));
+    let copy = dir.join("copy");
+    std::fs::write(&copy, text(300 << 10)).unwrap();
+    e.push(entry(
+        "dup/from-disk",
+        FsKind::File(Data::File {
+            path: copy,
+            len: 300 << 10,
+        }),
+        0o644,
+    ));
     for i in 0..1200 {
         e.push(file(
             &format!("many/file-{i:04}"),
@@ -383,6 +400,7 @@ fn unsquashfs_lists_and_extracts_every_kind() {
         "Number of ids 3",
         "Number of xattr ids 6",
         "Filesystem is exportable via NFS",
+        "Duplicates are removed",
     ] {
         assert!(sb.lines().any(|l| l == line), "{line:?} in:\n{sb}");
     }
@@ -558,6 +576,29 @@ fn read_inodes(image: &[u8]) -> Vec<RawInode> {
     out
 }
 
+/// `bytes_used` from the superblock.
+fn bytes_used(image: &[u8]) -> u64 {
+    u64::from_le_bytes(image[40..48].try_into().unwrap())
+}
+
+#[test]
+fn duplicates_are_stored_once() {
+    let o = SquashfsOptions::default();
+    let base = vec![file("a", &text(500_000)), file("s", b"small")];
+    let mut dups = base.clone();
+    dups.push(file("b", &text(500_000)));
+    dups.push(file("t", b"small"));
+    let mut different = base.clone();
+    different.push(file("b", &text(499_999)));
+    let (base, dups, different) = (
+        bytes_used(&image(base, &o, 2)),
+        bytes_used(&image(dups, &o, 2)),
+        bytes_used(&image(different, &o, 2)),
+    );
+    assert!(dups - base < 200, "{base} → {dups}: metadata only");
+    assert!(different - base > 10_000, "{base} → {different}: the data");
+}
+
 #[test]
 fn images_are_reproducible_and_independent_of_threads() {
     let dir = tempfile::tempdir().unwrap();
@@ -682,6 +723,18 @@ fn bad_input_is_refused() {
             }
             other => panic!("{actual} bytes planned as {planned}: {other}"),
         }
+    }
+    // Found short when checked as a possible duplicate of a file of its planned size.
+    let path = dir.path().join("short");
+    std::fs::write(&path, [1; 10]).unwrap();
+    let short = entry("g", FsKind::File(Data::File { path, len: 20 }), 0o644);
+    match err(vec![file("f", &[1; 20]), short], &o) {
+        DiskError::SourceChanged {
+            expected: 20,
+            found: 10,
+            ..
+        } => {}
+        other => panic!("{other}"),
     }
     let missing = entry(
         "f",
