@@ -28,10 +28,13 @@
 //!    on all cores and written in a fixed order (see `data`).
 //! 3. The inode table: one inode per file, directory, symlink, device, fifo or socket (hard
 //!    links share one). Basic inodes where they suffice, extended ones for xattrs, hard-linked
-//!    files, holes, files or offsets past 4 GiB and directory listings past 64 KiB.
+//!    files, holes, files or offsets past 4 GiB, and directories whose listing spans metadata
+//!    blocks: these carry a directory index (offset, block and first name of the first run in
+//!    each block after the first), which lets the kernel skip to the right block on lookup.
 //! 4. The directory table: each directory's entries sorted by name (bytewise), in runs of at
 //!    most 256 under a header naming the inode table block of their inodes; a new run starts
-//!    whenever that block changes or an inode number is more than ±32767 from the run's base.
+//!    whenever that block changes, an inode number is more than ±32767 from the run's base, or
+//!    an entry would start in the next metadata block.
 //! 5. The fragment table (position and size of each fragment block), the export table (inode
 //!    number to inode reference, for NFS), and the id table (the distinct uids and gids, in
 //!    ascending order; inodes hold 16-bit indices into it). Each is a lookup table: 8 KiB
@@ -56,9 +59,6 @@
 //! one, as mksquashfs writes it. Directory link counts are 2 plus the number of
 //! subdirectories.
 //!
-//! Not written: the directory index of large directories (readers then scan the listing, which
-//! the format allows).
-//!
 //! Nothing comes from the clock or the environment: the superblock time is an option, the rest
 //! from the entries, and the layout from sorted input. The image is the same for any number
 //! of threads.
@@ -73,7 +73,7 @@ use std::io::{Seek, SeekFrom, Write};
 
 use crate::{Data, DiskError, FsEntry, FsKind};
 use data::{DataWriter, FileData, Fragment};
-use metadata::MetadataWriter;
+use metadata::{METADATA_BLOCK, MetadataWriter};
 
 /// How to write a squashfs image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -679,7 +679,8 @@ impl Tree {
                         self.inodes[self.nodes[self.nodes[*node].parent].inode].number
                     };
                     let size = listing.size + 3;
-                    let basic = xattr == NONE32 && size <= u32::from(u16::MAX);
+                    let basic =
+                        xattr == NONE32 && size <= u32::from(u16::MAX) && listing.index_count == 0;
                     header(&mut b, extended(basic));
                     if basic {
                         b.extend_from_slice(&listing.block.to_le_bytes());
@@ -692,9 +693,10 @@ impl Tree {
                         b.extend_from_slice(&size.to_le_bytes());
                         b.extend_from_slice(&listing.block.to_le_bytes());
                         b.extend_from_slice(&parent.to_le_bytes());
-                        b.extend_from_slice(&0u16.to_le_bytes()); // no directory index
+                        b.extend_from_slice(&listing.index_count.to_le_bytes());
                         b.extend_from_slice(&listing.offset.to_le_bytes());
                         b.extend_from_slice(&xattr.to_le_bytes());
+                        b.extend_from_slice(&listing.index);
                     }
                 }
                 Kind::File(data) => {
@@ -782,18 +784,43 @@ impl Tree {
     ) -> Result<Listing, DiskError> {
         let start = dir_table.reference();
         let children = &self.nodes[node].children;
+        let inode_of = |c: usize| &self.inodes[self.nodes[c].inode];
         let mut size = 0usize;
+        let mut index = Vec::new();
+        let mut index_count = 0usize;
+        let mut indexed_block = start >> 16;
         let mut run_start = 0;
         while run_start < children.len() {
-            let inode_of = |c: usize| &self.inodes[self.nodes[c].inode];
+            let at = dir_table.reference();
             let first = children[run_start];
+            if at >> 16 != indexed_block {
+                // The first run in this metadata block: an index entry, so lookups can skip
+                // the blocks before it.
+                indexed_block = at >> 16;
+                index_count += 1;
+                let name = self.nodes[first].name.as_bytes();
+                index.extend_from_slice(&(size as u32).to_le_bytes());
+                let block = u32::try_from(indexed_block)
+                    .map_err(|_| invalid("squashfs: directory table over 4 GiB"))?;
+                index.extend_from_slice(&block.to_le_bytes());
+                index.extend_from_slice(&(name.len() as u32 - 1).to_le_bytes());
+                index.extend_from_slice(name);
+            }
             let block = references[self.nodes[first].inode] >> 16;
             let base = i64::from(inode_of(first).number);
+            // A run ends after 256 entries, at an entry whose inode is in another block or
+            // too far in number, or before an entry that would start in the next metadata
+            // block (so that each block's first run can be indexed).
+            let room = METADATA_BLOCK - (at & 0xffff) as usize;
+            let mut run_bytes = 12;
             let run_len = children[run_start..]
                 .iter()
                 .take(RUN)
-                .take_while(|&&c| {
-                    references[self.nodes[c].inode] >> 16 == block
+                .enumerate()
+                .take_while(|&(i, &c)| {
+                    let fits = i == 0 || run_bytes < room;
+                    run_bytes += 8 + self.nodes[c].name.len();
+                    fits && references[self.nodes[c].inode] >> 16 == block
                         && i16::try_from(i64::from(inode_of(c).number) - base).is_ok()
                 })
                 .count();
@@ -826,6 +853,9 @@ impl Tree {
                 .ok()
                 .filter(|&s| s < u32::MAX - 3)
                 .ok_or_else(|| invalid("squashfs: a directory listing over 4 GiB"))?,
+            index_count: u16::try_from(index_count)
+                .map_err(|_| invalid("squashfs: a directory index over 65535 entries"))?,
+            index,
         })
     }
 }
@@ -836,6 +866,10 @@ struct Listing {
     block: u32,
     offset: u16,
     size: u32,
+    /// Directory index entries (for the runs that start a metadata block), to follow an
+    /// extended directory inode.
+    index: Vec<u8>,
+    index_count: u16,
 }
 
 /// The metadata, packed, and what the superblock needs of it.
