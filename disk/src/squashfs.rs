@@ -20,12 +20,14 @@
 //!    sizes are only known once everything after it is written. Then, when the compression
 //!    level is not gzip's default 9, the compressor options (level, window 15, default
 //!    strategy) in an uncompressed metadata block.
-//! 2. File data, in inode number order (below), each distinct content once. Each file is cut into blocks of
+//! 2. File data, in inode number order (below). Each file is cut into blocks of
 //!    [`SquashfsOptions::block_size`], each a separate zlib stream, or stored as it is when
 //!    compressing does not shrink it; a whole block of zeros is a hole, not stored. Files
 //!    smaller than a block are packed, back to back, into fragment blocks, compressed the
-//!    same way; a larger file's last block is a short block of its own. Blocks are compressed
-//!    on all cores and written in a fixed order (see `data`).
+//!    same way; a larger file's last block is a short block of its own. A file with the same
+//!    contents as an earlier one shares its blocks or fragment instead (the superblock says
+//!    "duplicates removed"). Blocks are compressed on all cores and written in a fixed order
+//!    (see `data`).
 //! 3. The inode table: one inode per file, directory, symlink, device, fifo or socket (hard
 //!    links share one). Basic inodes where they suffice, extended ones for xattrs, hard-linked
 //!    files, holes, files or offsets past 4 GiB, and directories whose listing spans metadata
@@ -126,6 +128,8 @@ fn write_with_threads<W: Write + Seek>(
     out.write(&[0; SUPERBLOCK])?;
     let mut flags = FLAG_DUPLICATES | FLAG_EXPORTABLE;
     if level != DEFAULT_LEVEL {
+        // An uncompressed 8-byte metadata block: level, window bits, strategies (none set:
+        // zlib's default).
         flags |= FLAG_COMPRESSOR_OPTIONS;
         out.write(&(8 | 0x8000u16).to_le_bytes())?;
         out.write(&level.to_le_bytes())?;
