@@ -23,6 +23,7 @@ pub mod qcow2;
 pub mod raw_bios;
 pub mod raw_efi;
 pub mod sparse;
+pub mod squashfs;
 pub mod syslinux;
 pub mod uki;
 pub mod vhd;
