@@ -106,6 +106,7 @@ pub(crate) trait OutputFormat: Sync + 'static {
 /// Every format lkb builds. A new format is a module beside the others and one line here.
 const REGISTRY: &[&dyn OutputFormat] = &[
     &kernel_initrd::KernelInitrd,
+    &kernel_fs::KERNEL_SQUASHFS,
     &kernel_fs::KERNEL_EROFS,
     &docker::Docker,
     &iso::KERNEL_ISO,
@@ -127,7 +128,7 @@ const REGISTRY: &[&dyn OutputFormat] = &[
 ];
 
 /// Formats LinuxKit has that lkb does not build yet; named in the error so users know.
-const NOT_YET: &[&str] = &["kernel+squashfs", "rpi3"];
+const NOT_YET: &[&str] = &["rpi3"];
 
 /// A LinuxKit output format (`--format`), one of [`Format::all`].
 #[derive(Clone, Copy)]

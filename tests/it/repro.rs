@@ -33,19 +33,21 @@ const MINIMAL: &str = "//examples:minimal";
 /// `iso-bios` does; its ISO is the same writer without a boot loader).
 const FORMATS: [&str; 6] = [
     "--format",
-    "kernel+initrd,tar,docker",
+    "kernel+initrd,tar,docker,kernel+squashfs,kernel+erofs",
     "--format",
     "uki,raw-bios,raw-efi,iso-bios,iso-efi,iso-efi-initrd",
     "--format",
     "qcow2-bios,qcow2-efi,aws,vhd,vmdk,gcp",
 ];
 /// What [`FORMATS`] writes for `minimal`.
-const OUTPUTS: [&str; 17] = [
+const OUTPUTS: [&str; 19] = [
     "minimal-kernel",
     "minimal-initrd.img",
     "minimal-cmdline",
     "minimal.tar",
     "minimal.docker",
+    "minimal-squashfs.img",
+    "minimal-erofs.img",
     "minimal.qcow2",
     "minimal-efi.qcow2",
     "minimal.raw",

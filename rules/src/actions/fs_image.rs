@@ -3,6 +3,8 @@
 //! (the kernel and command line are written beside the image), then written in-process by
 //! [`lkb_disk::squashfs`] or [`lkb_disk::erofs`].
 
+use std::io::{Seek, SeekFrom};
+
 use async_trait::async_trait;
 use lkb_engine::{Action, ActionError, ArtifactKind, ExecCtx, InputKinds, KeyHasher, OutputDecl};
 use lkb_store::ActionResult;
@@ -13,6 +15,8 @@ use super::{DEFAULT_MTIME, input_blobs};
 /// Which file system [`FsImageAction`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsImage {
+    /// squashfs 4.0, gzip, 128 KiB blocks (mksquashfs's defaults, as LinuxKit runs it).
+    Squashfs,
     /// EROFS, uncompressed (`mkfs.erofs` without options, as LinuxKit runs it).
     Erofs,
 }
@@ -20,6 +24,7 @@ pub enum FsImage {
 impl FsImage {
     fn name(self) -> &'static str {
         match self {
+            FsImage::Squashfs => "squashfs",
             FsImage::Erofs => "erofs",
         }
     }
@@ -61,6 +66,21 @@ impl Action for FsImageAction {
             let mut entries = rootfs_entries(&trees, &store, false)?;
             entries.retain(|entry| entry.path != "boot" && !entry.path.starts_with("boot/"));
             let blob = match fs {
+                FsImage::Squashfs => {
+                    // The superblock is written last, so the image goes through a scratch
+                    // file before it becomes a blob.
+                    let options = lkb_disk::squashfs::SquashfsOptions {
+                        mkfs_time: DEFAULT_MTIME,
+                        ..Default::default()
+                    };
+                    let mut scratch = store.scratch_file()?;
+                    lkb_disk::squashfs::write(entries, &options, &mut scratch)
+                        .map_err(disk_error)?;
+                    scratch
+                        .seek(SeekFrom::Start(0))
+                        .map_err(ActionError::environment)?;
+                    store.put_reader(&mut scratch, None)?
+                }
                 FsImage::Erofs => {
                     let options = lkb_disk::erofs::ErofsOptions {
                         build_time: DEFAULT_MTIME,

@@ -16,6 +16,11 @@ pub(crate) struct KernelFs {
     suffix: &'static str,
 }
 
+pub(crate) const KERNEL_SQUASHFS: KernelFs = KernelFs {
+    name: "kernel+squashfs",
+    fs: FsImage::Squashfs,
+    suffix: "-squashfs.img",
+};
 pub(crate) const KERNEL_EROFS: KernelFs = KernelFs {
     name: "kernel+erofs",
     fs: FsImage::Erofs,
