@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage:
   lkb-bench run --lkb <bin> --examples <oci layout> --out <dir> [--scale F] [--rss-scale F]
                 [--seed N] [--runs N] [--cold-runs N] [--perf] [--store-dir <dir>]
+                [--formats LIST] [--formats-only]
       Generate the images, start a registry, write a workspace, time lkb (see bench/run).
       --scale      size of the big image (1 = 20k small files + 120 MiB of large ones)
       --rss-scale  also measure a cold build's peak RSS with an image this much bigger
@@ -43,6 +44,9 @@ const USAGE: &str = "usage:
       --perf       also profile one cold build with `perf record --call-graph dwarf` and
                    fold the samples by action kind (results/perf-by-action.md)
       --store-dir  put the lkb stores here (e.g. on a tmpfs) instead of in the workspace
+      --formats    the formats scenario (g) times, comma-separated (default: every format
+                   but kernel+initrd, which (a)-(d) time; empty: none)
+      --formats-only  only scenario (g)
   lkb-bench next --workspace <dir> --change files|toggle|service
       Edit the benchmark yml: a new files: content, flip between two contents, or the
       next service image tag (hyperfine --prepare hook).
@@ -57,8 +61,12 @@ const USAGE: &str = "usage:
       Fold `perf script -F comm,tid,ip,sym` output (with call graphs) by action kind.";
 
 const HYPERFINE: &str = "/usr/bin/hyperfine";
-/// The boot-media formats scenario (g) times one by one.
-const BOOT_FORMATS: [&str; 7] = [
+/// The formats scenario (g) times one by one unless `--formats` says otherwise.
+const FORMATS: [&str; 18] = [
+    "tar",
+    "docker",
+    "kernel+squashfs",
+    "kernel+erofs",
     "uki",
     "raw-bios",
     "raw-efi",
@@ -66,6 +74,13 @@ const BOOT_FORMATS: [&str; 7] = [
     "iso-efi",
     "iso-efi-initrd",
     "kernel+iso",
+    "qcow2-bios",
+    "qcow2-efi",
+    "aws",
+    "vhd",
+    "dynamic-vhd",
+    "vmdk",
+    "gcp",
 ];
 const TIME: &str = "/usr/bin/time";
 const PERF: &str = "/usr/bin/perf";
@@ -95,6 +110,10 @@ struct RunArgs {
     /// Where the stores live (default: inside each workspace), e.g. a tmpfs to take the disk
     /// out of the measurement.
     store_dir: Option<PathBuf>,
+    /// The formats of scenario (g).
+    formats: Vec<String>,
+    /// Only scenario (g).
+    formats_only: bool,
 }
 
 fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
@@ -112,6 +131,8 @@ fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
         cold_runs: 5,
         perf: false,
         store_dir: None,
+        formats: FORMATS.map(String::from).to_vec(),
+        formats_only: false,
     };
     while let Some(flag) = raw.next() {
         let mut value = || raw.next().with_context(|| format!("{flag} needs a value"));
@@ -126,6 +147,14 @@ fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
             "--cold-runs" => args.cold_runs = value()?.parse().context("--cold-runs")?,
             "--perf" => args.perf = true,
             "--store-dir" => args.store_dir = Some(PathBuf::from(value()?)),
+            "--formats" => {
+                args.formats = value()?
+                    .split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "--formats-only" => args.formats_only = true,
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
@@ -1539,42 +1568,22 @@ fn codec(mut raw: impl Iterator<Item = String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    for tool in [HYPERFINE, TIME, lkb_tests::registry::REGISTRY_BINARY] {
-        ensure!(Path::new(tool).exists(), "{tool} is not installed");
-    }
-    let started = Instant::now();
-    let results = args.out.join("results");
-    if results.exists() {
-        fs_err::remove_dir_all(&results)?;
-    }
-    fs_err::create_dir_all(&results)?;
-    let runner = Runner {
-        results: results.clone(),
-        self_exe: std::env::current_exe()?,
-        args,
-    };
+/// Scenarios (a)-(d): the default format's cold build, no-op and incremental rebuilds.
+fn base_scenarios(
+    runner: &Runner,
+    ws: &Workspace,
+    lkb: &str,
+    wipe: &str,
+    scenarios: &mut Vec<Scenario>,
+) -> anyhow::Result<u64> {
     let args = &runner.args;
-    let machine = machine_info(&args.out)?;
-    say(&machine)?;
-
-    let World {
-        big,
-        stats,
-        registry,
-        ws,
-    } = World::start(args)?;
-    let lkb = runner.lkb_line();
-    let mut scenarios = Vec::new();
-
     // (a) cold, then (e) its peak RSS: three instrumented cold builds, the median kept.
     say("\n== (a) cold build: empty store, no outputs")?;
     let load = load_average();
-    let wipe = ws.wipe_command();
-    let timing = runner.hyperfine(&ws, "a-cold", &lkb, Some(&wipe), args.cold_runs, 1)?;
+    let timing = runner.hyperfine(ws, "a-cold", lkb, Some(wipe), args.cold_runs, 1)?;
     let mut colds = Vec::new();
     for i in 0..3 {
-        colds.push(runner.measure(&ws, &format!("a-cold-{i}"), Some(&wipe))?);
+        colds.push(runner.measure(ws, &format!("a-cold-{i}"), Some(wipe))?);
     }
     colds.sort_by_key(|m| m.process_ms);
     let cold_max_rss = colds.iter().map(|m| m.max_rss_kb).max().unwrap_or(0);
@@ -1586,7 +1595,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         load,
     });
     if args.perf {
-        runner.perf(&ws)?;
+        runner.perf(ws)?;
     }
 
     // The store is warm from here on (the last cold build above, or the perf run).
@@ -1627,16 +1636,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for step in incremental {
         say(&format!("\n== {}", step.title))?;
         let load = load_average();
-        let prepare = step.change.map(|change| runner.next_line(&ws, change));
+        let prepare = step.change.map(|change| runner.next_line(ws, change));
         let timing = runner.hyperfine(
-            &ws,
+            ws,
             step.name,
-            &lkb,
+            lkb,
             prepare.as_deref(),
             step.runs,
             step.warmup,
         )?;
-        let measured = runner.measure(&ws, step.name, prepare.as_deref())?;
+        let measured = runner.measure(ws, step.name, prepare.as_deref())?;
         scenarios.push(Scenario {
             id: step.id,
             title: step.title.into(),
@@ -1646,8 +1655,46 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    // (g) the boot-media formats, one at a time: cold, no-op, one `files:` entry changed.
-    for format in BOOT_FORMATS {
+    Ok(cold_max_rss)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    for tool in [HYPERFINE, TIME, lkb_tests::registry::REGISTRY_BINARY] {
+        ensure!(Path::new(tool).exists(), "{tool} is not installed");
+    }
+    let started = Instant::now();
+    let results = args.out.join("results");
+    if results.exists() {
+        fs_err::remove_dir_all(&results)?;
+    }
+    fs_err::create_dir_all(&results)?;
+    let runner = Runner {
+        results: results.clone(),
+        self_exe: std::env::current_exe()?,
+        args,
+    };
+    let args = &runner.args;
+    let machine = machine_info(&args.out)?;
+    say(&machine)?;
+
+    let World {
+        big,
+        stats,
+        registry,
+        ws,
+    } = World::start(args)?;
+    let lkb = runner.lkb_line();
+    let mut scenarios = Vec::new();
+    let wipe = ws.wipe_command();
+    let cold_max_rss = if args.formats_only {
+        0
+    } else {
+        base_scenarios(&runner, &ws, &lkb, &wipe, &mut scenarios)?
+    };
+
+    // (g) the formats, one at a time: cold, no-op, one `files:` entry changed.
+    for format in &args.formats {
+        let format = format.as_str();
         say(&format!(
             "\n== (g) -f {format}: cold, no-op, one files: entry changed"
         ))?;
@@ -1704,6 +1751,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             measured: Some(measured),
             load,
         });
+    }
+
+    if args.formats_only {
+        let report = format!(
+            "## Machine\n\n{machine}\n## Image\n\n{}\n{}",
+            image_summary(&stats),
+            results_table(&scenarios, cold_max_rss)
+        );
+        fs_err::write(results.join("summary.md"), &report)?;
+        return say(&format!("\n{report}"));
     }
 
     // (f) the ceiling: gzip itself on the big image's bytes.
@@ -2007,17 +2064,9 @@ fn rss(kb: u64) -> String {
     format!("{:.0} MiB", kb as f64 / 1024.0)
 }
 
-fn report(
-    machine: &str,
-    stats: &ImageStats,
-    scenarios: &[Scenario],
-    [(gunzip, gzip), (zlib_gunzip, zlib_gzip)]: [(&Timing, &Timing); 2],
-    cold_max_rss: u64,
-    scaled: Option<&(ImageStats, Measured, u64)>,
-) -> String {
+/// The results table: one row per scenario.
+fn results_table(scenarios: &[Scenario], cold_max_rss: u64) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "## Machine\n\n{machine}");
-    let _ = writeln!(text, "## Image\n\n{}", image_summary(stats));
     let _ = writeln!(
         text,
         "## Results\n\nTimes from hyperfine; actions, CPU and RSS from one extra build of the \
@@ -2052,6 +2101,21 @@ fn report(
             s.title, s.load
         );
     }
+    text
+}
+
+fn report(
+    machine: &str,
+    stats: &ImageStats,
+    scenarios: &[Scenario],
+    [(gunzip, gzip), (zlib_gunzip, zlib_gzip)]: [(&Timing, &Timing); 2],
+    cold_max_rss: u64,
+    scaled: Option<&(ImageStats, Measured, u64)>,
+) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "## Machine\n\n{machine}");
+    let _ = writeln!(text, "## Image\n\n{}", image_summary(stats));
+    text.push_str(&results_table(scenarios, cold_max_rss));
     let ceiling = gunzip.mean + gzip.mean;
     let zlib_ceiling = zlib_gunzip.mean + zlib_gzip.mean;
     let _ = writeln!(
