@@ -67,6 +67,15 @@ impl Action for FsImageAction {
             entries.retain(|entry| entry.path != "boot" && !entry.path.starts_with("boot/"));
             let blob = match fs {
                 FsImage::Squashfs => {
+                    // squashfs stores these prefixes only; mksquashfs drops the others (POSIX
+                    // ACLs), and so does lkb (docs/compat.md).
+                    for entry in &mut entries {
+                        entry.xattrs.retain(|(name, _)| {
+                            ["user.", "trusted.", "security."]
+                                .iter()
+                                .any(|prefix| name.starts_with(prefix))
+                        });
+                    }
                     // The superblock is written last, so the image goes through a scratch
                     // file before it becomes a blob.
                     let options = lkb_disk::squashfs::SquashfsOptions {
