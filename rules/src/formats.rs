@@ -378,6 +378,9 @@ pub struct OutputSpec {
     pub node: NodeId,
     pub artifact: String,
     pub kind: ArtifactKind,
+    /// The file's length when the artifact leaves out trailing zeros (a sized disk): the
+    /// output is extended to it with a hole.
+    pub len: Option<u64>,
 }
 
 impl OutputSpec {
@@ -388,7 +391,13 @@ impl OutputSpec {
             node: out.node(),
             artifact: artifact.to_owned(),
             kind: out.kind(),
+            len: None,
         }
+    }
+
+    /// The same output, extended to `len` bytes when written (see [`OutputSpec::len`]).
+    pub(crate) fn padded_to(self, len: Option<u64>) -> OutputSpec {
+        OutputSpec { len, ..self }
     }
 }
 

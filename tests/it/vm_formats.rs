@@ -290,3 +290,56 @@ fn a_no_op_rebuild_of_the_vm_formats_runs_nothing() {
         .unwrap();
     assert_eq!(run.summary().unwrap()["actions"]["executed"], 0);
 }
+
+/// A 25 GiB disk of a small system costs what its content costs: the sized `raw-bios` blob
+/// stops at its last data byte, and the dynamic VHD stores only non-zero blocks. Counted in
+/// bytes (the store and the output), not timed.
+#[test]
+fn a_25_gib_dynamic_vhd_of_a_small_system_is_a_few_megabytes() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-25g");
+    let lkb = workspace_in(&root, "");
+    let run = lkb
+        .build(&[
+            "//examples:minimal",
+            "-f",
+            "dynamic-vhd,raw-bios",
+            "--size",
+            "25G",
+            "--dir",
+            "out",
+        ])
+        .unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let vhd = root.join("out/minimal.vhd");
+    let info = info(&vhd, "vpc");
+    assert_eq!(info["virtual-size"], 25u64 << 30, "{info}");
+    let len = fs_err::metadata(&vhd).unwrap().len();
+    assert!(len < 64 << 20, "{len} bytes");
+    // The raw disk has the full length, as a hole.
+    let raw = fs_err::metadata(root.join("out/minimal-bios.img")).unwrap();
+    assert_eq!(raw.len(), 25 << 30);
+    use std::os::unix::fs::MetadataExt as _;
+    assert!(raw.blocks() * 512 < 64 << 20, "{} blocks", raw.blocks());
+    // Neither the store's blobs nor the outputs hold the zeros.
+    let stored: u64 = crate::build_registry::walk(lkb.store.path())
+        .iter()
+        .filter_map(|p| fs_err::metadata(lkb.store.path().join(p)).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum();
+    assert!(stored < 512 << 20, "the store holds {stored} bytes");
+    let path = vhd.display().to_string();
+    let compare = tool(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "vpc",
+            &root.join("out/minimal-bios.img").display().to_string(),
+            &path,
+        ],
+    );
+    assert!(compare.contains("Images are identical"), "{compare}");
+}

@@ -130,7 +130,7 @@ pub async fn execute(
                 continue;
             }
             let path = target.dir.join(&spec.file_name);
-            if let Some(stage) = stage_output(&store, blob, &path)? {
+            if let Some(stage) = stage_output(&store, blob, spec.len, &path)? {
                 staged.push(stage);
             }
             written.push(path);
@@ -216,22 +216,25 @@ fn output_key(path: &Path) -> String {
     format!("output:{}", path.display())
 }
 
-/// Copies a blob to a new temporary file beside `path`, unless the file at `path` is the one
+/// Copies a blob (extended to `len` with a hole) to a new temporary file beside `path`, unless the file at `path` is the one
 /// lkb wrote there last time (see [`OutputRecord`]). The temporary file has an unpredictable
 /// name and is created with `O_EXCL`, so a symlink planted in the output directory is never
 /// followed.
 fn stage_output(
     store: &Store,
     blob: &BlobRef,
+    len: Option<u64>,
     path: &Path,
 ) -> crate::errors::Result<Option<StagedOutput>> {
+    // The file's length: the blob's, or more for a disk whose trailing zeros it leaves out.
+    let len = len.unwrap_or(blob.size).max(blob.size);
     let recorded = store.get_meta(MetaTable::Roots, &output_key(path))?;
     if let (Some(recorded), Some(now)) = (recorded, OutputRecord::of(path, blob))
         && serde_json::from_slice::<OutputRecord>(&recorded)
             .ok()
             .as_ref()
             == Some(&now)
-        && now.size == blob.size
+        && now.size == len
     {
         return Ok(None);
     }
@@ -264,6 +267,11 @@ fn stage_output(
     store
         .copy_blob_to(&blob.digest, tmp.as_file())
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    if len > blob.size {
+        tmp.as_file()
+            .set_len(len)
+            .with_context(|| format!("cannot extend {}", tmp.path().display()))?;
+    }
     Ok(Some(StagedOutput {
         tmp: tmp.into_temp_path(),
         path: path.to_path_buf(),

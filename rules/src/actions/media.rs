@@ -40,6 +40,33 @@ impl Sink for BlobSink {
     }
 }
 
+/// A sink that keeps trailing zeros out of the image: zeros are passed on only when data
+/// follows them, so the blob ends with the last data byte (see [`RawBiosAction`]).
+struct TrimSink<'a> {
+    inner: &'a mut dyn Sink,
+    pending: u64,
+}
+
+impl Write for TrimSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() && self.pending > 0 {
+            self.inner.zeros(self.pending)?;
+            self.pending = 0;
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Sink for TrimSink<'_> {
+    fn zeros(&mut self, n: u64) -> std::io::Result<()> {
+        self.pending += n;
+        Ok(())
+    }
+}
+
 /// Streams an image into a new store blob.
 pub(super) fn write_image(
     store: &Store,
@@ -225,7 +252,15 @@ impl Action for RawEfiAction {
                 seed: content_id(&inputs, "raw-efi"),
             })
             .map_err(disk_error)?;
-            let blob = write_image(&store, |out| disk.write(out))?;
+            let blob = match size {
+                None => write_image(&store, |out| disk.write(out))?,
+                Some(_) => write_image(&store, |out| {
+                    disk.write(&mut TrimSink {
+                        inner: out,
+                        pending: 0,
+                    })
+                })?,
+            };
             Ok(ActionResult::new().with("disk", ArtifactKind::DiskImage, blob))
         })
         .await
@@ -602,6 +637,11 @@ pub(super) fn rootfs_entries(
 
 /// The `raw-bios` disk: MBR, one active FAT partition with SYSLINUX, the kernel and the
 /// initrd ([`lkb_disk::raw_bios`]).
+///
+/// With `--size` the blob stops at the disk's last data byte: the zeros after it (most of a
+/// 25 GiB disk) would otherwise all be hashed into the blob's digest. The size is a param, so
+/// whoever takes the disk knows its length: the output step extends the file to it
+/// ([`crate::formats::OutputSpec::len`]) and [`ConvertAction`] reads the blob as that long.
 #[derive(Debug)]
 pub struct RawBiosAction {
     /// The boot image's reference, for messages only.
@@ -620,6 +660,10 @@ impl Action for RawBiosAction {
     }
     fn identity(&self) -> String {
         disk_identity("raw-bios", self.size)
+    }
+    fn version(&self) -> u32 {
+        // 2: a sized disk's trailing zeros are left out of the blob.
+        2
     }
     fn params(&self, key: &mut KeyHasher) {
         size_param(key, self.size);
@@ -660,7 +704,15 @@ impl Action for RawBiosAction {
                 disk_signature: u32::from_le_bytes([ids[4], ids[5], ids[6], ids[7]]),
             })
             .map_err(disk_error)?;
-            let blob = write_image(&store, |out| disk.write(out))?;
+            let blob = match size {
+                None => write_image(&store, |out| disk.write(out))?,
+                Some(_) => write_image(&store, |out| {
+                    disk.write(&mut TrimSink {
+                        inner: out,
+                        pending: 0,
+                    })
+                })?,
+            };
             Ok(ActionResult::new().with("disk", ArtifactKind::DiskImage, blob))
         })
         .await
@@ -702,6 +754,8 @@ pub struct ConvertAction {
     /// The identity of the disk action it wraps ([`disk_identity`]): two VM formats may wrap
     /// different disks into one container format.
     pub disk: String,
+    /// The disk's length when its blob leaves out trailing zeros (a sized `raw-bios` disk).
+    pub disk_len: Option<u64>,
 }
 
 #[async_trait]
@@ -719,6 +773,11 @@ impl Action for ConvertAction {
         key.field("to", |key| {
             key.str(self.to.name());
         });
+        if let Some(len) = self.disk_len {
+            key.field("disk_len", |key| {
+                key.u64(len);
+            });
+        }
     }
     fn outputs(&self) -> Vec<OutputDecl> {
         vec![OutputDecl::new("disk", ArtifactKind::DiskImage).codec(self.to.name(), "1")]
@@ -730,8 +789,29 @@ impl Action for ConvertAction {
         let inputs = input_blobs(ctx);
         let store = ctx.store().clone();
         let to = self.to;
+        let disk_len = self.disk_len;
         ctx.blocking(move || {
-            let raw = blob_data(&store, &inputs[0]);
+            // A disk whose blob stops before its end is read through a scratch copy extended
+            // to its length (a hole: nothing but the data is copied).
+            let padded = match disk_len {
+                Some(len) if len > inputs[0].size => {
+                    let scratch = store.scratch_file()?;
+                    store.copy_blob_to(&inputs[0].digest, &scratch)?;
+                    scratch.set_len(len).map_err(ActionError::environment)?;
+                    Some(scratch)
+                }
+                _ => None,
+            };
+            let raw = match &padded {
+                Some(scratch) => {
+                    use std::os::fd::AsRawFd as _;
+                    Data::File {
+                        path: format!("/proc/self/fd/{}", scratch.as_raw_fd()).into(),
+                        len: disk_len.unwrap_or_default(),
+                    }
+                }
+                None => blob_data(&store, &inputs[0]),
+            };
             let blob = match to {
                 DiskFormat::Qcow2 => {
                     let plan = lkb_disk::qcow2::plan(raw).map_err(disk_error)?;

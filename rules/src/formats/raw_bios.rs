@@ -22,13 +22,18 @@ impl OutputFormat for RawBios {
 
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
         match disk(g, parts, parts.media.size) {
-            Some(disk) => vec![OutputSpec::new(format!("{name}-bios.img"), disk, "disk")],
+            // With `--size` the blob stops at the last data byte; the file gets the size.
+            Some(disk) => vec![
+                OutputSpec::new(format!("{name}-bios.img"), disk, "disk")
+                    .padded_to(parts.media.size),
+            ],
             None => Vec::new(),
         }
     }
 }
 
-/// The raw-bios disk of `size` (the VM formats wrap it). `None` without a kernel.
+/// The raw-bios disk of `size` (the VM formats wrap it); with a size, its blob leaves out the
+/// disk's trailing zeros (see [`RawBiosAction`]). `None` without a kernel.
 pub(crate) fn disk(g: &mut GraphBuilder, parts: &mut Parts, size: Option<u64>) -> Option<Out> {
     let (kernel, boot) = (parts.kernel?, parts.boot_image()?);
     let initrd = parts.initrd(g);

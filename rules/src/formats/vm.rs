@@ -100,11 +100,12 @@ impl OutputFormat for Vm {
     }
 
     fn lower(&self, g: &mut GraphBuilder, name: &str, parts: &mut Parts) -> Vec<OutputSpec> {
-        let (disk, identity) = match self.base {
+        // A sized raw-bios disk's blob leaves out its trailing zeros: `len` is its length.
+        let (disk, identity, len) = match self.base {
             Base::Bios => {
                 let size = parts.media.size.unwrap_or(DEFAULT_SIZE);
                 let disk = super::raw_bios::disk(g, parts, Some(size));
-                (disk, disk_identity("raw-bios", Some(size)))
+                (disk, disk_identity("raw-bios", Some(size)), Some(size))
             }
             Base::BiosWholeGib => {
                 let size = parts
@@ -113,24 +114,28 @@ impl OutputFormat for Vm {
                     .unwrap_or(DEFAULT_SIZE)
                     .next_multiple_of(1 << 30);
                 let disk = super::raw_bios::disk(g, parts, Some(size));
-                (disk, disk_identity("raw-bios", Some(size)))
+                (disk, disk_identity("raw-bios", Some(size)), Some(size))
             }
             Base::Efi => {
                 let disk = super::raw_efi::disk(g, parts, parts.media.size);
-                (disk, disk_identity("raw-efi", parts.media.size))
+                (disk, disk_identity("raw-efi", parts.media.size), None)
             }
         };
         let Some(disk) = disk else {
             return Vec::new();
         };
-        let out = match self.wrap {
-            None => disk,
+        let file = format!("{name}{}", self.file);
+        match self.wrap {
+            None => vec![OutputSpec::new(file, disk, "disk").padded_to(len)],
             Some(to) => {
-                let convert = ConvertAction { to, disk: identity };
+                let convert = ConvertAction {
+                    to,
+                    disk: identity,
+                    disk_len: len,
+                };
                 let node = g.add_wired(Arc::new(convert), &[disk]);
-                g.only(node)
+                vec![OutputSpec::new(file, g.only(node), "disk")]
             }
-        };
-        vec![OutputSpec::new(format!("{name}{}", self.file), out, "disk")]
+        }
     }
 }
