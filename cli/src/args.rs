@@ -66,9 +66,9 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// `qemu` (the only backend so far, and the default), then what to boot: a build's path
-    /// prefix (lkb-out/examples/sshd for sshd-kernel, sshd-initrd.img, sshd-cmdline), its
-    /// -kernel file, an .iso, a raw disk (.img, .raw), a unified kernel image (.efi), or a
-    /// label such as //examples:sshd to build first
+    /// prefix (lkb-out/examples/sshd for sshd-kernel, sshd-initrd.img or sshd-squashfs.img,
+    /// sshd-cmdline), its -kernel file, an .iso, a disk (.img, .raw, .qcow2, .vhd, .vmdk), a
+    /// unified kernel image (.efi), or a label such as //examples:sshd to build first
     #[arg(required = true, num_args = 1..=2, value_name = "[qemu] IMAGE")]
     pub image: Vec<String>,
     /// Virtual CPUs
@@ -110,11 +110,28 @@ pub struct RunArgs {
     #[arg(long, default_value = "/usr/share/ovmf/OVMF.fd", value_name = "PATH")]
     pub fw: PathBuf,
     /// IMAGE is an ISO, whatever its name
-    #[arg(long, conflicts_with = "kernel")]
+    #[arg(long, conflicts_with_all = ["kernel", "squashfs"])]
     pub iso: bool,
     /// IMAGE is a kernel+initrd prefix, whatever its name
-    #[arg(long)]
+    #[arg(long, conflicts_with = "squashfs")]
     pub kernel: bool,
+    /// IMAGE is a kernel+squashfs prefix (PREFIX-kernel, PREFIX-squashfs.img)
+    #[arg(long)]
+    pub squashfs: bool,
+    /// Metadata for the guest: written as the file `config` on STATE/data.iso, an extra CD-ROM
+    #[arg(long, value_name = "STRING", conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// As --data, with the content of FILE
+    #[arg(long, value_name = "FILE")]
+    pub data_file: Option<PathBuf>,
+    /// Where the run keeps qemu.pid, mac-addr, data.iso and the disks --disk size=… makes;
+    /// kept [default: a temporary directory, removed when the run ends]
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Start QEMU in the background (console in STATE/console.log), print its pid and the
+    /// state directory, and exit; stop it with `kill $(cat STATE/qemu.pid)`
+    #[arg(long, conflicts_with_all = ["until", "timeout", "console_log"])]
+    pub detached: bool,
 }
 
 #[derive(Debug, Args)]

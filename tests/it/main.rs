@@ -13,6 +13,7 @@ mod outputs;
 mod registry_fuzz;
 mod repro;
 mod run;
+mod run_modes;
 mod store;
 mod support_smoke;
 mod vm_formats;

@@ -6,8 +6,8 @@ use crate::args::{BuildArgs, Compression, GlobalArgs, RunArgs};
 use crate::commands::build::build_with;
 use crate::errors::{Error, UsageError};
 use crate::ops::run::{
-    ImageKind, QemuRequest, RunError, RunOutcome, find_image, kvm_usable, parse_disk,
-    parse_duration, parse_networking, run_qemu,
+    ImageKind, Networking, QemuRequest, RunError, RunOutcome, StateDir, find_image, kvm_usable,
+    parse_disk, parse_duration, parse_networking, run_qemu,
 };
 use crate::printer;
 use crate::reporter::Explain;
@@ -32,15 +32,38 @@ pub(crate) fn run(
     let until = args.until.as_deref().map(regex::Regex::new).transpose();
     let until = until.map_err(crate::ops::run::RunError::from)?;
     let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
-    let path = if image.starts_with("//") {
-        built_prefix(global, image, settings)?
-    } else {
-        PathBuf::from(image)
+    let label = image.starts_with("//");
+    let path = match label {
+        true => {
+            let format = match args.squashfs {
+                true => "kernel+squashfs",
+                false => "kernel+initrd",
+            };
+            built_prefix(global, image, format, settings)?
+        }
+        false => PathBuf::from(image),
     };
-    let kind = match (args.iso, args.kernel) {
-        (true, _) => ImageKind::Iso,
-        (_, true) => ImageKind::KernelInitrd,
+    let kind = match (args.iso, args.kernel, args.squashfs) {
+        (true, _, _) => ImageKind::Iso,
+        (_, true, _) => ImageKind::KernelInitrd,
+        (_, _, true) => ImageKind::KernelSquashfs,
+        // What the build just wrote, even if an earlier one left a squashfs beside it.
+        _ if label => ImageKind::KernelInitrd,
         _ => ImageKind::Detect,
+    };
+    let mut disks = args
+        .disk
+        .iter()
+        .map(|disk| parse_disk(disk))
+        .collect::<Result<Vec<_>, _>>()?;
+    let networking = parse_networking(&args.networking, &args.publish)?;
+    let data = match (&args.data, &args.data_file) {
+        (Some(data), _) => Some(data.clone().into_bytes()),
+        (None, Some(path)) => Some(fs_err::read(path).map_err(|source| RunError::NoDataFile {
+            path: path.display().to_string(),
+            source,
+        })?),
+        (None, None) => None,
     };
     let image = find_image(&path, kind)?;
     let firmware = if args.uefi || image.wants_uefi() {
@@ -64,6 +87,16 @@ pub(crate) fn run(
             "tcg".to_owned()
         }
     };
+    // The state directory last, so bad input leaves nothing behind.
+    let mut state = StateDir::open(args.state.as_deref())?;
+    for (index, disk) in disks.iter_mut().enumerate() {
+        disk.place(index, state.path());
+    }
+    let mac = match networking {
+        Networking::None => None,
+        Networking::User { .. } => Some(state.mac_address()?),
+    };
+    let data_iso = data.map(|data| state.write_data_iso(&data)).transpose()?;
     let request = QemuRequest {
         image,
         firmware,
@@ -74,12 +107,12 @@ pub(crate) fn run(
         until,
         timeout,
         console_log: args.console_log.clone(),
-        disks: args
-            .disk
-            .iter()
-            .map(|disk| parse_disk(disk))
-            .collect::<Result<_, _>>()?,
-        networking: parse_networking(&args.networking, &args.publish)?,
+        disks,
+        networking,
+        mac,
+        data_iso,
+        state: state.path().to_path_buf(),
+        detached: args.detached,
         echo: Some(printer::raw),
     };
     match run_qemu(&request)? {
@@ -89,19 +122,33 @@ pub(crate) fn run(
                 printer::err(&format!("matched --until: {line}"));
             }
         }
+        RunOutcome::Detached { pid } => {
+            state.keep();
+            printer::out(&format!("pid: {pid}"));
+            printer::out(&format!("state: {}", state.path().display()));
+            if !global.quiet {
+                printer::err(&format!(
+                    "QEMU runs in the background, its console in {}; stop it with: kill $(cat {})",
+                    request.detached_console().display(),
+                    request.pid_file().display()
+                ));
+            }
+        }
     }
     Ok(())
 }
 
-/// Builds `label` (kernel+initrd) and returns the path prefix of what it wrote.
+/// Builds `label` as `format` (kernel+initrd or kernel+squashfs) and returns the path prefix
+/// of what it wrote.
 fn built_prefix(
     global: &GlobalArgs,
     label: &str,
+    format: &str,
     settings: &Settings,
 ) -> crate::errors::Result<PathBuf> {
     let build = BuildArgs {
         targets: vec![label.to_owned()],
-        formats: vec!["kernel+initrd".to_owned()],
+        formats: vec![format.to_owned()],
         dir: None,
         name: None,
         jobs: None,
