@@ -277,6 +277,8 @@ pub(crate) struct Parts {
     /// after everything else, the docker format's `Dockerfile` included.
     pub sbom_last: bool,
     initrd: Option<Out>,
+    /// The microcode (if any) and the segments, in initrd order, once added.
+    initrd_parts: Option<Vec<(Out, &'static str)>>,
     /// The file trees of the formats' tool images, by canonical reference.
     tools: BTreeMap<String, Out>,
 }
@@ -296,6 +298,7 @@ impl Parts {
             media,
             sbom_last,
             initrd: None,
+            initrd_parts: None,
             tools: BTreeMap::new(),
         }
     }
@@ -316,15 +319,19 @@ impl Parts {
         self.tools.get(reference).copied()
     }
 
-    /// The initrd: the microcode (if any), then one compressed cpio segment per tree (the
-    /// kernel's first). Added to the graph the first time a format asks for it.
-    pub(crate) fn initrd(&mut self, g: &mut GraphBuilder) -> Out {
-        if let Some(initrd) = self.initrd {
-            return initrd;
+    /// What the initrd is made of, in order: the microcode (if any), then one compressed cpio
+    /// segment per tree (the kernel's first). Added to the graph the first time a format asks.
+    /// Each with its artifact's name (`ucode`, `segment`).
+    pub(crate) fn initrd_parts(&mut self, g: &mut GraphBuilder) -> Vec<(Out, &'static str)> {
+        if let Some(parts) = &self.initrd_parts {
+            return parts.clone();
         }
-        let mut inputs = Vec::new();
-        let ucode = self.kernel.and_then(|kernel| kernel.ucode);
-        inputs.extend(ucode);
+        let mut parts = Vec::new();
+        parts.extend(
+            self.kernel
+                .and_then(|kernel| kernel.ucode)
+                .map(|ucode| (ucode, "ucode")),
+        );
         let kernel_tree = self.kernel.map(|kernel| SectionTree {
             tree: kernel.initrd,
             what: "kernel".to_owned(),
@@ -337,8 +344,24 @@ impl Parts {
                 }),
                 &[section.tree],
             );
-            inputs.push(g.only(segment));
+            parts.push((g.only(segment), "segment"));
         }
+        self.initrd_parts = Some(parts.clone());
+        parts
+    }
+
+    /// The initrd as one blob ([`Parts::initrd_parts`] concatenated), for formats that put it
+    /// inside another file. Added to the graph the first time a format asks for it.
+    pub(crate) fn initrd(&mut self, g: &mut GraphBuilder) -> Out {
+        if let Some(initrd) = self.initrd {
+            return initrd;
+        }
+        let ucode = self.kernel.and_then(|kernel| kernel.ucode);
+        let inputs: Vec<Out> = self
+            .initrd_parts(g)
+            .into_iter()
+            .map(|(out, _)| out)
+            .collect();
         let node = g.add_wired(
             Arc::new(InitrdAction {
                 ucode: ucode.is_some(),
@@ -381,6 +404,10 @@ pub struct OutputSpec {
     /// The file's length when the artifact leaves out trailing zeros (a sized disk): the
     /// output is extended to it with a hole.
     pub len: Option<u64>,
+    /// Artifacts written after the first, in order: the file is their concatenation. The
+    /// initrd of `kernel+initrd` is written this way straight from its segments, so no action
+    /// copies them into one blob first.
+    pub more: Vec<(NodeId, String)>,
 }
 
 impl OutputSpec {
@@ -392,7 +419,34 @@ impl OutputSpec {
             artifact: artifact.to_owned(),
             kind: out.kind(),
             len: None,
+            more: Vec::new(),
         }
+    }
+
+    /// The file holding the artifacts `parts` (each with its name) one after the other.
+    pub(crate) fn concat(file_name: String, parts: &[(Out, &str)]) -> OutputSpec {
+        let ((first, artifact), rest) = parts.split_first().expect("at least one part");
+        OutputSpec {
+            more: rest
+                .iter()
+                .map(|(part, artifact)| (part.node(), (*artifact).to_owned()))
+                .collect(),
+            ..OutputSpec::new(file_name, *first, artifact)
+        }
+    }
+
+    /// Every node whose artifact the file holds, the first one first.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        std::iter::once(self.node).chain(self.more.iter().map(|(node, _)| *node))
+    }
+
+    /// Every (node, artifact) the file holds, in order.
+    pub fn parts(&self) -> impl Iterator<Item = (NodeId, &str)> + '_ {
+        std::iter::once((self.node, self.artifact.as_str())).chain(
+            self.more
+                .iter()
+                .map(|(node, artifact)| (*node, artifact.as_str())),
+        )
     }
 
     /// The same output, extended to `len` bytes when written (see [`OutputSpec::len`]).

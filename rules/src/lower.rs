@@ -142,7 +142,7 @@ pub fn lower(
         for output in format.lower(lowering.g, name, &mut parts) {
             match outputs.iter().find(|o| o.file_name == output.file_name) {
                 // Formats sharing a file (`NAME-kernel`) write the same artifact once.
-                Some(same) if same.node == output.node && same.artifact == output.artifact => {}
+                Some(same) if same.parts().eq(output.parts()) => {}
                 Some(_) => {
                     return Err(LowerError::OutputClash {
                         first: writers[&output.file_name],

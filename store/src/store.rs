@@ -152,6 +152,18 @@ impl Store {
     /// `copy_file_range` (a reflink where the file system has them), holes stay holes, and the
     /// length is set at the end. A 1 GiB disk image with 100 MB of content costs 100 MB.
     pub fn copy_blob_to(&self, d: &BlobDigest, dest: &std::fs::File) -> Result<u64, StoreError> {
+        self.copy_blob_to_at(d, dest, 0)
+    }
+
+    /// [`Store::copy_blob_to`] at offset `at` of `dest` (which is then at least `at` + the
+    /// blob's length long): an output made of several blobs one after the other (an initrd
+    /// from its segments) is written without joining them in the store first.
+    pub fn copy_blob_to_at(
+        &self,
+        d: &BlobDigest,
+        dest: &std::fs::File,
+        at: u64,
+    ) -> Result<u64, StoreError> {
         let (source, _) = self.open_blob(d)?.into_parts();
         let read_error = |source: io::Error| StoreError::ReadBlob { digest: *d, source };
         let len = source.metadata().map_err(read_error)?.len();
@@ -166,7 +178,7 @@ impl Store {
             let end = rustix::fs::seek(&source, rustix::fs::SeekFrom::Hole(start))
                 .map_err(|errno| read_error(errno.into()))?
                 .min(len);
-            let (mut from, mut to) = (start, start);
+            let (mut from, mut to) = (start, at + start);
             while from < end {
                 let want = usize::try_from(end - from)
                     .unwrap_or(usize::MAX)
@@ -188,7 +200,10 @@ impl Store {
             }
             pos = end;
         }
-        dest.set_len(len).map_err(read_error)?;
+        let end = at + len;
+        if dest.metadata().map_err(read_error)?.len() < end {
+            dest.set_len(end).map_err(read_error)?;
+        }
         Ok(len)
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::errors::{Context, json_bytes};
 use lkb_engine::{BuildOptions, BuildStats, CancelToken, Reporter, Scheduler};
+use lkb_rules::formats::OutputSpec;
 use lkb_store::{BlobRef, MetaTable, Store};
 
 use crate::ops::cache::RootRecord;
@@ -89,7 +90,7 @@ pub async fn execute(
         targets: Some(
             targets
                 .iter()
-                .flat_map(|target| target.outputs.iter().map(|output| output.node))
+                .flat_map(|target| target.outputs.iter().flat_map(OutputSpec::nodes))
                 .collect(),
         ),
         ..BuildOptions::default()
@@ -119,18 +120,23 @@ pub async fn execute(
     let mut written = Vec::new();
     for target in &targets {
         for spec in &target.outputs {
-            let result = outcome
-                .results
-                .get(&spec.node)
-                .context("an output's action has no result")?;
-            let blob = result.get(&spec.artifact).with_context(|| {
-                format!("no `{}` artifact for {}", spec.artifact, spec.file_name)
-            })?;
-            if blob.size == 0 {
+            let blobs =
+                spec.parts()
+                    .map(|(node, artifact)| {
+                        let result = outcome
+                            .results
+                            .get(&node)
+                            .context("an output's action has no result")?;
+                        result.get(artifact).copied().with_context(|| {
+                            format!("no `{artifact}` artifact for {}", spec.file_name)
+                        })
+                    })
+                    .collect::<crate::errors::Result<Vec<BlobRef>>>()?;
+            if blobs.iter().all(|blob| blob.size == 0) {
                 continue;
             }
             let path = target.dir.join(&spec.file_name);
-            if let Some(stage) = stage_output(&store, blob, spec.len, &path)? {
+            if let Some(stage) = stage_output(&store, &blobs, spec.len, &path)? {
                 staged.push(stage);
             }
             written.push(path);
@@ -169,17 +175,18 @@ struct OutputRecord {
 }
 
 impl OutputRecord {
-    /// The record of the file at `path` (not following a symlink) holding `blob`, or `None` if
-    /// there is no regular file there.
-    fn of(path: &Path, blob: &BlobRef) -> Option<OutputRecord> {
+    /// The record of the file at `path` (not following a symlink) holding `blobs` one after
+    /// the other, or `None` if there is no regular file there.
+    fn of(path: &Path, blobs: &[BlobRef]) -> Option<OutputRecord> {
         use std::os::unix::fs::MetadataExt;
         let meta = fs_err::symlink_metadata(path).ok()?;
         if !meta.file_type().is_file() {
             return None;
         }
         let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        let digests: Vec<String> = blobs.iter().map(|blob| blob.digest.to_string()).collect();
         Some(OutputRecord {
-            digest: blob.digest.to_string(),
+            digest: digests.join("+"),
             device: meta.dev(),
             inode: meta.ino(),
             size: meta.size(),
@@ -194,18 +201,18 @@ impl OutputRecord {
 struct StagedOutput {
     tmp: tempfile::TempPath,
     path: PathBuf,
-    blob: BlobRef,
+    blobs: Vec<BlobRef>,
 }
 
 impl StagedOutput {
     /// Renames the temporary file over the output path (replacing a symlink there, never
     /// following it) and records the new file.
     fn publish(self, store: &Store) -> crate::errors::Result<()> {
-        let StagedOutput { tmp, path, blob } = self;
+        let StagedOutput { tmp, path, blobs } = self;
         tmp.persist(&path)
             .map_err(|error| error.error)
             .with_context(|| format!("cannot put output {} in place", path.display()))?;
-        if let Some(record) = OutputRecord::of(&path, &blob) {
+        if let Some(record) = OutputRecord::of(&path, &blobs) {
             store.put_meta(MetaTable::Roots, &output_key(&path), &json_bytes(&record)?)?;
         }
         Ok(())
@@ -222,14 +229,15 @@ fn output_key(path: &Path) -> String {
 /// followed.
 fn stage_output(
     store: &Store,
-    blob: &BlobRef,
+    blobs: &[BlobRef],
     len: Option<u64>,
     path: &Path,
 ) -> crate::errors::Result<Option<StagedOutput>> {
-    // The file's length: the blob's, or more for a disk whose trailing zeros it leaves out.
-    let len = len.unwrap_or(blob.size).max(blob.size);
+    // The file's length: the blobs', or more for a disk whose trailing zeros it leaves out.
+    let content: u64 = blobs.iter().map(|blob| blob.size).sum();
+    let len = len.unwrap_or(content).max(content);
     let recorded = store.get_meta(MetaTable::Roots, &output_key(path))?;
-    if let (Some(recorded), Some(now)) = (recorded, OutputRecord::of(path, blob))
+    if let (Some(recorded), Some(now)) = (recorded, OutputRecord::of(path, blobs))
         && serde_json::from_slice::<OutputRecord>(&recorded)
             .ok()
             .as_ref()
@@ -264,10 +272,13 @@ fn stage_output(
     }
     // copy_file_range per data range (a reflink where the file system has them); a disk
     // image's holes stay holes.
-    store
-        .copy_blob_to(&blob.digest, tmp.as_file())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    if len > blob.size {
+    let mut at = 0;
+    for blob in blobs {
+        at += store
+            .copy_blob_to_at(&blob.digest, tmp.as_file(), at)
+            .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    }
+    if len > content {
         tmp.as_file()
             .set_len(len)
             .with_context(|| format!("cannot extend {}", tmp.path().display()))?;
@@ -275,7 +286,7 @@ fn stage_output(
     Ok(Some(StagedOutput {
         tmp: tmp.into_temp_path(),
         path: path.to_path_buf(),
-        blob: *blob,
+        blobs: blobs.to_vec(),
     }))
 }
 

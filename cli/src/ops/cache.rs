@@ -84,7 +84,7 @@ impl RootRecord {
         lock: &LockFile,
     ) -> RootRecord {
         let mut needed: BTreeSet<NodeId> = BTreeSet::new();
-        let mut queue: VecDeque<NodeId> = outputs.iter().map(|o| o.node).collect();
+        let mut queue: VecDeque<NodeId> = outputs.iter().flat_map(OutputSpec::nodes).collect();
         while let Some(node) = queue.pop_front() {
             if needed.insert(node) {
                 queue.extend(graph.inputs(node).iter().copied());
@@ -102,7 +102,8 @@ impl RootRecord {
             built_at_ms: now_ms(),
             outputs: outputs
                 .iter()
-                .filter_map(|o| outcome.results.get(&o.node)?.get(&o.artifact))
+                .flat_map(OutputSpec::parts)
+                .filter_map(|(node, artifact)| outcome.results.get(&node)?.get(artifact))
                 .map(|blob| blob.digest)
                 .collect(),
             actions: actions.into_iter().collect(),

@@ -40,6 +40,9 @@ pub struct QueryOutputFile {
     pub file: String,
     pub node: usize,
     pub artifact: String,
+    /// Further (node, artifact) pairs the file holds after the first, in order (the initrd
+    /// of `kernel+initrd`: its segments).
+    pub more: Vec<(usize, String)>,
 }
 
 /// One target and its output files.
@@ -103,6 +106,11 @@ pub async fn query(
                 .outputs
                 .into_iter()
                 .map(|spec| QueryOutputFile {
+                    more: spec
+                        .more
+                        .iter()
+                        .map(|(node, artifact)| (node.index(), artifact.clone()))
+                        .collect(),
                     file: spec.file_name,
                     node: spec.node.index(),
                     artifact: spec.artifact,
@@ -197,9 +205,14 @@ impl GraphReport {
                 .max()
                 .unwrap_or(0);
             for output in &target.outputs {
+                let more: String = output
+                    .more
+                    .iter()
+                    .map(|(node, artifact)| format!(" + #{node} {artifact}"))
+                    .collect();
                 let _ = writeln!(
                     out,
-                    "  {:<width$} <- #{} {}",
+                    "  {:<width$} <- #{} {}{more}",
                     output.file, output.node, output.artifact
                 );
             }
@@ -249,6 +262,9 @@ impl GraphReport {
                     dot_string(&label),
                     output.node
                 );
+                for (node, _) in &output.more {
+                    let _ = writeln!(out, "  n{node} -> out{t}_{o} [style=dashed];");
+                }
             }
         }
         out.push('}');
@@ -290,6 +306,10 @@ impl GraphReport {
                         "file": output.file,
                         "node": output.node,
                         "artifact": output.artifact,
+                        "more": output.more.iter().map(|(node, artifact)| json!({
+                            "node": node,
+                            "artifact": artifact,
+                        })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -328,6 +348,7 @@ mod tests {
                     file: "y-initrd.img".to_owned(),
                     node: 2,
                     artifact: "initrd".to_owned(),
+                    more: Vec::new(),
                 }],
             }],
             nodes: vec![

@@ -1,5 +1,6 @@
 //! `kernel+initrd` (LinuxKit's default): `NAME-kernel`, `NAME-initrd.img` and, when the
-//! command line is not empty, `NAME-cmdline`.
+//! command line is not empty, `NAME-cmdline`. `NAME-initrd.img` is the microcode and the
+//! segments written one after the other by the output step; no action concatenates them.
 
 use lkb_engine::GraphBuilder;
 
@@ -21,12 +22,10 @@ impl OutputFormat for KernelInitrd {
                 "kernel",
             ));
         }
-        let initrd = parts.initrd(g);
-        outputs.push(OutputSpec::new(
-            format!("{name}-initrd.img"),
-            initrd,
-            "initrd",
-        ));
+        // Written straight from the segments (and the microcode): a changed segment costs
+        // itself and one write of the file, not a copy of every segment into a new blob first.
+        let initrd = parts.initrd_parts(g);
+        outputs.push(OutputSpec::concat(format!("{name}-initrd.img"), &initrd));
         if let Some(kernel) = parts.kernel.filter(|kernel| !kernel.cmdline_empty) {
             outputs.push(OutputSpec::new(
                 format!("{name}-cmdline"),
