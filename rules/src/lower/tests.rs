@@ -240,7 +240,10 @@ fn a_format_adds_only_the_parts_it_needs() {
     // kernel+initrd writes its initrd straight from the segments: no initrd action.
     let (initrd, outputs) = lower_formats(&f, None, &["kernel+initrd"]).expect("lower");
     let kinds = all_kinds(&initrd);
-    assert!(kinds.contains("segment") && !kinds.contains("initrd"), "{kinds:?}");
+    assert!(
+        kinds.contains("segment") && !kinds.contains("initrd"),
+        "{kinds:?}"
+    );
     assert!(!kinds.contains("rootfs-tar"), "{kinds:?}");
     let file = outputs
         .iter()
