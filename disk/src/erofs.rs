@@ -51,7 +51,7 @@
 //! Checked against erofs-utils 1.5 (`fsck.erofs`, its `--extract`, `dump.erofs`) and Linux's
 //! erofs driver (`tests/erofs.rs`; the kernel test is ignored by default, as it needs root).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::{Data, DiskError, FsEntry, FsKind, Sink};
@@ -290,33 +290,7 @@ struct TreeEntry {
 /// Checks the entries, adds missing directories and makes one node per inode, in
 /// breadth-first order with the root first, directories filled in.
 fn build_tree(entries: Vec<FsEntry>, build_time: i64) -> Result<Vec<Node>, DiskError> {
-    let mut by_path: BTreeMap<String, FsEntry> = BTreeMap::new();
-    for e in entries {
-        check_path(&e.path)?;
-        if let Some(old) = by_path.insert(e.path.clone(), e) {
-            return Err(invalid(format!("EROFS: {:?} is listed twice", old.path)));
-        }
-    }
-    let mut missing = vec![String::new()];
-    for path in by_path.keys() {
-        let mut p = path.as_str();
-        while let Some(slash) = p.rfind('/') {
-            p = &p[..slash];
-            missing.push(p.to_string());
-        }
-    }
-    for path in missing {
-        by_path.entry(path.clone()).or_insert(FsEntry {
-            path,
-            kind: FsKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: build_time,
-            link_group: None,
-            xattrs: Vec::new(),
-        });
-    }
+    let by_path = crate::fs_tree::complete(entries, build_time, "EROFS")?;
 
     // BTreeMap order puts every parent (a prefix) before its children, and a directory's
     // children in name order.
@@ -487,21 +461,6 @@ fn device(path: &str, major: u32, minor: u32) -> Result<Content, DiskError> {
     Ok(Content::Device(
         (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12),
     ))
-}
-
-fn check_path(path: &str) -> Result<(), DiskError> {
-    if path.is_empty() {
-        return Ok(());
-    }
-    for c in path.split('/') {
-        if c.is_empty() || c == "." || c == ".." || c.len() > 255 || c.contains('\0') {
-            return Err(invalid(format!(
-                "EROFS: bad path {path:?}: components must be 1 to 255 bytes, not `.` or `..`, \
-                 without NUL, and the path relative without a trailing `/`"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The inline attribute area of one inode: the ibody header (no shared attributes), then the

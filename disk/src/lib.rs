@@ -15,6 +15,7 @@
 
 pub mod erofs;
 pub mod fat;
+mod fs_tree;
 pub mod gcp;
 pub mod gpt;
 pub mod iso;

@@ -70,7 +70,7 @@ mod metadata;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Seek, SeekFrom, Write};
 
 use crate::{Data, DiskError, FsEntry, FsKind};
@@ -387,21 +387,6 @@ fn device(path: &str, major: u32, minor: u32) -> Result<u32, DiskError> {
     Ok((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12))
 }
 
-fn check_path(path: &str) -> Result<(), DiskError> {
-    if path.is_empty() {
-        return Ok(());
-    }
-    for c in path.split('/') {
-        if c.is_empty() || c == "." || c == ".." || c.len() > 255 || c.contains('\0') {
-            return Err(invalid(format!(
-                "squashfs: bad path {path:?}: components must be 1 to 255 bytes, not `.` or \
-                 `..`, without NUL, and the path relative without a trailing `/`"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The namespace id and the rest of an xattr name.
 fn xattr_prefix(name: &str) -> Option<(u16, &str)> {
     [("user.", 0), ("trusted.", 1), ("security.", 2)]
@@ -427,33 +412,7 @@ fn check_xattrs(path: &str, xattrs: &[(String, Vec<u8>)]) -> Result<(), DiskErro
 
 impl Tree {
     fn build(entries: Vec<FsEntry>, mkfs_time: u32) -> Result<Tree, DiskError> {
-        let mut by_path: BTreeMap<String, FsEntry> = BTreeMap::new();
-        for e in entries {
-            check_path(&e.path)?;
-            if let Some(old) = by_path.insert(e.path.clone(), e) {
-                return Err(invalid(format!("squashfs: {:?} is listed twice", old.path)));
-            }
-        }
-        let mut missing = vec![String::new()];
-        for path in by_path.keys() {
-            let mut p = path.as_str();
-            while let Some(slash) = p.rfind('/') {
-                p = &p[..slash];
-                missing.push(p.to_string());
-            }
-        }
-        for path in missing {
-            by_path.entry(path.clone()).or_insert(FsEntry {
-                path,
-                kind: FsKind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: mkfs_time.into(),
-                link_group: None,
-                xattrs: Vec::new(),
-            });
-        }
+        let by_path = crate::fs_tree::complete(entries, mkfs_time.into(), "squashfs")?;
 
         let mut nodes: Vec<Node> = Vec::with_capacity(by_path.len());
         let mut inodes: Vec<Inode> = Vec::with_capacity(by_path.len());

@@ -45,7 +45,7 @@
 mod names;
 mod susp;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::{Data, DiskError, FsEntry, FsKind, Sink, write_data};
 use susp::Su;
@@ -399,34 +399,8 @@ struct Tree {
 
 impl Tree {
     fn build(entries: Vec<FsEntry>, timestamp: i64) -> Result<Tree, DiskError> {
-        let mut by_path_entries: BTreeMap<String, FsEntry> = BTreeMap::new();
-        for e in entries {
-            check_path(&e.path)?;
-            if let Some(old) = by_path_entries.insert(e.path.clone(), e) {
-                return Err(invalid(format!("ISO: {:?} is listed twice", old.path)));
-            }
-        }
         // Missing parents (and the root), as directories with default attributes.
-        let mut missing = vec![String::new()];
-        for path in by_path_entries.keys() {
-            let mut p = path.as_str();
-            while let Some(slash) = p.rfind('/') {
-                p = &p[..slash];
-                missing.push(p.to_string());
-            }
-        }
-        for path in missing {
-            by_path_entries.entry(path.clone()).or_insert(FsEntry {
-                path,
-                kind: FsKind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: timestamp,
-                link_group: None,
-                xattrs: Vec::new(),
-            });
-        }
+        let by_path_entries = crate::fs_tree::complete(entries, timestamp, "ISO")?;
 
         let mut tree = Tree {
             nodes: Vec::with_capacity(by_path_entries.len()),
@@ -540,7 +514,7 @@ impl Tree {
 
     /// A visible boot catalog: a 2048-byte file.
     fn add_catalog(&mut self, path: &str, timestamp: i64) -> Result<(), DiskError> {
-        check_path(path)?;
+        crate::fs_tree::check_path(path, "ISO")?;
         if path.is_empty() || self.by_path.contains_key(path) {
             return Err(invalid(format!(
                 "ISO: boot catalog path {path:?} is the root or an existing entry"
@@ -638,21 +612,6 @@ impl Tree {
             efi,
         })
     }
-}
-
-fn check_path(path: &str) -> Result<(), DiskError> {
-    if path.is_empty() {
-        return Ok(());
-    }
-    for c in path.split('/') {
-        if c.is_empty() || c == "." || c == ".." || c.len() > 255 || c.contains('\0') {
-            return Err(invalid(format!(
-                "ISO: bad path {path:?}: components must be 1 to 255 bytes, not `.` or `..`, \
-                 without NUL, and the path relative without a trailing `/`"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Assigns names in both trees and orders directories breadth first (path table order).
