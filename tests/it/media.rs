@@ -456,12 +456,7 @@ fn a_changed_files_entry_reruns_its_segment_the_initrd_and_the_formats_holding_t
         .unwrap()
         .ok()
         .unwrap();
-    let mut kinds: Vec<String> = run
-        .events()
-        .into_iter()
-        .filter(|v| v["event"] == "action_finished" && v["cached"] == false)
-        .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let mut kinds = run.executed_kinds();
     kinds.sort();
     // The files tree and its segment, the initrd, and each format's own steps: nothing
     // upstream (no fetch, unpack, merge, bundle, kernel), no other segment.

@@ -62,14 +62,6 @@ fn executed(run: &Run) -> u64 {
         .unwrap_or_else(|| panic!("no executed count in {summary}"))
 }
 
-fn executed_kinds(run: &Run) -> Vec<String> {
-    run.events()
-        .into_iter()
-        .filter(|v| v["event"] == "action_finished" && v["cached"] == false)
-        .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 /// The output files of `//examples:minimal` under `dir`, by name.
 fn outputs(dir: &Path) -> BTreeMap<&'static str, Vec<u8>> {
     OUTPUTS
@@ -493,7 +485,7 @@ fn verify_drops_damaged_entries_so_they_re_run() {
     assert!(!path.exists());
 
     let run = build_ok(&lkb, &[MINIMAL, "--dir", "out"]);
-    let mut kinds = executed_kinds(&run);
+    let mut kinds = run.executed_kinds();
     kinds.sort();
     kinds.dedup();
     assert!(kinds.contains(&"kernel".to_owned()), "{kinds:?}");
@@ -652,7 +644,7 @@ fn a_format_runs_only_the_actions_its_files_need() {
     let ws = minimal_workspace();
     let lkb = Lkb::new(ws.path()).unwrap();
     let tar = build_ok(&lkb, &["-f", "tar", MINIMAL]);
-    let kinds = executed_kinds(&tar);
+    let kinds = tar.executed_kinds();
     assert!(kinds.iter().any(|k| k == "rootfs-tar"), "{kinds:?}");
     assert!(
         !kinds.iter().any(|k| k == "segment" || k == "initrd"),
@@ -663,7 +655,7 @@ fn a_format_runs_only_the_actions_its_files_need() {
     assert!(!out.join("minimal-initrd.img").exists());
 
     let initrd = build_ok(&lkb, &["-f", "kernel+initrd", MINIMAL]);
-    let kinds = executed_kinds(&initrd);
+    let kinds = initrd.executed_kinds();
     assert!(kinds.iter().any(|k| k == "segment"), "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "segment"), "{kinds:?}");
     let unexpected: Vec<&String> = kinds

@@ -224,12 +224,7 @@ fn a_changed_files_entry_rewraps_only_the_disks_that_hold_it() {
     build("one");
     let before = fs_err::read(root.join("out/minimal-efi.qcow2")).unwrap();
     let run = build("two");
-    let mut kinds: Vec<String> = run
-        .events()
-        .into_iter()
-        .filter(|v| v["event"] == "action_finished" && v["cached"] == false)
-        .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let mut kinds = run.executed_kinds();
     kinds.sort();
     // The files tree, its segment and the initrd; the UKI and the ESP disk for qcow2-efi, the
     // FAT disk for vmdk; one wrap each. Nothing upstream of the initrd.

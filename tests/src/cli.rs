@@ -101,6 +101,15 @@ impl Run {
             .collect()
     }
 
+    /// Kinds of every executed (not cached) action, in the order they finished.
+    pub fn executed_kinds(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|v| v["event"] == "action_finished" && v["cached"] == false)
+            .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// Fails with the whole output unless the exit code is 0.
     pub fn ok(self) -> anyhow::Result<Run> {
         if self.code != 0 {
