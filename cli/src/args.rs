@@ -132,6 +132,9 @@ pub struct RunArgs {
     /// state directory, and exit; stop it with `kill $(cat STATE/qemu.pid)`
     #[arg(long, conflicts_with_all = ["until", "timeout", "console_log"])]
     pub detached: bool,
+    /// For a label: the remote cache flags of `lkb build`
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +262,25 @@ pub struct BuildArgs {
     /// Leave out sbom.spdx.json (the SPDX documents of the images' attestations, merged)
     #[arg(long)]
     pub no_sbom: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// The remote cache flags of `build`, `explain` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// Share action results through a remote cache: grpc://HOST:PORT[/INSTANCE] or
+    /// grpcs://HOST:PORT[/INSTANCE] (Remote Execution API) [default: `[cache] remote` in
+    /// lkb.toml]; an empty URL (`--remote-cache=`) turns it off
+    #[arg(long, env = "LKB_REMOTE_CACHE", value_name = "URL")]
+    pub remote_cache: Option<String>,
+    /// Upload executed results to the remote cache; false makes it read-only (for untrusted
+    /// jobs)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub remote_upload: bool,
+    /// A CA certificate (PEM) trusted for grpcs:// besides the system roots
+    #[arg(long, value_name = "FILE")]
+    pub remote_ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use lkb_engine::{BuildEvent, RebuildReason, Reporter};
+use lkb_engine::{BuildEvent, RebuildReason, RemoteUse, Reporter};
 
 use crate::args::ProgressMode;
 use crate::ops::plan::ImageMove;
@@ -187,16 +187,25 @@ impl Reporter for CliReporter {
                 label,
                 cached,
                 reason,
+                remote,
                 duration,
                 ..
             } => {
                 self.finished.fetch_add(1, Ordering::Relaxed);
                 if *cached {
+                    if *remote == RemoteUse::Hit {
+                        self.explanation(&explain_line(kind, label, "remote hit"));
+                    }
                     return;
                 }
                 let n = self.executed.fetch_add(1, Ordering::Relaxed) + 1;
-                let why = match reason {
-                    Some(reason) if self.explain != Explain::Off => self.reason_text(reason),
+                let why = match (reason, remote.text()) {
+                    (Some(reason), None) if self.explain != Explain::Off => {
+                        self.reason_text(reason)
+                    }
+                    (Some(reason), Some(remote)) if self.explain != Explain::Off => {
+                        format!("{} ({remote})", self.reason_text(reason))
+                    }
                     _ => String::new(),
                 };
                 if self.explain == Explain::Only {
@@ -222,6 +231,7 @@ impl Reporter for CliReporter {
             BuildEvent::ActionFailed { label, error, .. } => {
                 self.line(&format!("  FAILED {label}: {error}"));
             }
+            BuildEvent::Warning { message } => self.line(&format!("warning: {message}")),
             BuildEvent::Progress { .. } => {}
         }
     }
@@ -248,10 +258,16 @@ impl CliReporter {
                 label,
                 cached,
                 reason,
+                remote,
                 duration,
             } => json!({
                 "v": JSON_VERSION, "event": "action_finished", "node": node.index(), "kind": kind,
                 "label": label, "cached": cached,
+                "remote": match remote {
+                    RemoteUse::NotAsked => None,
+                    RemoteUse::Hit => Some("hit"),
+                    RemoteUse::Miss => Some("miss"),
+                },
                 "reason": reason.as_ref().map(|reason| self.reason_text(reason)),
                 "reason_kind": reason.as_ref().map(RebuildReason::name),
                 "duration_ms": duration.as_millis() as u64,
@@ -264,6 +280,9 @@ impl CliReporter {
             } => json!({
                 "v": JSON_VERSION, "event": "action_failed", "node": node.index(), "kind": kind,
                 "label": label, "error": error,
+            }),
+            BuildEvent::Warning { message } => json!({
+                "v": JSON_VERSION, "event": "warning", "message": message,
             }),
         }
     }

@@ -9,6 +9,9 @@ pub struct Settings {
     pub docker_config: Option<PathBuf>,
     pub home: Option<PathBuf>,
     pub no_color: bool,
+    /// Remote cache credentials: `LKB_REMOTE_TOKEN` (bearer), else `LKB_REMOTE_USER` and
+    /// `LKB_REMOTE_PASSWORD` (basic).
+    pub remote_credentials: Option<lkb_remote::Credentials>,
 }
 
 #[expect(
@@ -43,6 +46,17 @@ impl Settings {
             docker_config,
             home,
             no_color: var("NO_COLOR").is_some(),
+            remote_credentials: remote_credentials(),
         }
     }
+}
+
+fn remote_credentials() -> Option<lkb_remote::Credentials> {
+    if let Some(token) = var("LKB_REMOTE_TOKEN") {
+        return Some(lkb_remote::Credentials::Bearer(token));
+    }
+    Some(lkb_remote::Credentials::Basic {
+        user: var("LKB_REMOTE_USER")?,
+        password: var("LKB_REMOTE_PASSWORD").unwrap_or_default(),
+    })
 }

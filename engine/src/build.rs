@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lkb_store::{ActionKey, ActionResult};
 
-use crate::{CancelToken, NodeId, RebuildReason};
+use crate::{CancelToken, NodeId, RebuildReason, Remote, RemoteStats};
 
 /// How to run a build.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct BuildOptions {
     pub targets: Option<Vec<NodeId>>,
     /// Trip to stop the build.
     pub cancel: CancelToken,
+    /// A remote cache to consult on local misses and (if it allows) to upload results to.
+    pub remote: Option<Arc<Remote>>,
 }
 
 impl Default for BuildOptions {
@@ -31,6 +33,7 @@ impl Default for BuildOptions {
             rebuild: false,
             targets: None,
             cancel: CancelToken::new(),
+            remote: None,
         }
     }
 }
@@ -47,6 +50,9 @@ pub struct BuildStats {
     pub executed: usize,
     /// Counters added by actions ([`ExecCtx::add_counter`](crate::ExecCtx::add_counter)).
     pub counters: BTreeMap<String, u64>,
+    /// What the remote cache did, when there is one (counted over every build that used the
+    /// same [`Remote`]).
+    pub remote: Option<RemoteStats>,
     /// Wall-clock time of the build.
     pub wall: Duration,
 }

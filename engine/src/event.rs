@@ -22,6 +22,8 @@ pub enum BuildEvent {
         label: String,
         cached: bool,
         reason: Option<RebuildReason>,
+        /// Whether the remote cache was asked, and what it said.
+        remote: RemoteUse,
         duration: Duration,
     },
     /// An action failed; `error` is its message with the chain of causes.
@@ -31,6 +33,32 @@ pub enum BuildEvent {
         label: String,
         error: String,
     },
+    /// Something the user should know that does not stop the build (a remote cache that went
+    /// away, a corrupt remote entry).
+    Warning { message: String },
+}
+
+/// What the remote cache had to do with an action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RemoteUse {
+    /// Not asked: no remote cache, a local hit, or `--rebuild`.
+    #[default]
+    NotAsked,
+    /// Taken from the remote cache.
+    Hit,
+    /// Asked, and it did not have it (or could not be used).
+    Miss,
+}
+
+impl RemoteUse {
+    /// `remote hit`, `remote miss`, or nothing.
+    pub fn text(self) -> Option<&'static str> {
+        match self {
+            RemoteUse::NotAsked => None,
+            RemoteUse::Hit => Some("remote hit"),
+            RemoteUse::Miss => Some("remote miss"),
+        }
+    }
 }
 
 /// Receives build events. Called from several threads; keep it quick.

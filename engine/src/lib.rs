@@ -17,6 +17,8 @@
 //!   from the store's action cache, executes misses under `-j`/io limits (critical path first),
 //!   records results, and explains each execution with a [`RebuildReason`] (`history`).
 //! - [`BuildEvent`]s go to a [`Reporter`] (`event`); [`CancelToken`] (`cancel`) stops a build.
+//! - [`Remote`] (`remote`): the remote cache layer the scheduler consults on a local miss and
+//!   uploads executed results through.
 //! - [`probe`] (`probe`): the keys and cache state of a graph's nodes without running
 //!   anything (for `lkb query`).
 //!
@@ -67,13 +69,14 @@ mod graph;
 mod history;
 mod key;
 mod probe;
+mod remote;
 mod scheduler;
 
 pub use action::{Action, ActionClass, ActionError, Codec, ExecCtx, InputKinds, OutputDecl};
 pub use build::{BuildOptions, BuildOutcome, BuildStats};
 pub use cancel::CancelToken;
 pub use error::{BuildError, EngineError};
-pub use event::{BuildEvent, NullReporter, Reporter};
+pub use event::{BuildEvent, NullReporter, RemoteUse, Reporter};
 pub use graph::{Graph, GraphBuilder, NodeId, Out};
 pub use history::{HistoryRecord, InputRecord, RebuildReason};
 pub use key::{
@@ -82,4 +85,5 @@ pub use key::{
 };
 pub use lkb_store::{ActionKey, ArtifactKind, ErrorCategory};
 pub use probe::{CacheState, NodeProbe, probe};
+pub use remote::{References, Remote, RemoteStats};
 pub use scheduler::Scheduler;

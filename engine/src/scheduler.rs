@@ -25,7 +25,7 @@ use crate::history::{HistoryRecord, field_list};
 use crate::key::action_key;
 use crate::{
     ActionClass, ActionError, BuildError, BuildEvent, BuildOptions, BuildOutcome, BuildStats,
-    EngineError, ExecCtx, Graph, NodeId, RebuildReason, Reporter,
+    EngineError, ExecCtx, Graph, NodeId, RebuildReason, Remote, RemoteUse, Reporter,
 };
 
 /// Runs action graphs.
@@ -106,6 +106,16 @@ enum TaskOutput {
     Looked(Vec<(usize, Result<LookupOutcome, StoreError>, Duration)>),
     /// One executed action (boxed: it is much larger than a batch).
     Executed(Box<Executed>),
+    /// The remote cache was asked about a local miss: its result (now in the store), or
+    /// `None` and the node runs for `reason`.
+    RemoteLooked {
+        node: usize,
+        reason: RebuildReason,
+        result: Option<ActionResult>,
+        duration: Duration,
+    },
+    /// An executed result went to the remote cache (or the attempt was warned about).
+    Uploaded,
 }
 
 struct Executed {
@@ -154,6 +164,8 @@ struct Run<'a> {
     /// Per node executed in this build: the upstream change that made it run (see
     /// [`Run::explain`]), handed on to the reasons of its dependents.
     origins: Vec<Option<String>>,
+    /// Per node: what the remote cache had to do with it.
+    remote_use: Vec<RemoteUse>,
     cached: usize,
     executed: usize,
 }
@@ -191,6 +203,7 @@ impl<'a> Run<'a> {
             cancelled: false,
             reasons: BTreeMap::new(),
             origins: vec![None; count],
+            remote_use: vec![RemoteUse::NotAsked; count],
             cached: 0,
             executed: 0,
         }
@@ -242,6 +255,11 @@ impl<'a> Run<'a> {
     }
 
     fn on_joined(&mut self, joined: Result<(tokio::task::Id, TaskOutput), tokio::task::JoinError>) {
+        if let Some(remote) = &self.opts.remote {
+            for message in remote.take_warnings() {
+                self.reporter.event(&BuildEvent::Warning { message });
+            }
+        }
         match joined {
             Ok((id, output)) => {
                 self.task_nodes.remove(&id);
@@ -288,6 +306,7 @@ impl<'a> Run<'a> {
                 .iter()
                 .map(|(name, n)| ((*name).to_owned(), *n))
                 .collect(),
+            remote: self.opts.remote.as_ref().map(|remote| remote.stats()),
             wall,
         };
         outcome.reasons = self.reasons;
@@ -534,6 +553,13 @@ impl<'a> Run<'a> {
                     self.on_lookup(node, lookup, duration);
                 }
             }
+            TaskOutput::RemoteLooked {
+                node,
+                reason,
+                result,
+                duration,
+            } => self.on_remote_looked(node, reason, result, duration),
+            TaskOutput::Uploaded => {}
             TaskOutput::Executed(executed) => {
                 let Executed {
                     node,
@@ -547,6 +573,7 @@ impl<'a> Run<'a> {
                     Ok(result) => {
                         let result = Arc::new(result);
                         self.executed += 1;
+                        self.upload(node, &result);
                         self.reasons
                             .insert(NodeId::from_index(node), reason.clone());
                         self.complete(node, result.clone(), Some(reason), duration);
@@ -581,12 +608,14 @@ impl<'a> Run<'a> {
             Ok(LookupOutcome::Hit(result)) => {
                 self.complete(node, Arc::new(result), None, duration);
             }
-            Ok(LookupOutcome::Miss(reason)) => {
-                if !self.stopping() {
+            Ok(LookupOutcome::Miss(_)) if self.stopping() => {}
+            Ok(LookupOutcome::Miss(reason)) => match self.opts.remote.clone() {
+                Some(remote) if remote.active() => self.ask_remote(node, reason, remote),
+                _ => {
                     let reason = self.explain(node, reason);
                     self.enqueue(node, reason);
                 }
-            }
+            },
             Err(source) => {
                 let label = self.label(node);
                 self.fail(BuildError::Store {
@@ -596,6 +625,64 @@ impl<'a> Run<'a> {
                 });
             }
         }
+    }
+
+    /// Asks the remote cache about a local miss, in a task.
+    fn ask_remote(&mut self, node: usize, reason: RebuildReason, remote: Arc<Remote>) {
+        let key = self.keys[node].expect("a looked-up node has a key");
+        let history_key = self.graph.nodes[node].history_key();
+        let history = self.records[node]
+            .as_ref()
+            .expect("a looked-up node has a record")
+            .to_json();
+        let store = self.store.clone();
+        let handle = self.tasks.spawn(async move {
+            let started = Instant::now();
+            let result = remote.fetch(&store, &key, (&history_key, &history)).await;
+            TaskOutput::RemoteLooked {
+                node,
+                reason,
+                result,
+                duration: started.elapsed(),
+            }
+        });
+        self.task_nodes.insert(handle.id(), node);
+    }
+
+    fn on_remote_looked(
+        &mut self,
+        node: usize,
+        reason: RebuildReason,
+        result: Option<ActionResult>,
+        duration: Duration,
+    ) {
+        match result {
+            Some(result) => {
+                self.remote_use[node] = RemoteUse::Hit;
+                self.complete(node, Arc::new(result), None, duration);
+            }
+            None => {
+                self.remote_use[node] = RemoteUse::Miss;
+                if !self.stopping() {
+                    let reason = self.explain(node, reason);
+                    self.enqueue(node, reason);
+                }
+            }
+        }
+    }
+
+    /// Sends an executed result to the remote cache, in a task the build waits for.
+    fn upload(&mut self, node: usize, result: &Arc<ActionResult>) {
+        let Some(remote) = self.opts.remote.clone().filter(|r| r.uploads()) else {
+            return;
+        };
+        let key = self.keys[node].expect("an executed node has a key");
+        let store = self.store.clone();
+        let result = result.clone();
+        self.tasks.spawn(async move {
+            remote.upload(&store, &key, &result).await;
+            TaskOutput::Uploaded
+        });
     }
 
     fn on_task_panic(&mut self, node: Option<usize>, error: tokio::task::JoinError) {
@@ -679,6 +766,7 @@ impl<'a> Run<'a> {
             label: action.label(),
             cached,
             reason,
+            remote: self.remote_use[node],
             duration,
         });
         self.results[node] = Some(result);

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use lkb_store::{Artifact, ArtifactKind, BlobDigest, Store};
+use lkb_store::{Artifact, ArtifactKind, BlobDigest, BlobRef, Store};
 
 use crate::oci::{Manifest, parse_manifest};
 use crate::tree::{Tree, TreeError};
@@ -23,14 +23,22 @@ use crate::tree::{Tree, TreeError};
 /// The blobs that `artifact` refers to: for a tree, the distinct content blobs of its files,
 /// in digest order; nothing for any other kind.
 pub fn references(store: &Store, artifact: &Artifact) -> Result<Vec<BlobDigest>, TreeError> {
+    Ok(reference_blobs(store, artifact)?
+        .into_iter()
+        .map(|blob| blob.digest)
+        .collect())
+}
+
+/// [`references`] with each blob's size (what a remote cache transfer needs).
+pub fn reference_blobs(store: &Store, artifact: &Artifact) -> Result<Vec<BlobRef>, TreeError> {
     if artifact.kind != ArtifactKind::Tree {
         return Ok(Vec::new());
     }
     let tree = Tree::load(store, &artifact.blob.digest)?;
-    let mut contents: Vec<BlobDigest> = tree
+    let mut contents: Vec<BlobRef> = tree
         .iter()
         .filter_map(|entry| entry.blob())
-        .map(|blob| blob.digest)
+        .copied()
         .collect();
     contents.sort();
     contents.dedup();

@@ -82,6 +82,16 @@ pub struct Manifest {
     pub images: ImagesSection,
     #[serde(default)]
     pub boot: BootSection,
+    #[serde(default)]
+    pub cache: CacheSection,
+}
+
+/// `[cache]`: the shared cache builds in this workspace use.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CacheSection {
+    /// A remote cache URL (`grpc://`, `grpcs://`); `--remote-cache` overrides it.
+    pub remote: Option<String>,
 }
 
 /// `[boot]`: what the boot-media formats (raw-bios, raw-efi, iso-*, uki) install.

@@ -15,6 +15,7 @@
 //!   blobs an artifact refers to (for lkb, a tree refers to its files' contents).
 //! - `verify`: [`Store::verify`] re-hashes every blob, deletes damaged ones and drops the
 //!   action records that depend on them.
+//! - `remote`: the [`RemoteCache`] interface a shared cache backend implements.
 //! - [`StoreError`] and the [`ErrorCategory`] shared by every lkb crate.
 //!
 //! # On-disk layout
@@ -63,6 +64,7 @@ mod error;
 mod gc;
 mod index;
 mod lock;
+pub mod remote;
 mod store;
 mod verify;
 
@@ -80,6 +82,7 @@ pub use gc::{
     ReferenceFn, Usage,
 };
 pub use index::{Lookup, MetaTable};
+pub use remote::{RemoteCache, RemoteError, RemoteErrorKind};
 pub use store::Store;
 pub use verify::{BlobDamage, DamagedBlob, DroppedAction, RecordDamage, VerifyReport};
 

@@ -10,7 +10,7 @@ use lkb_rules::compress::Codec;
 
 use super::human_bytes;
 use crate::args::{BuildArgs, Compression, GlobalArgs};
-use crate::ops::build::{BuildReport, BuildRequest, execute, outputs_by_dir};
+use crate::ops::build::{BuildReport, BuildRequest, RemoteRequest, execute, outputs_by_dir};
 use crate::ops::plan::{PlanRequest, plan};
 use crate::printer;
 use crate::reporter::{CliReporter, Explain, JSON_VERSION};
@@ -98,6 +98,12 @@ pub(crate) fn build_with(
         jobs: args.jobs,
         rebuild: args.rebuild,
         check: args.check,
+        remote: RemoteRequest {
+            url: args.remote.remote_cache.clone(),
+            upload: args.remote.remote_upload,
+            ca_cert: args.remote.remote_ca_cert.clone(),
+            credentials: settings.remote_credentials.clone(),
+        },
     };
     let reporter = Arc::new(CliReporter::new(global.progress, global.quiet, explain));
     let runtime = runtime()?;
@@ -150,6 +156,10 @@ fn summarize(reporter: &CliReporter, report: &BuildReport) {
             "targets": report.targets,
             "actions": { "total": s.total, "cached": s.cached, "executed": s.executed },
             "bytes_fetched": fetched,
+            "remote_hits": s.remote.as_ref().map_or(0, |r| r.hits),
+            "remote_misses": s.remote.as_ref().map_or(0, |r| r.misses),
+            "bytes_downloaded": s.remote.as_ref().map_or(0, |r| r.bytes_downloaded),
+            "bytes_uploaded": s.remote.as_ref().map_or(0, |r| r.bytes_uploaded),
             "wall_ms": s.wall.as_millis() as u64,
             "outputs": report.outputs,
         });
@@ -168,6 +178,21 @@ fn summarize(reporter: &CliReporter, report: &BuildReport) {
         s.executed,
         human_bytes(fetched)
     ));
+    if let Some(remote) = &s.remote {
+        printer::err(&format!(
+            "  remote cache: {} hits, {} misses, {} results uploaded, {} down, {} up{}",
+            remote.hits,
+            remote.misses,
+            remote.uploads,
+            human_bytes(remote.bytes_downloaded),
+            human_bytes(remote.bytes_uploaded),
+            if remote.disabled {
+                " (given up on: see the warning)"
+            } else {
+                ""
+            }
+        ));
+    }
     for (dir, names) in outputs_by_dir(&report.outputs) {
         printer::err(&format!("  {}/{{{}}}", dir.display(), names.join(",")));
     }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::args::{BuildArgs, Compression, GlobalArgs, RunArgs};
+use crate::args::{BuildArgs, Compression, GlobalArgs, RemoteArgs, RunArgs};
 use crate::commands::build::build_with;
 use crate::errors::{Error, UsageError};
 use crate::ops::run::{
@@ -39,7 +39,7 @@ pub(crate) fn run(
                 true => "kernel+squashfs",
                 false => "kernel+initrd",
             };
-            built_prefix(global, image, format, settings)?
+            built_prefix(global, image, format, settings, &args.remote)?
         }
         false => PathBuf::from(image),
     };
@@ -145,6 +145,7 @@ fn built_prefix(
     label: &str,
     format: &str,
     settings: &Settings,
+    remote: &RemoteArgs,
 ) -> crate::errors::Result<PathBuf> {
     let build = BuildArgs {
         targets: vec![label.to_owned()],
@@ -162,6 +163,7 @@ fn built_prefix(
         initrd_compression: Compression::Gzip,
         no_sbom: false,
         size: None,
+        remote: remote.clone(),
     };
     let report = build_with(global, &build, settings, Explain::Off)?;
     if report.targets.len() != 1 {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::errors::{Context, json_bytes};
-use lkb_engine::{BuildOptions, BuildStats, CancelToken, Reporter, Scheduler};
+use lkb_engine::{BuildOptions, BuildStats, CancelToken, References, Remote, Reporter, Scheduler};
 use lkb_rules::formats::OutputSpec;
-use lkb_store::{BlobRef, MetaTable, Store};
+use lkb_store::{Artifact, BlobRef, MetaTable, Store};
 
 use crate::ops::cache::RootRecord;
 use crate::ops::plan::{Plan, PlanRequest, plan};
@@ -25,6 +25,42 @@ pub struct BuildRequest {
     pub rebuild: bool,
     /// Build a second time ignoring the cache and report actions whose outputs differ.
     pub check: bool,
+    pub remote: RemoteRequest,
+}
+
+/// Which remote cache to use, if any.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteRequest {
+    /// `--remote-cache`: `None` takes `[cache] remote` from lkb.toml; an empty URL means none.
+    pub url: Option<String>,
+    /// Upload executed results (`--remote-upload`).
+    pub upload: bool,
+    pub ca_cert: Option<PathBuf>,
+    pub credentials: Option<lkb_remote::Credentials>,
+}
+
+impl RemoteRequest {
+    /// The remote layer for a build, given the workspace's `[cache] remote`. Makes no
+    /// connection yet; a malformed URL is an error.
+    fn open(&self, configured: Option<&str>) -> crate::errors::Result<Option<Arc<Remote>>> {
+        let url = match &self.url {
+            Some(url) => url.as_str(),
+            None => configured.unwrap_or_default(),
+        };
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let options = lkb_remote::RemoteOptions {
+            ca_cert: self.ca_cert.clone(),
+            credentials: self.credentials.clone(),
+            ..Default::default()
+        };
+        let cache = lkb_remote::connect(url, &options)?;
+        let references: References = Arc::new(|store: &Store, artifact: &Artifact| {
+            lkb_rules::gc::reference_blobs(store, artifact).map_err(|error| error.into())
+        });
+        Ok(Some(Arc::new(Remote::new(cache, self.upload, references))))
+    }
 }
 
 /// `--check` found actions whose outputs differ between two executions.
@@ -78,8 +114,10 @@ pub async fn execute(
         graph,
         targets,
         lock,
+        remote_cache,
         ..
     } = plan;
+    let remote = req.remote.open(remote_cache.as_deref())?;
 
     // execute
     let opts = BuildOptions {
@@ -93,6 +131,7 @@ pub async fn execute(
                 .flat_map(|target| target.outputs.iter().flat_map(OutputSpec::nodes))
                 .collect(),
         ),
+        remote,
         ..BuildOptions::default()
     };
     let outcome = Scheduler::run(&graph, &store, &opts, Arc::clone(&reporter)).await?;

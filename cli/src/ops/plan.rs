@@ -141,6 +141,8 @@ pub struct Plan {
     pub lock: LockUpdate,
     /// Images whose pin moved since the lock file was written.
     pub moved: Vec<ImageMove>,
+    /// `[cache] remote` of the workspace's `lkb.toml`.
+    pub remote_cache: Option<String>,
 }
 
 /// Turns the command-line targets into build targets.
@@ -416,6 +418,7 @@ pub async fn plan(
             changes,
         },
         moved,
+        remote_cache: workspace.and_then(|ws| ws.manifest.cache.remote),
     })
 }
 
