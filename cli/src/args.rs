@@ -281,6 +281,10 @@ pub struct RemoteArgs {
     /// A CA certificate (PEM) trusted for grpcs:// besides the system roots
     #[arg(long, value_name = "FILE")]
     pub remote_ca_cert: Option<PathBuf>,
+    /// Seconds one remote call (or the wait for the next chunk of a transfer) may take before
+    /// the cache is given up on for the build
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub remote_timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -190,6 +190,9 @@ impl Remote {
     ) -> Result<Option<ActionResult>, RemoteError> {
         let found = {
             let _permit = self.calls.acquire().await;
+            if !self.active() {
+                return Ok(None);
+            }
             self.cache.get_action(key).await?
         };
         let Some(result) = found else {
@@ -223,6 +226,9 @@ impl Remote {
             return Ok(());
         }
         let _permit = self.calls.acquire().await;
+        if !self.active() {
+            return Err(RemoteError::unavailable("the remote cache was given up on"));
+        }
         let bytes = self.cache.download(store, blob).await?;
         self.stats
             .bytes_downloaded
@@ -267,6 +273,9 @@ impl Remote {
         };
         for blob in &missing {
             let _permit = self.calls.acquire().await;
+            if !self.active() {
+                return Ok(());
+            }
             let bytes = self.cache.upload(store, blob).await?;
             self.stats
                 .bytes_uploaded

@@ -80,7 +80,7 @@ pub struct ReapiCache {
     channel: Channel,
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     timeouts: Timeouts,
-    capabilities: tokio::sync::OnceCell<Capabilities>,
+    capabilities: tokio::sync::OnceCell<Result<Capabilities, RemoteError>>,
 }
 
 impl ReapiCache {
@@ -156,9 +156,11 @@ impl ReapiCache {
         status_error(&self.endpoint.url, what, status)
     }
 
+    /// What `GetCapabilities` said. Asked once: callers waiting meanwhile share the answer,
+    /// and a failure is kept too, so a dead server costs one timeout, not one per caller.
     async fn capabilities(&self) -> Result<Capabilities, RemoteError> {
         self.capabilities
-            .get_or_try_init(|| async {
+            .get_or_init(|| async {
                 let request = self.request(re::GetCapabilitiesRequest {
                     instance_name: self.endpoint.instance.clone(),
                 });
@@ -195,7 +197,7 @@ impl ReapiCache {
                 })
             })
             .await
-            .copied()
+            .clone()
     }
 
     /// Whether `size` bytes go through the batch calls.

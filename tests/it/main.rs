@@ -11,6 +11,7 @@ mod media;
 mod oci;
 mod outputs;
 mod registry_fuzz;
+mod remote_cache;
 mod repro;
 mod run;
 mod run_modes;

@@ -5,6 +5,8 @@
 //! - [`registry`]: a real registry (Debian's `docker-registry`) on 127.0.0.1 with its own
 //!   storage dir, optional htpasswd auth, a minimal HTTP/1.1 client to push images, and a hook
 //!   to corrupt stored blobs.
+//! - [`buildgrid`]: a real Remote Execution API cache (BuildGrid, from PyPI) on 127.0.0.1
+//!   with its own disk storage, for the remote cache tests.
 //! - [`debs`]: Debian packages fetched with `apt-get download` into a cache and unpacked with
 //!   `dpkg -x`.
 //! - [`examples`]: the bootable example images (kernel, init, getty, dhcpcd, sshd, rngd) made
@@ -25,6 +27,7 @@
 //! Everything runs here without Docker or the internet, except `apt-get download` in [`debs`].
 
 pub mod boot_image;
+pub mod buildgrid;
 pub mod cli;
 pub mod debs;
 pub mod examples;

@@ -103,6 +103,7 @@ pub(crate) fn build_with(
             upload: args.remote.remote_upload,
             ca_cert: args.remote.remote_ca_cert.clone(),
             credentials: settings.remote_credentials.clone(),
+            timeout: std::time::Duration::from_secs(args.remote.remote_timeout.max(1)),
         },
     };
     let reporter = Arc::new(CliReporter::new(global.progress, global.quiet, explain));

@@ -37,6 +37,8 @@ pub struct RemoteRequest {
     pub upload: bool,
     pub ca_cert: Option<PathBuf>,
     pub credentials: Option<lkb_remote::Credentials>,
+    /// `--remote-timeout`.
+    pub timeout: std::time::Duration,
 }
 
 impl RemoteRequest {
@@ -53,7 +55,10 @@ impl RemoteRequest {
         let options = lkb_remote::RemoteOptions {
             ca_cert: self.ca_cert.clone(),
             credentials: self.credentials.clone(),
-            ..Default::default()
+            timeouts: lkb_remote::Timeouts {
+                request: self.timeout,
+                ..Default::default()
+            },
         };
         let cache = lkb_remote::connect(url, &options)?;
         let references: References = Arc::new(|store: &Store, artifact: &Artifact| {
