@@ -7,6 +7,8 @@
 //!   to corrupt stored blobs.
 //! - [`debs`]: Debian packages fetched with `apt-get download` into a cache and unpacked with
 //!   `dpkg -x`.
+//! - [`elf`]: the shared libraries a Debian program loads (`PT_INTERP`, `DT_NEEDED`, followed
+//!   through an unpacked tree), so the example images ship exactly those.
 //! - [`examples`]: the bootable example images (kernel, init, getty, dhcpcd, sshd, rngd) made
 //!   from those packages, mirroring LinuxKit's `examples/`.
 //! - [`boot_image`]: the boot loader image of the boot-media formats (syslinux, isolinux,
@@ -27,6 +29,7 @@
 pub mod boot_image;
 pub mod cli;
 pub mod debs;
+pub mod elf;
 pub mod examples;
 pub mod fault_registry;
 pub mod initrd;
