@@ -15,7 +15,7 @@ use lkb_tests::examples::{DONE_MARKER, ONSHUTDOWN_MARKER};
 
 use crate::media::workspace_in;
 
-/// Under TCG on a loaded 2-core machine the sshd example needs about a minute to serve ssh.
+/// Under TCG on a loaded 2-core machine the sshd example serves ssh about 30 s after QEMU starts.
 const SSH_READY_LIMIT: Duration = Duration::from_secs(360);
 
 /// An example system whose onboot container and one service ask runc for a sysctl that
