@@ -251,6 +251,7 @@ fn sshd_example_boots_then_rebuilds_only_what_a_files_change_touches() {
             ("services", "getty"),
             ("services", "rngd"),
             ("services", "sshd"),
+            ("onshutdown", "000-goodbye"),
         ],
     );
 

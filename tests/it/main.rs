@@ -17,5 +17,6 @@ mod run;
 mod run_modes;
 mod store;
 mod support_smoke;
+mod systems;
 mod vm_formats;
 mod volumes_sbom;

@@ -100,10 +100,12 @@ pub(crate) fn tool(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Boots with `args` and returns the console log once `marker` appeared.
-pub(crate) fn boot_until(args: &[OsString], marker: &str, stop_at_marker: bool) -> String {
+/// Boots with `args` and returns the console log once `marker` appeared; the VM is stopped
+/// there (the example systems keep running, their boot media carry no
+/// [`lkb_tests::examples::POWEROFF_FLAG`]).
+pub(crate) fn boot_until(args: &[OsString], marker: &str) -> String {
     let mut vm = VmOptions::tcg(1024, marker, BOOT_TIMEOUT);
-    vm.stop_at_marker = stop_at_marker;
+    vm.stop_at_marker = true;
     let report = qemu::run_vm(&vm, args).expect("qemu-system-x86_64 runs");
     assert!(
         report.marker_after.is_some(),
@@ -150,7 +152,7 @@ fn uki_boots_as_the_firmwares_boot_entry() {
     let mut vm = args(&["-bios", OVMF, "-drive"]);
     // Read-write vvfat (OVMF wants to write), private to this test's directory.
     vm.push(format!("file=fat:rw:{},format=raw", esp.path().display()).into());
-    let log = boot_until(&vm, DONE_MARKER, false);
+    let log = boot_until(&vm, DONE_MARKER);
     assert!(kernel_cmdline(&log).contains(CMDLINE), "{log}");
 }
 
@@ -187,7 +189,7 @@ fn raw_efi_boots_under_ovmf_and_passes_the_partition_checkers() {
     );
     let mut vm = args(&["-bios", OVMF]);
     vm.extend(drive(&disk, ""));
-    boot_until(&vm, DONE_MARKER, false);
+    boot_until(&vm, DONE_MARKER);
 }
 
 #[test]
@@ -214,7 +216,7 @@ fn raw_bios_boots_under_seabios_and_passes_the_checkers() {
             "{path} missing:\n{listing}"
         );
     }
-    let log = boot_until(&drive(&disk, ""), DONE_MARKER, false);
+    let log = boot_until(&drive(&disk, ""), DONE_MARKER);
     assert!(kernel_cmdline(&log).contains(CMDLINE), "{log}");
 }
 
@@ -238,7 +240,7 @@ fn iso_bios_starts_the_kernel_from_cdrom_and_as_a_hard_disk() {
         vec!["-cdrom".into(), iso.clone().into_os_string()],
         drive(&iso, ""),
     ] {
-        let log = boot_until(&how, "Command line:", true);
+        let log = boot_until(&how, "Command line:");
         let cmdline = kernel_cmdline(&log);
         assert!(cmdline.contains(CMDLINE), "{cmdline}");
         assert!(cmdline.contains("root=/dev/sr0"), "{cmdline}");
@@ -261,7 +263,7 @@ fn iso_efi_starts_the_kernel_under_ovmf() {
     assert!(report.contains("UEFI"), "an EFI boot entry:\n{report}");
     let mut vm = args(&["-bios", OVMF, "-cdrom"]);
     vm.push(iso.into_os_string());
-    let log = boot_until(&vm, "Command line:", true);
+    let log = boot_until(&vm, "Command line:");
     let cmdline = kernel_cmdline(&log);
     assert!(cmdline.contains(CMDLINE), "{cmdline}");
     assert!(cmdline.contains("root=/dev/sr0"), "{cmdline}");
@@ -273,7 +275,7 @@ fn iso_efi_initrd_boots_under_ovmf() {
     let iso = m.file("minimal-efi-initrd.iso");
     let mut vm = args(&["-bios", OVMF, "-cdrom"]);
     vm.push(iso.into_os_string());
-    boot_until(&vm, DONE_MARKER, false);
+    boot_until(&vm, DONE_MARKER);
 }
 
 /// `type size path` of every entry of the tar, as GNU tar lists them.

@@ -2,7 +2,7 @@
 //! and ends on a guest power-off, an `--until` match or a `--timeout`.
 
 use lkb_tests::cli::{self, Lkb};
-use lkb_tests::examples::{BOOT_MARKER, DONE_MARKER};
+use lkb_tests::examples::{BOOT_MARKER, DONE_MARKER, POWEROFF_FLAG};
 use sha2::Digest as _;
 
 /// A scratch workspace with the repository's example ymls and the example layout.
@@ -70,8 +70,11 @@ fn run_boots_a_label_and_a_built_prefix_and_ends_on_until_power_off_or_timeout()
     );
 
     // The prefix of what the build wrote, without --until, with a disk that does not exist
-    // yet and user networking with a published port: the example init powers the VM off,
-    // which ends `run` with success.
+    // yet and user networking with a published port: told so on its command line, the
+    // example init powers the VM off once its services run, which ends `run` with success.
+    let cmdline_file = ws.path().join("lkb-out/examples/minimal-cmdline");
+    let cmdline = fs_err::read_to_string(&cmdline_file).unwrap();
+    fs_err::write(&cmdline_file, format!("{cmdline} {POWEROFF_FLAG}")).unwrap();
     let prefix_arg = prefix.display().to_string();
     let disk = ws.path().join("disk.qcow2");
     let disk_arg = format!("file={},size=64M", disk.display());

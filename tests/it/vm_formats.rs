@@ -163,46 +163,30 @@ fn gcp_is_one_gnu_sparse_disk_raw_equal_to_the_aws_disk() {
 
 #[test]
 fn qcow2_bios_boots_under_seabios() {
-    boot_until(
-        &drive(&vms().file("minimal.qcow2"), "qcow2"),
-        DONE_MARKER,
-        false,
-    );
+    boot_until(&drive(&vms().file("minimal.qcow2"), "qcow2"), DONE_MARKER);
 }
 
 #[test]
 fn qcow2_efi_boots_under_ovmf() {
     let mut vm = args(&["-bios", OVMF]);
     vm.extend(drive(&vms().file("minimal-efi.qcow2"), "qcow2"));
-    boot_until(&vm, DONE_MARKER, false);
+    boot_until(&vm, DONE_MARKER);
 }
 
 #[test]
 fn vhd_boots_through_qemus_vpc_driver() {
-    boot_until(
-        &drive(&vms().file("minimal.vhd"), "vpc"),
-        DONE_MARKER,
-        false,
-    );
+    boot_until(&drive(&vms().file("minimal.vhd"), "vpc"), DONE_MARKER);
 }
 
 #[test]
 fn vmdk_boots_through_qemus_vmdk_driver() {
-    boot_until(
-        &drive(&vms().file("minimal.vmdk"), "vmdk"),
-        DONE_MARKER,
-        false,
-    );
+    boot_until(&drive(&vms().file("minimal.vmdk"), "vmdk"), DONE_MARKER);
 }
 
 /// `gcp`'s `disk.raw` is byte-identical to this disk (the test above), so this boot covers it.
 #[test]
 fn aws_raw_disk_boots_under_seabios() {
-    boot_until(
-        &drive(&vms().file("minimal.raw"), "raw"),
-        DONE_MARKER,
-        false,
-    );
+    boot_until(&drive(&vms().file("minimal.raw"), "raw"), DONE_MARKER);
 }
 
 #[test]

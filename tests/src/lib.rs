@@ -9,6 +9,8 @@
 //!   with its own disk storage, for the remote cache tests.
 //! - [`debs`]: Debian packages fetched with `apt-get download` into a cache and unpacked with
 //!   `dpkg -x`.
+//! - [`elf`]: the shared libraries a Debian program loads (`PT_INTERP`, `DT_NEEDED`, followed
+//!   through an unpacked tree), so the example images ship exactly those.
 //! - [`examples`]: the bootable example images (kernel, init, getty, dhcpcd, sshd, rngd) made
 //!   from those packages, mirroring LinuxKit's `examples/`.
 //! - [`boot_image`]: the boot loader image of the boot-media formats (syslinux, isolinux,
@@ -30,6 +32,7 @@ pub mod boot_image;
 pub mod buildgrid;
 pub mod cli;
 pub mod debs;
+pub mod elf;
 pub mod examples;
 pub mod fault_registry;
 pub mod initrd;

@@ -3,8 +3,10 @@
 //!
 //! The VM runs with `-nographic -no-reboot`, so the serial port is QEMU's stdout, and a
 //! `poweroff -f` (or a panic, thanks to `panic=-1`) ends the process. The kernel command line
-//! is the caller's followed by `console=ttyS0 panic=-1`; the last `console=` wins, so
-//! `/dev/console` is the serial port even when the caller lists `console=tty0` and others.
+//! is the caller's followed by `console=ttyS0 panic=-1 lkb.example.poweroff`; the last
+//! `console=` wins, so `/dev/console` is the serial port even when the caller lists
+//! `console=tty0` and others, and the example init powers off once its services have started
+//! ([`crate::examples::POWEROFF_FLAG`]).
 
 use std::ffi::OsString;
 use std::io::Read as _;
@@ -15,6 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+
+use crate::examples::POWEROFF_FLAG;
 
 /// The QEMU binary from Debian's `qemu-system-x86`.
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
@@ -83,13 +87,15 @@ impl BootReport {
     }
 }
 
-/// `"<cmdline> console=ttyS0 panic=-1"` (no leading space when `cmdline` is blank).
+/// `"<cmdline> console=ttyS0 panic=-1 lkb.example.poweroff"` (no leading space when
+/// `cmdline` is blank).
 pub fn full_cmdline(cmdline: &str) -> String {
+    let tail = format!("console=ttyS0 panic=-1 {POWEROFF_FLAG}");
     let cmdline = cmdline.trim();
     if cmdline.is_empty() {
-        "console=ttyS0 panic=-1".to_owned()
+        tail
     } else {
-        format!("{cmdline} console=ttyS0 panic=-1")
+        format!("{cmdline} {tail}")
     }
 }
 
@@ -267,10 +273,14 @@ mod tests {
 
     #[test]
     fn cmdline_gets_serial_console_last() {
-        assert_eq!(full_cmdline(""), "console=ttyS0 panic=-1");
+        assert_eq!(
+            full_cmdline(""),
+            "console=ttyS0 panic=-1 lkb.example.poweroff"
+        );
         assert_eq!(
             full_cmdline(" console=tty0 console=ttyS0 console=ttyAMA0 "),
-            "console=tty0 console=ttyS0 console=ttyAMA0 console=ttyS0 panic=-1"
+            "console=tty0 console=ttyS0 console=ttyAMA0 console=ttyS0 panic=-1 \
+             lkb.example.poweroff"
         );
     }
 }

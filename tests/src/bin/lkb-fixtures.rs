@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
             let sources = Sources::unpack(&cache, &debs)?;
             let work = tempfile::Builder::new().prefix("lkb-smoke-").tempdir()?;
             let root = work.path().join("root");
-            examples::write_smoke_rootfs(&sources.busybox(), &root)?;
+            examples::write_smoke_rootfs(&sources, &root)?;
             let initrd_path = work.path().join("initrd.img");
             fs_err::write(&initrd_path, initrd::gzip_initrd_from_dir(&root)?)?;
             let timeout = Duration::from_secs(args.timeout.unwrap_or(120));
