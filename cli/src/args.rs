@@ -278,6 +278,10 @@ pub struct RemoteArgs {
     /// jobs)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub remote_upload: bool,
+    /// What a remote hit downloads: outputs (only what the requested outputs and locally run
+    /// actions need, when they need it) or all (every blob of every hit)
+    #[arg(long, value_enum, default_value_t = RemoteDownload::Outputs, value_name = "WHAT")]
+    pub remote_download: RemoteDownload,
     /// A CA certificate (PEM) trusted for grpcs:// besides the system roots
     #[arg(long, value_name = "FILE")]
     pub remote_ca_cert: Option<PathBuf>,
@@ -285,6 +289,12 @@ pub struct RemoteArgs {
     /// the cache is given up on for the build
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub remote_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RemoteDownload {
+    Outputs,
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

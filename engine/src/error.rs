@@ -55,6 +55,15 @@ pub enum BuildError {
         #[source]
         source: StoreError,
     },
+    /// An input of `label` was a remote hit whose blob the cache no longer has. Running the
+    /// build again without the cache rebuilds it (the CLI does).
+    #[error("{label} cannot start")]
+    RemoteLost {
+        node: NodeId,
+        label: String,
+        #[source]
+        source: crate::RemoteLost,
+    },
     /// The build was cancelled (e.g. Ctrl-C); running actions were allowed to finish.
     #[error("build cancelled")]
     Cancelled,
@@ -69,6 +78,7 @@ impl BuildError {
         match self {
             BuildError::ActionFailed { source, .. } => source.category(),
             BuildError::Store { source, .. } => source.category(),
+            BuildError::RemoteLost { .. } => ErrorCategory::Environment,
             BuildError::Cancelled => ErrorCategory::User,
             BuildError::Graph(error) => error.category(),
         }

@@ -85,5 +85,5 @@ pub use key::{
 };
 pub use lkb_store::{ActionKey, ArtifactKind, ErrorCategory};
 pub use probe::{CacheState, NodeProbe, probe};
-pub use remote::{References, Remote, RemoteStats};
+pub use remote::{Download, References, Remote, RemoteLost, RemoteStats};
 pub use scheduler::Scheduler;

@@ -5,6 +5,20 @@
 //! store and the result recorded locally, so the next build is a local hit. After an action
 //! executes, [`Remote::upload`] sends the blobs the cache lacks and then the result.
 //!
+//! # Build without the bytes ([`Download::Outputs`])
+//!
+//! By default a remote hit downloads nothing: the cache is asked whether it holds the result's
+//! output blobs (`find_missing`), and the result is kept in the store's
+//! [`MetaTable::Remote`] table rather than its action cache (whose records always have their
+//! blobs). Downstream keys need only the result's digests, so a build whose every action hits
+//! moves no bytes until the end, when the caller fetches what the requested outputs need
+//! ([`Remote::materialize`]). An action that must run locally gets its inputs the same way
+//! before it starts. A later build with the same cache takes those results from the table
+//! without asking the server. Should the cache have lost a blob by the time it is needed, the
+//! build fails with [`RemoteLost`]; the CLI then runs the build again without the cache, which
+//! rebuilds exactly what the lost blob needed. With [`Download::All`] a hit downloads every
+//! blob it names and goes into the action cache, as a local execution would.
+//!
 //! # Failures never fail a build
 //!
 //! A cache that cannot be reached, times out, or refuses (credentials, read-only) is warned
@@ -35,10 +49,29 @@ pub type References =
 /// default is 10).
 const CALLS: usize = 8;
 
+/// What a remote hit downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Download {
+    /// Only what the requested outputs and locally executed actions need, when they need it.
+    #[default]
+    Outputs,
+    /// Every blob of every hit, at once.
+    All,
+}
+
+/// A blob a remote hit promised could not be downloaded when it was needed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the remote cache no longer has {blob} ({reason})")]
+pub struct RemoteLost {
+    pub blob: lkb_store::BlobDigest,
+    pub reason: String,
+}
+
 /// A remote cache and how to use it, for one or more builds.
 pub struct Remote {
     cache: Arc<dyn RemoteCache>,
     upload: bool,
+    download: Download,
     references: References,
     calls: Semaphore,
     /// Set on the first failure that makes the cache unusable.
@@ -82,11 +115,17 @@ impl fmt::Debug for Remote {
 }
 
 impl Remote {
-    /// Uses `cache`; uploads results only when `upload`.
-    pub fn new(cache: Arc<dyn RemoteCache>, upload: bool, references: References) -> Remote {
+    /// Uses `cache`; uploads results only when `upload`; downloads as `download` says.
+    pub fn new(
+        cache: Arc<dyn RemoteCache>,
+        upload: bool,
+        download: Download,
+        references: References,
+    ) -> Remote {
         Remote {
             cache,
             upload,
+            download,
             references,
             calls: Semaphore::new(CALLS),
             disabled: AtomicBool::new(false),
@@ -198,6 +237,30 @@ impl Remote {
         let Some(result) = found else {
             return Ok(None);
         };
+        if self.download == Download::Outputs {
+            // Only the record: check the cache still holds the outputs, keep it aside.
+            let outputs: Vec<BlobRef> = result.outputs.iter().map(|a| a.blob).collect();
+            let missing = {
+                let _permit = self.calls.acquire().await;
+                self.cache.find_missing(&outputs).await?
+            };
+            if let Some(blob) = missing.first() {
+                tracing::debug!(%key, blob = %blob.digest, "remote result without its blob");
+                return Ok(None);
+            }
+            let json = serde_json::to_vec(&result).map_err(|error| {
+                RemoteError::unavailable(format!("cannot encode action {key}: {error}"))
+            })?;
+            store
+                .put_metas(&[
+                    (MetaTable::Remote, &key.to_string(), &json),
+                    (MetaTable::History, history_key, history),
+                ])
+                .map_err(|error| {
+                    RemoteError::unavailable(format!("cannot record action {key}: {error}"))
+                })?;
+            return Ok(Some(result));
+        }
         for artifact in &result.outputs {
             self.ensure(store, &artifact.blob).await?;
             if artifact.kind.has_references() {
@@ -218,6 +281,69 @@ impl Remote {
                 RemoteError::unavailable(format!("cannot record action {key}: {error}"))
             })?;
         Ok(Some(result))
+    }
+
+    /// Brings `artifacts` (and what trees among them refer to) into `store` from the cache,
+    /// for an action about to run locally or for the build's outputs. Everything already in
+    /// the store costs nothing.
+    pub async fn materialize(
+        &self,
+        store: &Store,
+        artifacts: &[Artifact],
+    ) -> Result<(), RemoteLost> {
+        for artifact in artifacts {
+            // A tree already in the store came with its contents (a download records nothing
+            // before every blob is in), so only a tree fetched now is followed.
+            let had = store.has_blob(&artifact.blob);
+            self.materialize_blob(store, &artifact.blob).await?;
+            if artifact.kind.has_references() && !had {
+                let references =
+                    (self.references)(store, artifact).map_err(|error| RemoteLost {
+                        blob: artifact.blob.digest,
+                        reason: error.to_string(),
+                    })?;
+                for blob in references {
+                    self.materialize_blob(store, &blob).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn materialize_blob(&self, store: &Store, blob: &BlobRef) -> Result<(), RemoteLost> {
+        if store.has_blob(blob) {
+            return Ok(());
+        }
+        self.ensure(store, blob).await.map_err(|error| {
+            if error.kind != RemoteErrorKind::Corrupt {
+                self.failed(&error);
+            }
+            RemoteLost {
+                blob: blob.digest,
+                reason: error.message,
+            }
+        })
+    }
+
+    /// [`Remote::materialize`] for plain blobs (output files).
+    pub async fn materialize_blobs(
+        &self,
+        store: &Store,
+        blobs: &[BlobRef],
+    ) -> Result<(), RemoteLost> {
+        for blob in blobs {
+            self.materialize_blob(store, blob).await?;
+        }
+        Ok(())
+    }
+
+    /// A result kept aside by an earlier build without the bytes (see the module docs).
+    pub(crate) fn known(&self, store: &Store, key: &ActionKey) -> Option<ActionResult> {
+        if self.download != Download::Outputs {
+            return None;
+        }
+        let json = store.get_meta(MetaTable::Remote, &key.to_string()).ok()??;
+        serde_json::from_slice(&json).ok()
     }
 
     /// Downloads `blob` unless the store has it.

@@ -382,12 +382,13 @@ impl<'a> Run<'a> {
             .collect();
         let first = batch[0].0;
         let store = self.store.clone();
+        let remote = self.opts.remote.clone().filter(|remote| remote.active());
         let handle = self.tasks.spawn_blocking(move || {
             let looked = batch
                 .into_iter()
                 .map(|(node, key, history_key, record)| {
                     let started = Instant::now();
-                    let lookup = look_up(&store, &key, &history_key, &record);
+                    let lookup = look_up(&store, &key, &history_key, &record, remote.as_deref());
                     (node, lookup, started.elapsed())
                 })
                 .collect();
@@ -530,10 +531,19 @@ impl<'a> Run<'a> {
             cancel: self.opts.cancel.clone(),
         };
         let span = tracing::info_span!("action", kind = action.kind(), key = %key.short());
+        let remote = self.opts.remote.clone();
         let handle = self.tasks.spawn(
             async move {
                 let started = Instant::now();
-                let outcome = execute_and_record(&*action, &ctx, key, &target, permit).await;
+                // Inputs that are remote hits not yet downloaded come first.
+                let fetched = match &remote {
+                    Some(remote) => remote.materialize(&ctx.store, &ctx.inputs).await,
+                    None => Ok(()),
+                };
+                let outcome = match fetched {
+                    Ok(()) => execute_and_record(&*action, &ctx, key, &target, permit).await,
+                    Err(lost) => Err(ExecFailure::RemoteLost(lost)),
+                };
                 TaskOutput::Executed(Box::new(Executed {
                     node,
                     reason,
@@ -583,6 +593,15 @@ impl<'a> Run<'a> {
                         }
                     }
                     Err(ExecFailure::Action(source)) => self.action_failed(node, source),
+                    Err(ExecFailure::RemoteLost(source)) => {
+                        // Not an action failure: the caller retries without the cache.
+                        let label = self.label(node);
+                        self.fail(BuildError::RemoteLost {
+                            node: NodeId::from_index(node),
+                            label,
+                            source,
+                        });
+                    }
                     Err(ExecFailure::Store(source)) => {
                         let label = self.label(node);
                         self.report_failure(node, &source);

@@ -22,11 +22,19 @@ pub enum MetaTable {
     Pins,
     /// GC roots: the outputs of the last build of each target.
     Roots,
+    /// Action key → JSON result known to be at the remote cache, whose blobs were not
+    /// downloaded ("build without the bytes"); used only with that remote cache.
+    Remote,
 }
 
 impl MetaTable {
     /// Every metadata table.
-    pub const ALL: [MetaTable; 3] = [MetaTable::History, MetaTable::Pins, MetaTable::Roots];
+    pub const ALL: [MetaTable; 4] = [
+        MetaTable::History,
+        MetaTable::Pins,
+        MetaTable::Roots,
+        MetaTable::Remote,
+    ];
 
     /// The table's name in the index file.
     pub const fn name(self) -> &'static str {
@@ -34,6 +42,7 @@ impl MetaTable {
             MetaTable::History => "history",
             MetaTable::Pins => "pins",
             MetaTable::Roots => "roots",
+            MetaTable::Remote => "remote",
         }
     }
 
@@ -320,17 +329,24 @@ impl Store {
     /// Sets a metadata value. Blobs are not synced first: if the value names blobs that must
     /// survive a crash, call [`Store::sync_blobs`] before.
     pub fn put_meta(&self, table: MetaTable, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put_metas(&[(table, key, value)])
+    }
+
+    /// Writes several metadata values in one transaction.
+    pub fn put_metas(&self, rows: &[(MetaTable, &str, &[u8])]) -> Result<(), StoreError> {
         self.guard(|| {
             let txn = self
                 .inner
                 .db
                 .begin_write()
                 .map_err(|e| self.index_error(e))?;
-            {
-                let mut rows = txn
+            for (table, key, value) in rows {
+                let mut table = txn
                     .open_table(table.definition())
                     .map_err(|e| self.index_error(e))?;
-                rows.insert(key, value).map_err(|e| self.index_error(e))?;
+                table
+                    .insert(*key, *value)
+                    .map_err(|e| self.index_error(e))?;
             }
             txn.commit().map_err(|e| self.index_error(e))
         })

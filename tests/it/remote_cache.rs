@@ -114,7 +114,8 @@ fn a_second_machine_builds_from_the_cache_and_shares_its_change_back() {
     assert_eq!(number(&s, "remote_misses"), total, "{s}");
     assert!(number(&s, "bytes_uploaded") > 0, "{s}");
 
-    // B: another directory, user and store; the same keys, so everything comes from A.
+    // B: another directory, user and store; the same keys, so everything comes from A, and
+    // (build without the bytes) only the output files' blobs are downloaded.
     let second = b.build(&remote).ok().expect("B builds");
     assert!(warnings(&second).is_empty(), "{:?}", warnings(&second));
     let s = summary(&second);
@@ -122,6 +123,9 @@ fn a_second_machine_builds_from_the_cache_and_shares_its_change_back() {
     assert_eq!(number(&s, "remote_hits"), total, "{s}");
     assert_eq!(number(&s, "bytes_uploaded"), 0, "{s}");
     same_outputs(&a, &b);
+    let output_bytes: usize = OUTPUTS.iter().map(|name| b.output(name).len()).sum();
+    // The initrd is written from the segments, which are the blobs.
+    assert_eq!(number(&s, "bytes_downloaded"), output_bytes as u64, "{s}");
     // A remote hit is recorded locally: the next build asks nobody.
     let again = b.build(&remote).ok().expect("B again");
     let s = summary(&again);
@@ -243,11 +247,13 @@ fn a_cache_killed_mid_build_and_a_corrupt_blob_never_break_the_build() {
     fs_err::write(&path, &bad).expect("corrupt");
     let b = Machine::new("bob", "hello\\n");
     let run = b.build(&["--remote-cache", &url]).ok().expect("B builds");
+    // Without the bytes the hit is taken on the cache's word; the corrupt kernel shows when
+    // the outputs are fetched, and the build runs again locally.
     let warned = warnings(&run);
     assert!(
         warned
             .iter()
-            .any(|w| w.contains(&hex) && w.contains("not using that entry")),
+            .any(|w| w.contains(&hex) && w.contains("building again without the remote cache")),
         "{warned:?}"
     );
     assert!(
@@ -262,6 +268,23 @@ fn a_cache_killed_mid_build_and_a_corrupt_blob_never_break_the_build() {
         .ok()
         .expect("verify");
     assert!(!verify.stdout.contains("damaged"), "{}", verify.stdout);
+    // Downloading everything at the hit, the entry is refused there and the action runs.
+    let b2 = Machine::new("bob2", "hello\\n");
+    let run = b2
+        .build(&["--remote-cache", &url, "--remote-download=all"])
+        .ok()
+        .expect("B2 builds");
+    let warned = warnings(&run);
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains(&hex) && w.contains("not using that entry")),
+        "{warned:?}"
+    );
+    // The kernel's bytes are also a file in the kernel image's unpacked tree: whichever
+    // entry names them first is refused and runs here.
+    assert!(!run.executed_kinds().is_empty());
+    same_outputs(&a, &b2);
 
     // Killed while a build talks to it: one warning, a good build.
     let c = Machine::new("carol", "other\\n");
@@ -302,6 +325,106 @@ fn a_cache_killed_mid_build_and_a_corrupt_blob_never_break_the_build() {
     let reference = Machine::new("ref", "other\\n");
     reference.build(&[]).ok().expect("local build");
     same_outputs(&c, &reference);
+}
+
+#[test]
+fn download_all_takes_every_blob_and_a_lost_blob_means_a_local_rebuild() {
+    let server = BuildGrid::start().expect("BuildGrid");
+    let url = server.url();
+    let a = Machine::new("alice", "hello\\n");
+    a.build(&["--remote-cache", &url]).ok().expect("A uploads");
+
+    // --remote-download=all: every blob of every hit, more than the outputs.
+    let b = Machine::new("bob", "hello\\n");
+    let run = b
+        .build(&["--remote-cache", &url, "--remote-download=all"])
+        .ok()
+        .expect("B builds");
+    let s = summary(&run);
+    assert_eq!(number(&s["actions"], "executed"), 0, "{s}");
+    let output_bytes: usize = OUTPUTS.iter().map(|name| b.output(name).len()).sum();
+    assert!(number(&s, "bytes_downloaded") > output_bytes as u64, "{s}");
+    same_outputs(&a, &b);
+
+    // C builds without the bytes; then the cache loses everything C did not download, and an
+    // onboot command changes, so its bundle needs an image tree C never fetched.
+    let c = Machine::new("carol", "hello\\n");
+    c.build(&["--remote-cache", &url]).ok().expect("C builds");
+    let kept: std::collections::BTreeSet<String> = walk(&c.lkb.store.path().join("store-v1/cas"))
+        .into_iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let mut deleted = 0;
+    for path in walk(
+        server
+            .blob_path(&"0".repeat(64))
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap(),
+    ) {
+        let name = format!(
+            "{}{}",
+            path.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy(),
+            path.file_name().unwrap().to_string_lossy()
+        );
+        if !kept.contains(&name) {
+            fs_err::remove_file(&path).unwrap();
+            deleted += 1;
+        }
+    }
+    assert!(deleted > 0);
+    let yml = c.root().join("examples/sshd.yml");
+    let text = fs_err::read_to_string(&yml).unwrap();
+    assert!(text.contains(r#"command: ["/sbin/rngd", "-1"]"#), "{text}");
+    fs_err::write(
+        &yml,
+        text.replace(
+            r#"command: ["/sbin/rngd", "-1"]"#,
+            r#"command: ["/sbin/rngd", "-1", "-v"]"#,
+        ),
+    )
+    .unwrap();
+    let run = c
+        .build(&["--remote-cache", &url])
+        .ok()
+        .expect("C rebuilds locally");
+    let warned = warnings(&run);
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("building again without the remote cache")),
+        "{warned:?}"
+    );
+    let reference = Machine::new("ref", "hello\\n");
+    fs_err::write(
+        reference.root().join("examples/sshd.yml"),
+        fs_err::read(&yml).unwrap(),
+    )
+    .unwrap();
+    reference.build(&[]).ok().expect("local build");
+    same_outputs(&c, &reference);
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }
 
 /// The REAPI backend on its own: a blob bigger than a batch goes up and comes back through

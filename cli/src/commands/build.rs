@@ -9,7 +9,7 @@ use lkb_rules::formats::Format;
 use lkb_rules::compress::Codec;
 
 use super::human_bytes;
-use crate::args::{BuildArgs, Compression, GlobalArgs};
+use crate::args::{BuildArgs, Compression, GlobalArgs, RemoteDownload};
 use crate::ops::build::{BuildReport, BuildRequest, RemoteRequest, execute, outputs_by_dir};
 use crate::ops::plan::{PlanRequest, plan};
 use crate::printer;
@@ -101,6 +101,10 @@ pub(crate) fn build_with(
         remote: RemoteRequest {
             url: args.remote.remote_cache.clone(),
             upload: args.remote.remote_upload,
+            download: match args.remote.remote_download {
+                RemoteDownload::Outputs => lkb_engine::Download::Outputs,
+                RemoteDownload::All => lkb_engine::Download::All,
+            },
             ca_cert: args.remote.remote_ca_cert.clone(),
             credentials: settings.remote_credentials.clone(),
             timeout: std::time::Duration::from_secs(args.remote.remote_timeout.max(1)),

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::errors::{Context, json_bytes};
-use lkb_engine::{BuildOptions, BuildStats, CancelToken, References, Remote, Reporter, Scheduler};
+use lkb_engine::{
+    BuildError, BuildEvent, BuildOptions, BuildStats, CancelToken, Download, References, Remote,
+    Reporter, Scheduler,
+};
 use lkb_rules::formats::OutputSpec;
 use lkb_store::{Artifact, BlobRef, MetaTable, Store};
 
@@ -35,6 +38,8 @@ pub struct RemoteRequest {
     pub url: Option<String>,
     /// Upload executed results (`--remote-upload`).
     pub upload: bool,
+    /// `--remote-download`.
+    pub download: Download,
     pub ca_cert: Option<PathBuf>,
     pub credentials: Option<lkb_remote::Credentials>,
     /// `--remote-timeout`.
@@ -64,7 +69,12 @@ impl RemoteRequest {
         let references: References = Arc::new(|store: &Store, artifact: &Artifact| {
             lkb_rules::gc::reference_blobs(store, artifact).map_err(|error| error.into())
         });
-        Ok(Some(Arc::new(Remote::new(cache, self.upload, references))))
+        Ok(Some(Arc::new(Remote::new(
+            cache,
+            self.upload,
+            self.download,
+            references,
+        ))))
     }
 }
 
@@ -139,7 +149,27 @@ pub async fn execute(
         remote,
         ..BuildOptions::default()
     };
-    let outcome = Scheduler::run(&graph, &store, &opts, Arc::clone(&reporter)).await?;
+    let outcome = match run_and_fetch(&graph, &store, &opts, &reporter, &targets).await {
+        Err(Failure::Lost(lost)) => {
+            // A remote hit whose blob the cache lost by the time it was needed: build again
+            // without the cache, which rebuilds exactly what needed that blob.
+            // One warning per build: a cache already given up on has said so.
+            if opts.remote.as_ref().is_some_and(|remote| remote.active()) {
+                reporter.event(&BuildEvent::Warning {
+                    message: format!("{lost}; building again without the remote cache"),
+                });
+            }
+            let local = BuildOptions {
+                remote: None,
+                ..opts.clone()
+            };
+            let mut outcome = Scheduler::run(&graph, &store, &local, Arc::clone(&reporter)).await?;
+            outcome.stats.remote = opts.remote.as_ref().map(|remote| remote.stats());
+            outcome
+        }
+        Err(Failure::Build(error)) => return Err(error.into()),
+        Ok(outcome) => outcome,
+    };
     if req.check {
         let again = BuildOptions {
             rebuild: true,
@@ -164,18 +194,7 @@ pub async fn execute(
     let mut written = Vec::new();
     for target in &targets {
         for spec in &target.outputs {
-            let blobs =
-                spec.parts()
-                    .map(|(node, artifact)| {
-                        let result = outcome
-                            .results
-                            .get(&node)
-                            .context("an output's action has no result")?;
-                        result.get(artifact).copied().with_context(|| {
-                            format!("no `{artifact}` artifact for {}", spec.file_name)
-                        })
-                    })
-                    .collect::<crate::errors::Result<Vec<BlobRef>>>()?;
+            let blobs = output_blobs(&outcome, spec)?;
             if blobs.iter().all(|blob| blob.size == 0) {
                 continue;
             }
@@ -199,6 +218,62 @@ pub async fn execute(
         outputs: written,
         stats: outcome.stats,
     })
+}
+
+/// Why [`run_and_fetch`] did not produce an outcome.
+enum Failure {
+    Build(BuildError),
+    /// A remote hit's blob is gone from the cache.
+    Lost(lkb_engine::RemoteLost),
+}
+
+/// Runs the graph and, with a remote cache, brings the blobs of every output file into the
+/// store (a build without the bytes leaves them at the cache until now).
+async fn run_and_fetch(
+    graph: &lkb_engine::Graph,
+    store: &Store,
+    opts: &BuildOptions,
+    reporter: &Arc<dyn Reporter>,
+    targets: &[crate::ops::plan::PlannedTarget],
+) -> Result<lkb_engine::BuildOutcome, Failure> {
+    let outcome = match Scheduler::run(graph, store, opts, Arc::clone(reporter)).await {
+        Ok(outcome) => outcome,
+        Err(BuildError::RemoteLost { source, .. }) => return Err(Failure::Lost(source)),
+        Err(error) => return Err(Failure::Build(error)),
+    };
+    let mut outcome = outcome;
+    if let Some(remote) = &opts.remote {
+        let mut blobs = Vec::new();
+        for spec in targets.iter().flat_map(|target| &target.outputs) {
+            // A missing result is reported by the output step.
+            blobs.extend(output_blobs(&outcome, spec).unwrap_or_default());
+        }
+        remote
+            .materialize_blobs(store, &blobs)
+            .await
+            .map_err(Failure::Lost)?;
+        outcome.stats.remote = Some(remote.stats());
+    }
+    Ok(outcome)
+}
+
+/// The blobs that make up one output file, in order.
+fn output_blobs(
+    outcome: &lkb_engine::BuildOutcome,
+    spec: &OutputSpec,
+) -> crate::errors::Result<Vec<BlobRef>> {
+    spec.parts()
+        .map(|(node, artifact)| {
+            let result = outcome
+                .results
+                .get(&node)
+                .context("an output's action has no result")?;
+            result
+                .get(artifact)
+                .copied()
+                .with_context(|| format!("no `{artifact}` artifact for {}", spec.file_name))
+        })
+        .collect()
 }
 
 /// What the store remembers about an output file it wrote, to leave it alone next time.

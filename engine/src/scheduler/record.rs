@@ -15,17 +15,28 @@ pub(super) enum LookupOutcome {
 pub(super) enum ExecFailure {
     Action(ActionError),
     Store(StoreError),
+    /// An input from a remote hit could not be downloaded.
+    RemoteLost(crate::RemoteLost),
 }
 
-/// Consults the action cache (blocking); on a miss, works out why from the history.
+/// Consults the action cache (blocking), then the results a build without the bytes kept
+/// aside for `remote`; on a miss, works out why from the history.
 pub(super) fn look_up(
     store: &Store,
     key: &ActionKey,
     history_key: &str,
     record: &HistoryRecord,
+    remote: Option<&crate::Remote>,
 ) -> Result<LookupOutcome, StoreError> {
     let previous = HistoryRecord::load(store, history_key)?;
-    match store.get_action_checked(key)? {
+    let lookup = match store.get_action_checked(key)? {
+        Lookup::Miss => match remote.and_then(|remote| remote.known(store, key)) {
+            Some(result) => Lookup::Hit(result),
+            None => Lookup::Miss,
+        },
+        other => other,
+    };
+    match lookup {
         Lookup::Hit(result) => {
             if previous.as_ref().map(|p| p.key) != Some(*key) {
                 store.put_meta(MetaTable::History, history_key, &record.to_json())?;
