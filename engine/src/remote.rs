@@ -175,11 +175,11 @@ impl Remote {
             .push(message);
     }
 
-    /// Handles a failure: a corrupt entry is warned about; anything else turns the cache off
-    /// for the rest of the build, with one warning.
+    /// Handles a failure: a corrupt entry or a missing blob is warned about; anything else
+    /// turns the cache off for the rest of the build, with one warning.
     fn failed(&self, error: &RemoteError) {
         match error.kind {
-            RemoteErrorKind::Corrupt => {
+            RemoteErrorKind::Corrupt | RemoteErrorKind::Missing => {
                 self.warn(format!("remote cache: {error}; not using that entry"))
             }
             RemoteErrorKind::Unavailable | RemoteErrorKind::Refused => {
@@ -315,7 +315,11 @@ impl Remote {
             return Ok(());
         }
         self.ensure(store, blob).await.map_err(|error| {
-            if error.kind != RemoteErrorKind::Corrupt {
+            // A bad or missing blob says nothing about the cache; anything else ends its use.
+            if !matches!(
+                error.kind,
+                RemoteErrorKind::Corrupt | RemoteErrorKind::Missing
+            ) {
                 self.failed(&error);
             }
             RemoteLost {

@@ -665,14 +665,15 @@ fn from_proto(result: &re::ActionResult) -> Result<ActionResult, String> {
     Ok(out)
 }
 
-/// How a gRPC status reads to the caller: credentials and permissions are a refusal; anything
-/// else means the cache is not usable now.
+/// How a gRPC status reads to the caller: credentials and permissions are a refusal, a blob
+/// not found is missing; anything else means the cache is not usable now.
 fn status_error(url: &str, what: &str, status: &tonic::Status) -> RemoteError {
     let message = format!("{url}: {what}: {:?}: {}", status.code(), status.message());
     match status.code() {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             RemoteError::refused(message)
         }
+        tonic::Code::NotFound => RemoteError::missing(message),
         _ => RemoteError::unavailable(message),
     }
 }

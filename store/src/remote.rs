@@ -32,6 +32,9 @@ pub enum RemoteErrorKind {
     /// The cache handed out bytes that do not match their digest, or a record that does not
     /// parse: treat the entry as a miss; the cache itself may still be used.
     Corrupt,
+    /// The cache does not have a blob (evicted or lost since a result named it): treat the
+    /// entry as a miss; the cache itself may still be used.
+    Missing,
 }
 
 impl RemoteError {
@@ -45,6 +48,10 @@ impl RemoteError {
 
     pub fn corrupt(message: impl Into<String>) -> Self {
         Self::new(RemoteErrorKind::Corrupt, message)
+    }
+
+    pub fn missing(message: impl Into<String>) -> Self {
+        Self::new(RemoteErrorKind::Missing, message)
     }
 
     pub fn new(kind: RemoteErrorKind, message: impl Into<String>) -> Self {

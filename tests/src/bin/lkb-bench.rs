@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage:
   lkb-bench run --lkb <bin> --examples <oci layout> --out <dir> [--scale F] [--rss-scale F]
                 [--seed N] [--runs N] [--cold-runs N] [--perf] [--store-dir <dir>]
-                [--formats LIST] [--formats-only]
+                [--formats LIST] [--formats-only] [--remote] [--remote-only]
       Generate the images, start a registry, write a workspace, time lkb (see bench/run).
       --scale      size of the big image (1 = 20k small files + 120 MiB of large ones)
       --rss-scale  also measure a cold build's peak RSS with an image this much bigger
@@ -47,6 +47,9 @@ const USAGE: &str = "usage:
       --formats    the formats scenario (g) times, comma-separated (default: every format
                    but kernel+initrd, which (a)-(d) time; empty: none)
       --formats-only  only scenario (g)
+      --remote     also scenario (h): an empty store against a warm BuildGrid remote cache,
+                   and fetching just the outputs' bytes from it (needs BuildGrid)
+      --remote-only   only scenario (h)
   lkb-bench next --workspace <dir> --change files|toggle|service
       Edit the benchmark yml: a new files: content, flip between two contents, or the
       next service image tag (hyperfine --prepare hook).
@@ -57,6 +60,8 @@ const USAGE: &str = "usage:
       registry up until stdin closes (for profiling by hand).
   lkb-bench codec gunzip FILES | gzip6 FILE | gzip6-split N FILE
       flate2/zlib-rs (lkb's gzip backend) alone, for the ceiling.
+  lkb-bench remote-fetch --url <grpc url> --store <dir> [--upload] FILES
+      Fetch (or with --upload, put) blobs with the contents of FILES from a REAPI cache.
   lkb-bench fold-perf <file>
       Fold `perf script -F comm,tid,ip,sym` output (with call graphs) by action kind.";
 
@@ -115,6 +120,10 @@ struct RunArgs {
     formats: Vec<String>,
     /// Only scenario (g).
     formats_only: bool,
+    /// Also scenario (h), the remote cache (needs BuildGrid, see scripts/install-deps).
+    remote: bool,
+    /// Only scenario (h).
+    remote_only: bool,
 }
 
 fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
@@ -134,6 +143,8 @@ fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
         store_dir: None,
         formats: FORMATS.map(String::from).to_vec(),
         formats_only: false,
+        remote: false,
+        remote_only: false,
     };
     while let Some(flag) = raw.next() {
         let mut value = || raw.next().with_context(|| format!("{flag} needs a value"));
@@ -156,6 +167,11 @@ fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
                     .collect()
             }
             "--formats-only" => args.formats_only = true,
+            "--remote" => args.remote = true,
+            "--remote-only" => {
+                args.remote = true;
+                args.remote_only = true;
+            }
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
@@ -195,6 +211,7 @@ fn main() -> anyhow::Result<()> {
         "run" => run(parse_run(raw)?),
         "serve" => serve(&parse_run(raw)?),
         "codec" => codec(raw),
+        "remote-fetch" => remote_fetch(raw),
         "fold-perf" => {
             let file = raw.next().context("fold-perf needs a file")?;
             say(&fold_perf(&fs_err::read_to_string(&file)?))
@@ -1569,6 +1586,134 @@ fn codec(mut raw: impl Iterator<Item = String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Scenario (h), the remote cache: an empty store against a warm BuildGrid cache (build
+/// without the bytes), against fetching just the output files' bytes from the same server
+/// (the floor such a build approaches), and against the cold local build.
+fn remote_scenarios(
+    runner: &Runner,
+    ws: &Workspace,
+    wipe: &str,
+    scenarios: &mut Vec<Scenario>,
+) -> anyhow::Result<()> {
+    let args = &runner.args;
+    say("\n== (h) remote cache: empty store, warm BuildGrid cache")?;
+    let server = lkb_tests::buildgrid::BuildGrid::start()?;
+    let url = server.url();
+    let line = format!("{} --remote-cache {url}", runner.lkb_line());
+    // Warm the cache: one cold build that uploads everything.
+    ws.wipe()?;
+    let mut warm = Command::new("sh");
+    warm.args(["-c", &line]).stderr(Stdio::null());
+    ws.apply_env(&mut warm);
+    ensure!(warm.status()?.success(), "warming the remote cache failed");
+    let outputs: Vec<PathBuf> = walk_files(&ws.dir.join("lkb-out"))?;
+    let size: u64 = outputs
+        .iter()
+        .map(|p| fs_err::metadata(p).map(|m| m.len()))
+        .sum::<Result<u64, _>>()?;
+    // The floor: the output files' bytes as blobs of the same server, fetched into an empty
+    // store (uploaded once first).
+    let fetch_store = args.out.join("remote-fetch-store");
+    let files: Vec<String> = outputs.iter().map(|p| quote(p)).collect();
+    let fetch = format!(
+        "{} remote-fetch --url {url} --store {} {}",
+        quote(&runner.self_exe),
+        quote(&fetch_store),
+        files.join(" ")
+    );
+    let mut upload = Command::new("sh");
+    upload.args(["-c", &format!("{fetch} --upload")]);
+    ensure!(upload.status()?.success(), "uploading the outputs failed");
+    let load = load_average();
+    let timing = runner.hyperfine(ws, "h-remote", &line, Some(wipe), args.cold_runs, 0)?;
+    let measured = runner.measure_with(ws, "h-remote", Some(wipe), &["--remote-cache", &url])?;
+    scenarios.push(Scenario {
+        id: "h",
+        title: format!(
+            "(h) empty store, warm remote cache ({} of outputs)",
+            human_bytes(size)
+        ),
+        timing: Some(timing),
+        measured: Some(measured),
+        load,
+    });
+    let floor = runner.hyperfine(
+        ws,
+        "h-fetch-outputs",
+        &fetch,
+        Some(&format!("rm -rf {}", quote(&fetch_store))),
+        args.cold_runs,
+        0,
+    )?;
+    scenarios.push(Scenario {
+        id: "h",
+        title: "(h) floor: fetch just the output files' bytes from the cache".to_owned(),
+        timing: Some(floor),
+        measured: None,
+        load,
+    });
+    drop(server);
+    Ok(())
+}
+
+/// Every file below `dir`, sorted.
+fn walk_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `lkb-bench remote-fetch --url URL --store DIR [--upload] FILE...`: downloads the blobs
+/// with the contents of FILEs from the REAPI cache at URL into a store at DIR (with
+/// `--upload`, first puts them there).
+fn remote_fetch(mut raw: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let (mut url, mut store, mut upload, mut files) = (None, None, false, Vec::new());
+    while let Some(flag) = raw.next() {
+        match flag.as_str() {
+            "--url" => url = Some(raw.next().context("--url needs a value")?),
+            "--store" => store = Some(PathBuf::from(raw.next().context("--store needs a value")?)),
+            "--upload" => upload = true,
+            _ => files.push(PathBuf::from(flag)),
+        }
+    }
+    let url = url.context("remote-fetch needs --url")?;
+    let store = lkb_store::Store::open(&store.context("remote-fetch needs --store")?)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let cache = lkb_remote::connect(&url, &lkb_remote::RemoteOptions::default())?;
+        for file in &files {
+            let blob = if upload {
+                store.put_bytes(&fs_err::read(file)?)?
+            } else {
+                lkb_store::BlobRef {
+                    digest: lkb_store::BlobDigest::of_bytes(&fs_err::read(file)?),
+                    size: fs_err::metadata(file)?.len(),
+                }
+            };
+            if upload {
+                cache.upload(&store, &blob).await?;
+            } else {
+                cache.download(&store, &blob).await?;
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
 /// Scenarios (a)-(d): the default format's cold build, no-op and incremental rebuilds.
 fn base_scenarios(
     runner: &Runner,
@@ -1687,11 +1832,24 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let lkb = runner.lkb_line();
     let mut scenarios = Vec::new();
     let wipe = ws.wipe_command();
+    if args.remote_only {
+        remote_scenarios(&runner, &ws, &wipe, &mut scenarios)?;
+        let report = format!(
+            "## Machine\n\n{machine}\n## Image\n\n{}\n{}",
+            image_summary(&stats),
+            results_table(&scenarios, 0)
+        );
+        fs_err::write(results.join("summary.md"), &report)?;
+        return say(&format!("\n{report}"));
+    }
     let cold_max_rss = if args.formats_only {
         0
     } else {
         base_scenarios(&runner, &ws, &lkb, &wipe, &mut scenarios)?
     };
+    if args.remote {
+        remote_scenarios(&runner, &ws, &wipe, &mut scenarios)?;
+    }
 
     // (g) the formats, one at a time: cold, no-op, one `files:` entry changed.
     for format in &args.formats {
