@@ -80,9 +80,18 @@ pub struct RunArgs {
     /// Accelerator [default: kvm when /dev/kvm is usable, else tcg]
     #[arg(long, value_name = "kvm|tcg")]
     pub accel: Option<String>,
-    /// The QEMU binary
-    #[arg(long, default_value = "qemu-system-x86_64", value_name = "PATH")]
-    pub qemu: String,
+    /// The QEMU binary [default: qemu-system-x86_64, or qemu-system-aarch64 for --arch arm64]
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<String>,
+    /// Guest architecture: amd64 or arm64 [default: the host's]
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// Open a display window (the serial console stays on the terminal)
+    #[arg(long, conflicts_with = "detached")]
+    pub gui: bool,
+    /// Print the QEMU command line and exit without starting it
+    #[arg(long)]
+    pub dry_run: bool,
     /// Stop with success at the first console line matching REGEX
     #[arg(long, value_name = "REGEX")]
     pub until: Option<String>,
@@ -96,7 +105,8 @@ pub struct RunArgs {
     /// (repeatable)
     #[arg(long, value_name = "DISK")]
     pub disk: Vec<String>,
-    /// Guest networking: default (= user), user or none
+    /// Guest networking: default (= user), user, tap[,NAME] (default tap0), bridge[,NAME]
+    /// (default virbr0) or none
     #[arg(long, default_value = "default", value_name = "MODE")]
     pub networking: String,
     /// Forward a host port to the guest with user networking: HOST:GUEST[/tcp|/udp]

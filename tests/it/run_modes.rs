@@ -305,3 +305,60 @@ fn run_refuses_conflicting_or_missing_data_and_detached_with_a_limit() {
         assert!(run.stderr.contains(expect), "{args:?}: {}", run.stderr);
     }
 }
+
+#[test]
+fn run_dry_run_prints_the_qemu_command_line_for_gui_tap_bridge_and_arm64() {
+    let b = built();
+    let prefix = b.path("out/minimal");
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().display().to_string();
+    let line = |args: &[&str]| {
+        let mut all = vec!["--dry-run", "--state", &state_dir];
+        all.extend_from_slice(args);
+        all.push(&prefix);
+        let run = run(&b.lkb, &all);
+        assert_ok(&run);
+        run.stdout.trim().to_owned()
+    };
+    let gui_tap = line(&["--gui", "--networking", "tap,tap7"]);
+    assert!(
+        gui_tap.starts_with("qemu-system-x86_64 -accel tcg "),
+        "{gui_tap}"
+    );
+    assert!(gui_tap.contains(" -serial mon:stdio "), "{gui_tap}");
+    assert!(!gui_tap.contains("-nographic"), "{gui_tap}");
+    assert!(
+        gui_tap.contains(" -netdev tap,id=net0,ifname=tap7,script=no,downscript=no "),
+        "{gui_tap}"
+    );
+    assert!(
+        gui_tap.contains(&format!("-kernel {prefix}-kernel")),
+        "{gui_tap}"
+    );
+    // A port forward needs QEMU's user networking.
+    let refused = run(
+        &b.lkb,
+        &[
+            "--dry-run",
+            "--networking",
+            "bridge",
+            "--publish",
+            "2222:22",
+            &prefix,
+        ],
+    );
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    let bridge = line(&["--networking", "bridge,br9", "--arch", "arm64"]);
+    assert!(
+        bridge.starts_with(
+            "qemu-system-aarch64 -accel tcg -smp 1 -m 512 -machine virt -cpu max -nographic "
+        ),
+        "{bridge}"
+    );
+    assert!(
+        bridge.contains(" -netdev bridge,id=net0,br=br9 "),
+        "{bridge}"
+    );
+    // Nothing ran: no pid file in the state directory.
+    assert!(!state.path().join("qemu.pid").exists());
+}

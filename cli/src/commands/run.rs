@@ -6,8 +6,8 @@ use crate::args::{BuildArgs, Compression, GlobalArgs, RemoteArgs, RunArgs};
 use crate::commands::build::build_with;
 use crate::errors::{Error, UsageError};
 use crate::ops::run::{
-    ImageKind, Networking, QemuRequest, RunError, RunOutcome, StateDir, find_image, kvm_usable,
-    parse_disk, parse_duration, parse_networking, run_qemu,
+    Arch, ImageKind, QemuRequest, RunError, RunOutcome, StateDir, find_image, kvm_usable,
+    parse_disk, parse_duration, parse_networking, qemu_args, run_qemu, shell_line,
 };
 use crate::printer;
 use crate::reporter::Explain;
@@ -57,6 +57,7 @@ pub(crate) fn run(
         .map(|disk| parse_disk(disk))
         .collect::<Result<Vec<_>, _>>()?;
     let networking = parse_networking(&args.networking, &args.publish)?;
+    let arch = Arch::parse(args.arch.as_deref())?;
     let data = match (&args.data, &args.data_file) {
         (Some(data), _) => Some(data.clone().into_bytes()),
         (None, Some(path)) => Some(fs_err::read(path).map_err(|source| RunError::NoDataFile {
@@ -92,15 +93,15 @@ pub(crate) fn run(
     for (index, disk) in disks.iter_mut().enumerate() {
         disk.place(index, state.path());
     }
-    let mac = match networking {
-        Networking::None => None,
-        Networking::User { .. } => Some(state.mac_address()?),
+    let mac = match networking.has_nic() {
+        true => Some(state.mac_address()?),
+        false => None,
     };
     let data_iso = data.map(|data| state.write_data_iso(&data)).transpose()?;
     let request = QemuRequest {
         image,
         firmware,
-        qemu: args.qemu.clone(),
+        qemu: args.qemu.clone().unwrap_or_else(|| arch.qemu().to_owned()),
         cpus: args.cpus.max(1),
         mem_mib: args.mem.max(64),
         accel,
@@ -113,8 +114,14 @@ pub(crate) fn run(
         data_iso,
         state: state.path().to_path_buf(),
         detached: args.detached,
+        gui: args.gui,
+        arch,
         echo: Some(printer::raw),
     };
+    if args.dry_run {
+        printer::out(&shell_line(&request.qemu, &qemu_args(&request)));
+        return Ok(());
+    }
     match run_qemu(&request)? {
         RunOutcome::Stopped => {}
         RunOutcome::Matched(line) => {

@@ -53,6 +53,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid --arch {text:?}: expected amd64 (x86_64) or arm64 (aarch64)")]
+    BadArch { text: String },
     #[error("cannot read {path}")]
     Read {
         path: String,
@@ -65,7 +67,9 @@ pub enum RunError {
     BadDisk { text: String, reason: String },
     #[error("invalid --publish {text:?}: expected HOST:GUEST[/tcp|/udp]")]
     BadPublish { text: String },
-    #[error("invalid --networking {text:?}: expected default, user or none")]
+    #[error(
+        "invalid --networking {text:?}: expected default, user, tap[,NAME], bridge[,NAME] or none"
+    )]
     BadNetworking { text: String },
     #[error("cannot create disk {path}: qemu-img said: {stderr}")]
     DiskCreate { path: String, stderr: String },
@@ -154,7 +158,58 @@ pub enum Networking {
     User {
         publish: Vec<String>,
     },
+    /// An existing host tap interface (`tap0` unless named); needs the rights to open it.
+    Tap {
+        ifname: String,
+    },
+    /// A host bridge through qemu-bridge-helper (`virbr0` unless named).
+    Bridge {
+        name: String,
+    },
     None,
+}
+
+impl Networking {
+    /// Whether the guest gets a NIC (and so a MAC address).
+    pub fn has_nic(&self) -> bool {
+        !matches!(self, Networking::None)
+    }
+}
+
+/// The guest architecture of `lkb run` (`--arch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// `amd64`/`x86_64`, `arm64`/`aarch64`; default: the host's.
+    pub fn parse(text: Option<&str>) -> Result<Arch, RunError> {
+        match text.unwrap_or(std::env::consts::ARCH) {
+            "amd64" | "x86_64" => Ok(Arch::Amd64),
+            "arm64" | "aarch64" => Ok(Arch::Arm64),
+            other => Err(RunError::BadArch {
+                text: other.to_owned(),
+            }),
+        }
+    }
+
+    /// The QEMU binary for this architecture.
+    pub fn qemu(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The Debian package that has [`Arch::qemu`], for the error when it is missing.
+    pub fn package(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "qemu-system-x86, or pass --qemu",
+            Arch::Arm64 => "qemu-system-arm, or pass --qemu",
+        }
+    }
 }
 
 /// Parses `--networking` (`default` is `user`) with the `--publish HOST:GUEST[/PROTO]` list.
@@ -177,16 +232,33 @@ pub fn parse_networking(text: &str, publish: &[String]) -> Result<Networking, Ru
             ))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    match text {
-        "default" | "user" => Ok(Networking::User { publish: forwards }),
-        "none" if forwards.is_empty() => Ok(Networking::None),
-        "none" => Err(RunError::BadPublish {
+    let (mode, name) = match text.split_once(',') {
+        Some((mode, name)) if !name.is_empty() => (mode, Some(name)),
+        Some(_) => ("", None),
+        None => (text, None),
+    };
+    let networking = match (mode, name) {
+        ("default" | "user", None) => return Ok(Networking::User { publish: forwards }),
+        ("tap", name) => Networking::Tap {
+            ifname: name.unwrap_or("tap0").to_owned(),
+        },
+        ("bridge", name) => Networking::Bridge {
+            name: name.unwrap_or("virbr0").to_owned(),
+        },
+        ("none", None) => Networking::None,
+        _ => {
+            return Err(RunError::BadNetworking {
+                text: text.to_owned(),
+            });
+        }
+    };
+    // Port forwards are a feature of QEMU's user-mode network only.
+    if !forwards.is_empty() {
+        return Err(RunError::BadPublish {
             text: publish.join(" "),
-        }),
-        _ => Err(RunError::BadNetworking {
-            text: text.to_owned(),
-        }),
+        });
     }
+    Ok(networking)
 }
 
 /// How to run QEMU.
@@ -214,6 +286,9 @@ pub struct QemuRequest {
     pub state: PathBuf,
     /// Start QEMU in the background and return.
     pub detached: bool,
+    /// A display window (the console still goes to the terminal, on the serial port).
+    pub gui: bool,
+    pub arch: Arch,
     /// Where to copy the console as it comes, if anywhere.
     pub echo: Option<Echo>,
 }
@@ -264,6 +339,15 @@ pub fn qemu_args(request: &QemuRequest) -> Vec<String> {
         "-m".to_owned(),
         request.mem_mib.to_string(),
     ];
+    if request.arch == Arch::Arm64 {
+        // The generic board; `max` is every feature TCG emulates, `host` under KVM.
+        let cpu = if request.accel == "kvm" {
+            "host"
+        } else {
+            "max"
+        };
+        args.extend(["-machine", "virt", "-cpu", cpu].map(str::to_owned));
+    }
     if request.detached {
         // `-nographic` puts the console on stdio, which a daemon does not have.
         args.extend(
@@ -278,6 +362,10 @@ pub fn qemu_args(request: &QemuRequest) -> Vec<String> {
             ]
             .map(str::to_owned),
         );
+    } else if request.gui {
+        // A window for the display; the serial console (and the monitor) stay on stdio, so
+        // --until and --console-log keep working.
+        args.extend(["-serial", "mon:stdio"].map(str::to_owned));
     } else {
         args.push("-nographic".to_owned());
     }
@@ -353,14 +441,46 @@ pub fn qemu_args(request: &QemuRequest) -> Vec<String> {
                 netdev.push(',');
                 netdev.push_str(forward);
             }
-            let mut device = "virtio-net-pci,netdev=net0".to_owned();
-            if let Some(mac) = &request.mac {
-                device.push_str(&format!(",mac={mac}"));
-            }
-            args.extend(["-netdev".to_owned(), netdev, "-device".to_owned(), device]);
+            args.extend(nic(netdev, request.mac.as_deref()));
+        }
+        Networking::Tap { ifname } => {
+            let netdev = format!("tap,id=net0,ifname={ifname},script=no,downscript=no");
+            args.extend(nic(netdev, request.mac.as_deref()));
+        }
+        Networking::Bridge { name } => {
+            let netdev = format!("bridge,id=net0,br={name}");
+            args.extend(nic(netdev, request.mac.as_deref()));
         }
     }
     args
+}
+
+/// A virtio NIC on `netdev` (whose id is `net0`).
+fn nic(netdev: String, mac: Option<&str>) -> [String; 4] {
+    let mut device = "virtio-net-pci,netdev=net0".to_owned();
+    if let Some(mac) = mac {
+        device.push_str(&format!(",mac={mac}"));
+    }
+    ["-netdev".to_owned(), netdev, "-device".to_owned(), device]
+}
+
+/// `qemu ARGS` as one line a shell reads back as the same words (`--dry-run`).
+pub fn shell_line(qemu: &str, args: &[String]) -> String {
+    std::iter::once(qemu)
+        .chain(args.iter().map(String::as_str))
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./,=:+@%".contains(&b));
+            if plain {
+                word.to_owned()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Stops our own QEMU child by its PID and reaps it.
@@ -373,7 +493,7 @@ fn stop(child: &mut Child) {
 fn no_qemu(request: &QemuRequest) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     |source| RunError::NoQemu {
         qemu: request.qemu.clone(),
-        package: "qemu-system-x86, or pass --qemu",
+        package: request.arch.package(),
         source,
     }
 }

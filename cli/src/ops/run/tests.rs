@@ -174,7 +174,19 @@ fn disks_and_networks_parse_as_linuxkit_spells_them() {
         Networking::None
     );
     assert!(parse_networking("none", &["1:2".to_owned()]).is_err());
-    assert!(parse_networking("tap", &[]).is_err());
+    assert_eq!(
+        parse_networking("tap", &[]).expect("tap"),
+        Networking::Tap {
+            ifname: "tap0".into()
+        }
+    );
+    assert_eq!(
+        parse_networking("bridge,br1", &[]).expect("bridge"),
+        Networking::Bridge { name: "br1".into() }
+    );
+    assert!(parse_networking("tap,tap3", &["1:2".to_owned()]).is_err());
+    assert!(parse_networking("tap,", &[]).is_err());
+    assert!(parse_networking("vde", &[]).is_err());
     assert!(parse_networking("user", &["80".to_owned()]).is_err());
     assert!(parse_networking("user", &["1:2/sctp".to_owned()]).is_err());
 }
@@ -201,6 +213,8 @@ fn qemu_arguments() {
         data_iso: None,
         state: "/s".into(),
         detached: false,
+        gui: false,
+        arch: Arch::Amd64,
         echo: None,
     };
     assert_eq!(
@@ -265,9 +279,73 @@ fn a_missing_qemu_is_an_environment_error_naming_the_package() {
         data_iso: None,
         state: std::env::temp_dir(),
         detached: false,
+        gui: false,
+        arch: Arch::Amd64,
         echo: None,
     };
     let error = run_qemu(&request).expect_err("no qemu");
     assert_eq!(error.category(), ErrorCategory::Environment);
     assert!(error.to_string().contains("qemu-system-x86"), "{error}");
+}
+
+#[test]
+fn qemu_arguments_for_tap_bridge_gui_and_arm64() {
+    let request = QemuRequest {
+        image: Bootable::KernelInitrd(KernelInitrd {
+            kernel: "k".into(),
+            initrd: "i".into(),
+            cmdline: String::new(),
+        }),
+        firmware: None,
+        qemu: Arch::Arm64.qemu().into(),
+        cpus: 1,
+        mem_mib: 1024,
+        accel: "tcg".into(),
+        until: None,
+        timeout: None,
+        console_log: None,
+        disks: Vec::new(),
+        networking: parse_networking("tap,tap7", &[]).expect("tap"),
+        mac: Some("02:00:00:00:00:02".to_owned()),
+        data_iso: None,
+        state: "/s".into(),
+        detached: false,
+        gui: true,
+        arch: Arch::Arm64,
+        echo: None,
+    };
+    assert_eq!(
+        qemu_args(&request).join(" "),
+        "-accel tcg -smp 1 -m 1024 -machine virt -cpu max -serial mon:stdio -no-reboot \
+         -pidfile /s/qemu.pid -kernel k -initrd i -netdev \
+         tap,id=net0,ifname=tap7,script=no,downscript=no -device \
+         virtio-net-pci,netdev=net0,mac=02:00:00:00:00:02"
+    );
+    let bridge = QemuRequest {
+        networking: parse_networking("bridge", &[]).expect("bridge"),
+        gui: false,
+        arch: Arch::Amd64,
+        ..request
+    };
+    let args = qemu_args(&bridge);
+    assert!(args.contains(&"-nographic".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"bridge,id=net0,br=virbr0".to_owned()),
+        "{args:?}"
+    );
+    assert!(!args.contains(&"-machine".to_owned()), "{args:?}");
+    assert_eq!(
+        shell_line(
+            "qemu",
+            &[
+                "-append".into(),
+                "console=ttyS0 quiet".into(),
+                "it's".into()
+            ]
+        ),
+        "qemu -append 'console=ttyS0 quiet' 'it'\\''s'"
+    );
+    assert_eq!(Arch::parse(Some("aarch64")).expect("arm64"), Arch::Arm64);
+    assert_eq!(Arch::parse(Some("x86_64")).expect("amd64"), Arch::Amd64);
+    assert!(Arch::parse(Some("riscv64")).is_err());
 }
