@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use lkb_tests::buildgrid::BuildGrid;
-use lkb_tests::cli::{Lkb, Run, example_layout, repo_root};
+use lkb_tests::cli::{Lkb, Run, example_layout, files_under, repo_root};
 use serde_json::Value;
 
 /// One "machine": its own workspace directory, store, HOME and user name.
@@ -350,19 +350,16 @@ fn download_all_takes_every_blob_and_a_lost_blob_means_a_local_rebuild() {
     // onboot command changes, so its bundle needs an image tree C never fetched.
     let c = Machine::new("carol", "hello\\n");
     c.build(&["--remote-cache", &url]).ok().expect("C builds");
-    let kept: std::collections::BTreeSet<String> = walk(&c.lkb.store.path().join("store-v1/cas"))
-        .into_iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    let mut deleted = 0;
-    for path in walk(
-        server
-            .blob_path(&"0".repeat(64))
-            .parent()
+    let kept: std::collections::BTreeSet<String> =
+        files_under(&c.lkb.store.path().join("store-v1/cas"))
             .unwrap()
-            .parent()
-            .unwrap(),
-    ) {
+            .into_iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+    let mut deleted = 0;
+    let objects = server.blob_path(&"0".repeat(64));
+    let objects = objects.parent().unwrap().parent().unwrap();
+    for path in files_under(objects).unwrap() {
         let name = format!(
             "{}{}",
             path.parent()
@@ -408,23 +405,6 @@ fn download_all_takes_every_blob_and_a_lost_blob_means_a_local_rebuild() {
     .unwrap();
     reference.build(&[]).ok().expect("local build");
     same_outputs(&c, &reference);
-}
-
-/// Every file below `dir`.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs_err::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files
 }
 
 /// The REAPI backend on its own: a blob bigger than a batch goes up and comes back through

@@ -233,3 +233,21 @@ pub fn split_cpio_archives(data: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
     }
     Ok(archives)
 }
+
+/// Every file below `dir` (not directories), sorted.
+pub fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}

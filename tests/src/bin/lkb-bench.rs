@@ -1606,7 +1606,7 @@ fn remote_scenarios(
     warm.args(["-c", &line]).stderr(Stdio::null());
     ws.apply_env(&mut warm);
     ensure!(warm.status()?.success(), "warming the remote cache failed");
-    let outputs: Vec<PathBuf> = walk_files(&ws.dir.join("lkb-out"))?;
+    let outputs: Vec<PathBuf> = lkb_tests::cli::files_under(&ws.dir.join("lkb-out"))?;
     let size: u64 = outputs
         .iter()
         .map(|p| fs_err::metadata(p).map(|m| m.len()))
@@ -1654,24 +1654,6 @@ fn remote_scenarios(
     });
     drop(server);
     Ok(())
-}
-
-/// Every file below `dir`, sorted.
-fn walk_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs_err::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 /// `lkb-bench remote-fetch --url URL --store DIR [--upload] FILE...`: downloads the blobs
