@@ -253,7 +253,7 @@ impl Remote {
             })?;
             store
                 .put_metas(&[
-                    (MetaTable::Remote, &key.to_string(), &json),
+                    (MetaTable::Remote, &self.row(key), &json),
                     (MetaTable::History, history_key, history),
                 ])
                 .map_err(|error| {
@@ -341,12 +341,18 @@ impl Remote {
         Ok(())
     }
 
+    /// The `remote` table's row for `key` at this cache: `URL KEY`, so results another cache
+    /// holds are not taken as this one's.
+    fn row(&self, key: &ActionKey) -> String {
+        format!("{} {key}", self.cache.describe())
+    }
+
     /// A result kept aside by an earlier build without the bytes (see the module docs).
     pub(crate) fn known(&self, store: &Store, key: &ActionKey) -> Option<ActionResult> {
         if self.download != Download::Outputs {
             return None;
         }
-        let json = store.get_meta(MetaTable::Remote, &key.to_string()).ok()??;
+        let json = store.get_meta(MetaTable::Remote, &self.row(key)).ok()??;
         serde_json::from_slice(&json).ok()
     }
 

@@ -22,8 +22,8 @@ pub enum MetaTable {
     Pins,
     /// GC roots: the outputs of the last build of each target.
     Roots,
-    /// Action key → JSON result known to be at the remote cache, whose blobs were not
-    /// downloaded ("build without the bytes"); used only with that remote cache.
+    /// `CACHE-URL ACTION-KEY` → JSON result known to be at that remote cache, whose blobs were
+    /// not downloaded ("build without the bytes"); used only with that cache.
     Remote,
 }
 

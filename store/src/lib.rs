@@ -38,7 +38,7 @@
 //! | `history` | action identity           | bytes owned by the engine (last key, inputs, params) |
 //! | `pins`    | image reference           | bytes owned by the resolver                     |
 //! | `roots`   | target label              | bytes owned by the CLI (GC roots; the CLI turns them into [`GcRoot`]s) |
-//! | `remote`  | action key, 64 hex chars  | JSON [`ActionResult`] known at the remote cache, blobs not downloaded (owned by the engine) |
+//! | `remote`  | cache URL, space, action key | JSON [`ActionResult`] known at the remote cache, blobs not downloaded (owned by the engine) |
 //!
 //! # Consistency
 //!
