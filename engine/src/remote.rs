@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lkb_store::{
-    ActionKey, ActionResult, Artifact, BlobRef, MetaTable, ReferenceError, RemoteCache,
+    ActionKey, ActionResult, Artifact, BlobDigest, BlobRef, MetaTable, ReferenceError, RemoteCache,
     RemoteError, RemoteErrorKind, Store,
 };
 use tokio::sync::Semaphore;
@@ -261,20 +261,9 @@ impl Remote {
                 })?;
             return Ok(Some(result));
         }
-        for artifact in &result.outputs {
-            self.ensure(store, &artifact.blob).await?;
-            if artifact.kind.has_references() {
-                let references = (self.references)(store, artifact).map_err(|error| {
-                    RemoteError::corrupt(format!(
-                        "{} `{}` of action {key} cannot be read: {error}",
-                        artifact.kind, artifact.name
-                    ))
-                })?;
-                for blob in references {
-                    self.ensure(store, &blob).await?;
-                }
-            }
-        }
+        self.download_closure(store, &result.outputs)
+            .await
+            .map_err(|(_, error)| error)?;
         store
             .put_action_with_meta(key, &result, &[(MetaTable::History, history_key, history)])
             .map_err(|error| {
@@ -284,61 +273,86 @@ impl Remote {
     }
 
     /// Brings `artifacts` (and what trees among them refer to) into `store` from the cache,
-    /// for an action about to run locally or for the build's outputs. Everything already in
-    /// the store costs nothing.
+    /// for an action about to run locally. Everything already in the store costs nothing.
     pub async fn materialize(
         &self,
         store: &Store,
         artifacts: &[Artifact],
     ) -> Result<(), RemoteLost> {
-        for artifact in artifacts {
-            // A tree already in the store came with its contents (a download records nothing
-            // before every blob is in), so only a tree fetched now is followed.
-            let had = store.has_blob(&artifact.blob);
-            self.materialize_blob(store, &artifact.blob).await?;
-            if artifact.kind.has_references() && !had {
-                let references =
-                    (self.references)(store, artifact).map_err(|error| RemoteLost {
-                        blob: artifact.blob.digest,
-                        reason: error.to_string(),
-                    })?;
-                for blob in references {
-                    self.materialize_blob(store, &blob).await?;
-                }
-            }
-        }
-        Ok(())
+        self.download_closure(store, artifacts)
+            .await
+            .map_err(|(blob, error)| self.lost(blob, error))
     }
 
-    async fn materialize_blob(&self, store: &Store, blob: &BlobRef) -> Result<(), RemoteLost> {
-        if store.has_blob(blob) {
-            return Ok(());
-        }
-        self.ensure(store, blob).await.map_err(|error| {
-            // A bad or missing blob says nothing about the cache; anything else ends its use.
-            if !matches!(
-                error.kind,
-                RemoteErrorKind::Corrupt | RemoteErrorKind::Missing
-            ) {
-                self.failed(&error);
-            }
-            RemoteLost {
-                blob: blob.digest,
-                reason: error.message,
-            }
-        })
-    }
-
-    /// [`Remote::materialize`] for plain blobs (output files).
+    /// [`Remote::materialize`] for plain blobs (the build's output files).
     pub async fn materialize_blobs(
         &self,
         store: &Store,
         blobs: &[BlobRef],
     ) -> Result<(), RemoteLost> {
         for blob in blobs {
-            self.materialize_blob(store, blob).await?;
+            self.ensure(store, blob)
+                .await
+                .map_err(|error| self.lost(blob.digest, error))?;
         }
         Ok(())
+    }
+
+    /// A needed blob the cache could not hand over. A bad or missing blob says nothing about
+    /// the cache; anything else ends its use for the build.
+    fn lost(&self, blob: BlobDigest, error: RemoteError) -> RemoteLost {
+        if !matches!(
+            error.kind,
+            RemoteErrorKind::Corrupt | RemoteErrorKind::Missing
+        ) {
+            self.failed(&error);
+        }
+        RemoteLost {
+            blob,
+            reason: error.message,
+        }
+    }
+
+    /// Downloads what the store lacks of `artifacts` and of what the trees among them refer
+    /// to; on failure, the blob that could not be had. A tree already in the store came with
+    /// its contents (no download records anything before every blob is in), so only a tree
+    /// fetched now is followed.
+    async fn download_closure(
+        &self,
+        store: &Store,
+        artifacts: &[Artifact],
+    ) -> Result<(), (BlobDigest, RemoteError)> {
+        for artifact in artifacts {
+            let had = store.has_blob(&artifact.blob);
+            self.ensure(store, &artifact.blob)
+                .await
+                .map_err(|error| (artifact.blob.digest, error))?;
+            if artifact.kind.has_references() && !had {
+                let references = self
+                    .references_of(store, artifact)
+                    .map_err(|error| (artifact.blob.digest, error))?;
+                for blob in references {
+                    self.ensure(store, &blob)
+                        .await
+                        .map_err(|error| (blob.digest, error))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The blobs a tree artifact refers to, read from the store.
+    fn references_of(
+        &self,
+        store: &Store,
+        artifact: &Artifact,
+    ) -> Result<Vec<BlobRef>, RemoteError> {
+        (self.references)(store, artifact).map_err(|error| {
+            RemoteError::corrupt(format!(
+                "{} `{}` ({}) cannot be read: {error}",
+                artifact.kind, artifact.name, artifact.blob.digest
+            ))
+        })
     }
 
     /// The `remote` table's row for `key` at this cache: `URL KEY`, so results another cache
@@ -393,12 +407,7 @@ impl Remote {
         for artifact in &result.outputs {
             blobs.insert(artifact.blob);
             if artifact.kind.has_references() {
-                let references = (self.references)(store, artifact).map_err(|error| {
-                    RemoteError::unavailable(format!(
-                        "cannot read {} `{}`: {error}",
-                        artifact.kind, artifact.name
-                    ))
-                })?;
+                let references = self.references_of(store, artifact)?;
                 blobs.extend(references);
             }
         }

@@ -156,6 +156,21 @@ impl ReapiCache {
         status_error(&self.endpoint.url, what, status)
     }
 
+    /// The per-blob status of a batch call, as an error unless it is OK.
+    fn batch_status(
+        &self,
+        what: &str,
+        status: Option<bazel_remote_apis::google::rpc::Status>,
+    ) -> Result<(), RemoteError> {
+        match status.filter(|status| status.code != 0) {
+            Some(status) => Err(self.error(
+                what,
+                &tonic::Status::new(tonic::Code::from(status.code), status.message),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// What `GetCapabilities` said. Asked once: callers waiting meanwhile share the answer,
     /// and a failure is kept too, so a dead server costs one timeout, not one per caller.
     async fn capabilities(&self) -> Result<Capabilities, RemoteError> {
@@ -240,12 +255,7 @@ impl ReapiCache {
                 self.endpoint.url, blob.digest
             )));
         };
-        if let Some(status) = response.status.filter(|s| s.code != 0) {
-            return Err(self.error(
-                "BatchReadBlobs",
-                &tonic::Status::new(tonic::Code::from(status.code), status.message),
-            ));
-        }
+        self.batch_status("BatchReadBlobs", response.status)?;
         let size = response.data.len() as u64;
         store
             .put_reader(&mut response.data.as_slice(), Some(&blob.digest))
@@ -356,12 +366,7 @@ impl ReapiCache {
             .await
             .map_err(|status| self.error("BatchUpdateBlobs", &status))?;
         for response in reply.responses {
-            if let Some(status) = response.status.filter(|s| s.code != 0) {
-                return Err(self.error(
-                    "BatchUpdateBlobs",
-                    &tonic::Status::new(tonic::Code::from(status.code), status.message),
-                ));
-            }
+            self.batch_status("BatchUpdateBlobs", response.status)?;
         }
         Ok(blob.size)
     }
