@@ -773,6 +773,10 @@ impl Out<'_> {
     fn data(&mut self, data: &Data, start: u64, len: u64) -> Result<(), DiskError> {
         match data {
             Data::Bytes(bytes) => self.bytes(&bytes[to_usize(start)..to_usize(start + len)]),
+            Data::Part { .. } => {
+                let bytes = data.read_all()?;
+                self.bytes(&bytes[to_usize(start)..to_usize(start + len)])
+            }
             Data::File { path, len: planned } => {
                 let changed = |found| DiskError::SourceChanged {
                     path: path.clone(),

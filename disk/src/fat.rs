@@ -1397,9 +1397,9 @@ mod tests {
             let out = mcopy_out(&image, &file.path, &dir.join(format!("out{i}")));
             let input = match &file.data {
                 Data::File { path, .. } => path.clone(),
-                Data::Bytes(b) => {
+                other => {
                     let p = dir.join(format!("in{i}"));
-                    std::fs::write(&p, b).unwrap();
+                    std::fs::write(&p, other.read_all().unwrap()).unwrap();
                     p
                 }
             };

@@ -53,7 +53,7 @@ pub(crate) mod test_tools {
 }
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One path of a file system image (ISO 9660, squashfs, EROFS): what the image writers take.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,14 +94,58 @@ pub enum Data {
     /// A file on disk (a store blob), read when the image is written. `len` is its size,
     /// checked when it is read.
     File { path: PathBuf, len: u64 },
+    /// `len` bytes at `offset` of a larger file (a small store blob kept in a pack file), read
+    /// when the image is written.
+    Part {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Data {
     pub fn len(&self) -> u64 {
         match self {
             Data::Bytes(bytes) => bytes.len() as u64,
-            Data::File { len, .. } => *len,
+            Data::File { len, .. } | Data::Part { len, .. } => *len,
         }
+    }
+
+    /// The source file and the range of it this data is, for the variants that are files.
+    fn file_range(&self) -> Option<(&Path, u64, u64)> {
+        match self {
+            Data::Bytes(_) => None,
+            Data::File { path, len } => Some((path, 0, *len)),
+            Data::Part { path, offset, len } => Some((path, *offset, *len)),
+        }
+    }
+
+    /// A reader of the bytes, for a file source checked against its planned length: a whole
+    /// file must still have it, and a part must still lie inside its file.
+    pub fn reader(&self) -> Result<Box<dyn Read + '_>, DiskError> {
+        let Some((path, offset, len)) = self.file_range() else {
+            let Data::Bytes(bytes) = self else {
+                unreachable!("only bytes have no file");
+            };
+            return Ok(Box::new(bytes.as_slice()));
+        };
+        let mut file = fs_err::File::open(path).map_err(DiskError::Io)?;
+        let found = file.metadata().map_err(DiskError::Io)?.len();
+        let fits = match self {
+            Data::Part { .. } => found >= offset + len,
+            _ => found == len,
+        };
+        if !fits {
+            return Err(DiskError::SourceChanged {
+                path: path.to_owned(),
+                expected: offset + len,
+                found,
+            });
+        }
+        if offset > 0 {
+            io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(DiskError::Io)?;
+        }
+        Ok(Box::new(file.take(len)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -111,19 +155,27 @@ impl Data {
     /// All of the bytes in memory: for small inputs a writer must patch (boot sectors,
     /// `ldlinux.sys`, an EFI stub's headers).
     pub fn read_all(&self) -> Result<Vec<u8>, DiskError> {
-        match self {
-            Data::Bytes(bytes) => Ok(bytes.clone()),
-            Data::File { path, len } => {
-                let bytes = fs_err::read(path).map_err(DiskError::Io)?;
-                if bytes.len() as u64 != *len {
-                    return Err(DiskError::SourceChanged {
-                        path: path.clone(),
-                        expected: *len,
-                        found: bytes.len() as u64,
-                    });
-                }
-                Ok(bytes)
-            }
+        if let Data::Bytes(bytes) = self {
+            return Ok(bytes.clone());
+        }
+        let mut bytes = Vec::new();
+        self.reader()?
+            .read_to_end(&mut bytes)
+            .map_err(DiskError::Io)?;
+        self.check_read(bytes.len() as u64)?;
+        Ok(bytes)
+    }
+
+    /// An error unless `read` bytes are all of this data (a file that shrank since it was
+    /// planned reads short).
+    fn check_read(&self, read: u64) -> Result<(), DiskError> {
+        match self.file_range() {
+            Some((path, _, len)) if read != len => Err(DiskError::SourceChanged {
+                path: path.to_owned(),
+                expected: len,
+                found: read,
+            }),
+            _ => Ok(()),
         }
     }
 }
@@ -147,21 +199,11 @@ impl<S: Sink + ?Sized> Sink for &mut S {
 /// Copies all of `data` into `out`, checking that a file source still has the length it was
 /// planned with.
 pub fn write_data(out: &mut dyn Sink, data: &Data) -> Result<(), DiskError> {
-    match data {
-        Data::Bytes(bytes) => out.write_all(bytes).map_err(DiskError::Io),
-        Data::File { path, len } => {
-            let file = fs_err::File::open(path).map_err(DiskError::Io)?;
-            let copied = io::copy(&mut file.take(*len), out).map_err(DiskError::Io)?;
-            if copied != *len {
-                return Err(DiskError::SourceChanged {
-                    path: path.clone(),
-                    expected: *len,
-                    found: copied,
-                });
-            }
-            Ok(())
-        }
+    if let Data::Bytes(bytes) = data {
+        return out.write_all(bytes).map_err(DiskError::Io);
     }
+    let copied = io::copy(&mut data.reader()?, out).map_err(DiskError::Io)?;
+    data.check_read(copied)
 }
 
 /// A [`Sink`] over a file: zeros become holes, and [`FileSink::finish`] sets the final length

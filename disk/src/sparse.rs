@@ -39,6 +39,14 @@ impl NonZero {
         );
         let image_len = raw.len();
         let mut indices = Vec::new();
+        let part;
+        let raw = match raw {
+            Data::Part { .. } => {
+                part = Data::Bytes(raw.read_all()?);
+                &part
+            }
+            _ => raw,
+        };
         match raw {
             Data::Bytes(bytes) => {
                 for (index, chunk) in bytes.chunks(chunk_size as usize).enumerate() {
@@ -47,6 +55,7 @@ impl NonZero {
                     }
                 }
             }
+            Data::Part { .. } => unreachable!("read into memory above"),
             Data::File { path, len } => {
                 let file = open_checked(path, *len)?;
                 let mut buf = vec![0; SCAN_BUFFER.min(chunk_size) as usize];
@@ -99,6 +108,8 @@ impl NonZero {
 /// Reads whole chunks of a raw image, padding a short last chunk with zeros.
 pub struct ChunkReader<'a> {
     raw: &'a Data,
+    /// A [`Data::Part`]'s bytes, read when opened (parts are small).
+    part: Option<Vec<u8>>,
     file: Option<File>,
     chunk_size: u64,
     buf: Vec<u8>,
@@ -107,11 +118,16 @@ pub struct ChunkReader<'a> {
 impl<'a> ChunkReader<'a> {
     pub fn open(raw: &'a Data, chunk_size: u64) -> Result<Self, DiskError> {
         let file = match raw {
-            Data::Bytes(_) => None,
+            Data::Bytes(_) | Data::Part { .. } => None,
             Data::File { path, len } => Some(open_checked(path, *len)?),
+        };
+        let part = match raw {
+            Data::Part { .. } => Some(raw.read_all()?),
+            _ => None,
         };
         Ok(ChunkReader {
             raw,
+            part,
             file,
             chunk_size,
             buf: vec![0; chunk_size as usize],
@@ -125,6 +141,11 @@ impl<'a> ChunkReader<'a> {
         assert!(start < image_len, "chunk {index} is past the image's end");
         let n = (image_len - start).min(self.chunk_size) as usize;
         match (self.raw, &self.file) {
+            (Data::Part { .. }, _) => {
+                let bytes = self.part.as_deref().unwrap_or_default();
+                let start = start as usize;
+                self.buf[..n].copy_from_slice(&bytes[start..start + n]);
+            }
             (Data::Bytes(bytes), _) => {
                 let start = start as usize;
                 self.buf[..n].copy_from_slice(&bytes[start..start + n]);

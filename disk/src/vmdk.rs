@@ -413,7 +413,7 @@ fn is_zero(bytes: &[u8]) -> bool {
 
 /// The raw disk being read.
 enum Source<'a> {
-    Bytes(&'a [u8]),
+    Bytes(std::borrow::Cow<'a, [u8]>),
     File {
         file: File,
         path: &'a Path,
@@ -424,7 +424,8 @@ enum Source<'a> {
 impl<'a> Source<'a> {
     fn open(raw: &'a Data) -> Result<Self, DiskError> {
         match raw {
-            Data::Bytes(bytes) => Ok(Source::Bytes(bytes)),
+            Data::Bytes(bytes) => Ok(Source::Bytes(bytes.into())),
+            Data::Part { .. } => Ok(Source::Bytes(raw.read_all()?.into())),
             Data::File { path, len } => {
                 let file = File::open(path).map_err(|e| {
                     DiskError::Io(std::io::Error::new(

@@ -372,11 +372,22 @@ impl ReapiCache {
     }
 
     async fn upload_streamed(&self, store: &Store, blob: &BlobRef) -> Result<u64, RemoteError> {
-        let file = tokio::fs::File::open(store.blob_path(&blob.digest))
+        let cannot_read = |error: String| {
+            RemoteError::unavailable(format!("cannot read {}: {error}", blob.digest))
+        };
+        // The blob's own file, or the range of a pack it is in.
+        let (path, offset, _) = store
+            .blob_file(&blob.digest)
+            .map_err(|error| cannot_read(error.to_string()))?;
+        let mut file = tokio::fs::File::open(path)
             .await
-            .map_err(|error| {
-                RemoteError::unavailable(format!("cannot read {}: {error}", blob.digest))
-            })?;
+            .map_err(|error| cannot_read(error.to_string()))?;
+        if offset > 0 {
+            use tokio::io::AsyncSeekExt as _;
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|error| cannot_read(error.to_string()))?;
+        }
         let resource = self.resource(&format!(
             "uploads/{}/blobs/{}/{}",
             upload_id(blob),

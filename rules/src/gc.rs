@@ -59,7 +59,7 @@ pub fn image_metadata(
         if !seen.insert(digest) {
             continue;
         }
-        let Ok(bytes) = fs_err::read(store.blob_path(&digest)) else {
+        let Ok(bytes) = store.read_blob(&digest) else {
             continue;
         };
         match parse_manifest(&bytes, None) {

@@ -213,7 +213,7 @@ impl Resolver {
             return Err(StoreError::CorruptBlob {
                 digest: resolved.config.digest,
                 actual,
-                path: self.store.blob_path(&resolved.config.digest),
+                path: self.store.blob_file_path(&resolved.config.digest),
             }
             .into());
         }
@@ -253,9 +253,13 @@ impl Resolver {
 
     /// Rebuilds a pinned image from the store alone, if its manifest and config are there.
     fn load_stored(&self, r: &ImageRef, pin: &Pin) -> Result<Option<ResolvedImage>, ResolveError> {
-        let path = self.store.blob_path(&pin.manifest);
-        let Ok(bytes) = fs_err::read(&path) else {
-            return Ok(None);
+        let bytes = match self.store.read_blob(&pin.manifest) {
+            Ok(bytes) => bytes,
+            // Debug builds re-hash in `read_blob`.
+            Err(StoreError::CorruptBlob { actual, .. }) => {
+                return self.damaged(pin.manifest, actual);
+            }
+            Err(_) => return Ok(None),
         };
         // A stored manifest is re-hashed: a damaged or swapped file would build another image.
         let actual = BlobDigest::of_bytes(&bytes);
@@ -320,7 +324,7 @@ impl Resolver {
         let error = StoreError::CorruptBlob {
             digest,
             actual,
-            path: self.store.blob_path(&digest),
+            path: self.store.blob_file_path(&digest),
         };
         self.store.remove_blob(&digest)?;
         if self.offline {

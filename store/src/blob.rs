@@ -170,30 +170,113 @@ fn existing_is_intact(store: &Store, blob: &BlobRef) -> bool {
 }
 
 impl Store {
-    /// Every blob file in `cas/`, in no particular order. Files whose names are not digests
-    /// are skipped.
+    /// Every blob in the store, files in `cas/` and packed blobs, in no particular order.
+    /// Files whose names are not digests are skipped.
     pub fn list_blobs(&self) -> Result<BlobIter, StoreError> {
         let cas = self.cas_dir();
         let fanout = fs_err::read_dir(&cas).map_err(|source| StoreError::Scan {
             path: cas.clone(),
             source,
         })?;
+        let mut packed: Vec<BlobRef> = self
+            .packed_rows()?
+            .into_iter()
+            .chain(self.inner.packs.pending_rows())
+            .map(|(digest, location)| BlobRef {
+                digest,
+                size: location.len,
+            })
+            .collect();
+        packed.sort();
+        packed.dedup();
         Ok(BlobIter {
             cas,
             fanout,
             current: None,
+            packed: packed.into_iter(),
         })
     }
 
-    /// Deletes a blob file; returns whether it existed. The caller (garbage collection) must
-    /// make sure no action record still names it.
+    /// Deletes a blob (its file, or its pack row); returns whether it existed. The caller
+    /// (garbage collection) must make sure no action record still names it.
     pub fn remove_blob(&self, d: &BlobDigest) -> Result<bool, StoreError> {
-        let path = self.blob_path(d);
-        match fs_err::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(StoreError::Scan { path, source }),
+        Ok(self.remove_blobs(std::slice::from_ref(d))?[0])
+    }
+
+    /// [`Store::remove_blob`] for many blobs, the pack rows in one transaction; then packs
+    /// left empty are deleted and mostly-dead ones compacted.
+    pub fn remove_blobs(&self, digests: &[BlobDigest]) -> Result<Vec<bool>, StoreError> {
+        let mut removed = self.remove_packed(digests)?;
+        let discarded = self.inner.packs.discard_pending(digests);
+        for ((d, removed), discarded) in digests.iter().zip(&mut removed).zip(discarded) {
+            *removed |= discarded;
+            let path = self.blob_path(d);
+            match fs_err::remove_file(&path) {
+                Ok(()) => *removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::Scan { path, source }),
+            }
         }
+        if !digests.is_empty() {
+            self.compact_packs()?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes packs no row points into, and rewrites packs whose live bytes are under half
+    /// of their size: their live blobs are appended to a new pack, synced, re-pointed in one
+    /// transaction, and only then is the old pack deleted. The pack this process is appending
+    /// to is left alone.
+    pub(crate) fn compact_packs(&self) -> Result<(), StoreError> {
+        let packs = &self.inner.packs;
+        let scan_error = |path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Scan { path, source }
+        };
+        let mut live: std::collections::HashMap<u64, Vec<(BlobDigest, crate::pack::Location)>> =
+            std::collections::HashMap::new();
+        for (digest, location) in self.packed_rows()? {
+            live.entry(location.pack)
+                .or_default()
+                .push((digest, location));
+        }
+        let active = packs.active_id();
+        for entry in fs_err::read_dir(packs.dir()).map_err(scan_error(packs.dir()))? {
+            let entry = entry.map_err(scan_error(packs.dir()))?;
+            let Some(id) = entry.file_name().to_str().and_then(crate::pack::pack_id_of) else {
+                continue;
+            };
+            if Some(id) == active {
+                continue;
+            }
+            let path = entry.path();
+            let size = entry.metadata().map_err(scan_error(&path))?.len();
+            let rows = live.remove(&id).unwrap_or_default();
+            let live_bytes: u64 = rows.iter().map(|(_, location)| location.len).sum();
+            if !rows.is_empty() && live_bytes * 2 >= size {
+                continue;
+            }
+            if !rows.is_empty() {
+                let old = packs.reader(id).map_err(scan_error(&path))?;
+                let mut moved = Vec::with_capacity(rows.len());
+                for (digest, location) in rows {
+                    let mut bytes = vec![0u8; location.len as usize];
+                    std::os::unix::fs::FileExt::read_exact_at(&*old, &mut bytes, location.offset)
+                        .map_err(scan_error(&path))?;
+                    let new = packs.append(&bytes).map_err(scan_error(packs.dir()))?;
+                    moved.push((digest, new));
+                }
+                self.sync_blobs()?;
+                self.put_packed(moved)?;
+            }
+            packs.forget(id);
+            match fs_err::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::Remove { path, source }),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -203,6 +286,8 @@ pub struct BlobIter {
     cas: PathBuf,
     fanout: fs_err::ReadDir,
     current: Option<(PathBuf, fs_err::ReadDir)>,
+    /// The packed blobs, listed after the files.
+    packed: std::vec::IntoIter<BlobRef>,
 }
 
 impl Iterator for BlobIter {
@@ -238,7 +323,10 @@ impl Iterator for BlobIter {
                     None => self.current = None,
                 }
             }
-            let entry = match self.fanout.next()? {
+            let Some(entry) = self.fanout.next() else {
+                return self.packed.next().map(Ok);
+            };
+            let entry = match entry {
                 Ok(entry) => entry,
                 Err(source) => {
                     return Some(Err(StoreError::Scan {

@@ -309,8 +309,9 @@ impl Store {
     pub fn sweep(&self, plan: &GcPlan) -> Result<GcReport, StoreError> {
         let actions_removed = self.remove_actions(&plan.remove_actions)?;
         let mut blobs_removed = Usage::default();
-        for blob in &plan.remove_blobs {
-            if self.remove_blob(&blob.digest)? {
+        let digests: Vec<BlobDigest> = plan.remove_blobs.iter().map(|b| b.digest).collect();
+        for (blob, removed) in plan.remove_blobs.iter().zip(self.remove_blobs(&digests)?) {
+            if removed {
                 blobs_removed.add(blob.size);
             }
         }

@@ -5,13 +5,18 @@ use std::path::Path;
 
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
-use crate::{ActionKey, ActionResult, BlobRef, Store, StoreError};
+use crate::pack::Location;
+use crate::{ActionKey, ActionResult, BlobDigest, BlobRef, Store, StoreError};
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
 /// Action key (64 hex) → JSON [`ActionResult`].
 const ACTIONS: Table = TableDefinition::new("actions");
 const ACTIONS_NAME: &str = "actions";
+
+/// Blob digest (64 hex) → where a packed blob is: pack id, offset, length (24 bytes,
+/// little-endian; see [`crate::pack`]).
+const PACKED: Table = TableDefinition::new("packed");
 
 /// A metadata table of the index: string keys, opaque byte values owned by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +71,7 @@ pub enum Lookup {
 pub(crate) fn create_tables(db: &redb::Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(ACTIONS)?;
+    txn.open_table(PACKED)?;
     for table in MetaTable::ALL {
         txn.open_table(table.definition())?;
     }
@@ -122,6 +128,77 @@ impl Store {
     /// [`guarded`] for this store's index.
     fn guard<T>(&self, operation: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         guarded(&self.inner.index_path, operation)
+    }
+
+    /// Runs `body` in a write transaction that also commits `packed` (locations of packed blobs
+    /// written so far, taken by the caller before it synced what they point at, if it did).
+    fn write<T>(
+        &self,
+        packed: Vec<(BlobDigest, Location)>,
+        body: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.guard(|| {
+            let txn = self
+                .inner
+                .db
+                .begin_write()
+                .map_err(|e| self.index_error(e))?;
+            let value = body(&txn)?;
+            if !packed.is_empty() {
+                let mut table = txn.open_table(PACKED).map_err(|e| self.index_error(e))?;
+                for (digest, location) in &packed {
+                    table
+                        .insert(digest.hex().as_str(), location.encode().as_slice())
+                        .map_err(|e| self.index_error(e))?;
+                }
+            }
+            txn.commit().map_err(|e| self.index_error(e))?;
+            self.inner.packs.committed(&packed);
+            Ok(value)
+        })
+    }
+
+    /// The index's location of a packed blob.
+    pub(crate) fn packed_location(&self, d: &BlobDigest) -> Result<Option<Location>, StoreError> {
+        Ok(self
+            .read_value(PACKED, &d.hex())?
+            .and_then(|bytes| Location::decode(&bytes)))
+    }
+
+    /// Every packed blob in the index (rows that do not parse are skipped).
+    pub(crate) fn packed_rows(&self) -> Result<Vec<(BlobDigest, Location)>, StoreError> {
+        Ok(self
+            .list_values(PACKED)?
+            .into_iter()
+            .filter_map(|(hex, value)| {
+                let digest = format!("sha256:{hex}").parse().ok()?;
+                Some((digest, Location::decode(&value)?))
+            })
+            .collect())
+    }
+
+    /// Records new locations for packed blobs (after compaction), in one transaction.
+    pub(crate) fn put_packed(&self, rows: Vec<(BlobDigest, Location)>) -> Result<(), StoreError> {
+        self.write(rows, |_| Ok(()))
+    }
+
+    /// Deletes the index rows of packed blobs; returns which of `digests` had one.
+    pub(crate) fn remove_packed(&self, digests: &[BlobDigest]) -> Result<Vec<bool>, StoreError> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(Vec::new(), |txn| {
+            let mut table = txn.open_table(PACKED).map_err(|e| self.index_error(e))?;
+            digests
+                .iter()
+                .map(|d| {
+                    table
+                        .remove(d.hex().as_str())
+                        .map(|old| old.is_some())
+                        .map_err(|e| self.index_error(e))
+                })
+                .collect()
+        })
     }
 
     fn read_value(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -223,28 +300,23 @@ impl Store {
             key: key.to_string(),
             source: Box::new(source),
         })?;
+        // Taken before the sync, so every location committed points at synced bytes.
+        let packed = self.inner.packs.pending_rows();
         self.sync_blobs()?;
-        self.guard(|| {
-            let txn = self
-                .inner
-                .db
-                .begin_write()
+        self.write(packed, |txn| {
+            let mut actions = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
+            actions
+                .insert(key.to_string().as_str(), json.as_slice())
                 .map_err(|e| self.index_error(e))?;
-            {
-                let mut actions = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
-                actions
-                    .insert(key.to_string().as_str(), json.as_slice())
+            for (table, row_key, value) in meta {
+                let mut table = txn
+                    .open_table(table.definition())
                     .map_err(|e| self.index_error(e))?;
-                for (table, row_key, value) in meta {
-                    let mut table = txn
-                        .open_table(table.definition())
-                        .map_err(|e| self.index_error(e))?;
-                    table
-                        .insert(*row_key, *value)
-                        .map_err(|e| self.index_error(e))?;
-                }
+                table
+                    .insert(*row_key, *value)
+                    .map_err(|e| self.index_error(e))?;
             }
-            txn.commit().map_err(|e| self.index_error(e))
+            Ok(())
         })
     }
 
@@ -334,12 +406,7 @@ impl Store {
 
     /// Writes several metadata values in one transaction.
     pub fn put_metas(&self, rows: &[(MetaTable, &str, &[u8])]) -> Result<(), StoreError> {
-        self.guard(|| {
-            let txn = self
-                .inner
-                .db
-                .begin_write()
-                .map_err(|e| self.index_error(e))?;
+        self.write(self.inner.packs.pending_rows(), |txn| {
             for (table, key, value) in rows {
                 let mut table = txn
                     .open_table(table.definition())
@@ -348,7 +415,7 @@ impl Store {
                     .insert(*key, *value)
                     .map_err(|e| self.index_error(e))?;
             }
-            txn.commit().map_err(|e| self.index_error(e))
+            Ok(())
         })
     }
 

@@ -65,6 +65,7 @@ mod error;
 mod gc;
 mod index;
 mod lock;
+mod pack;
 pub mod remote;
 mod store;
 mod verify;
@@ -83,6 +84,7 @@ pub use gc::{
     ReferenceFn, Usage,
 };
 pub use index::{Lookup, MetaTable};
+pub use pack::{BlobReader, PACK_MAX_BLOB};
 pub use remote::{RemoteCache, RemoteError, RemoteErrorKind};
 pub use store::Store;
 pub use verify::{BlobDamage, DamagedBlob, DroppedAction, RecordDamage, VerifyReport};

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use crate::blob::BlobWriter;
 use crate::index;
 use crate::lock::StoreLock;
+use crate::pack::{BlobReader, Location, PACK_MAX_BLOB, Packs};
 use crate::{BlobDigest, BlobRef, StoreError};
 
 /// The versioned directory under the store root.
@@ -31,6 +32,8 @@ pub(crate) struct Inner {
     pub(crate) index_path: PathBuf,
     /// Declared before the lock so the database is closed before the lock is released.
     pub(crate) db: redb::Database,
+    /// Small blobs, appended to shared pack files ([`crate::pack`]).
+    pub(crate) packs: Packs,
     _lock: StoreLock,
 }
 
@@ -82,17 +85,19 @@ impl Store {
         let lock = StoreLock::acquire(&dir.join("lock"), notify)?;
         // Created under the lock: `lkb cache clean` may have removed them while this process
         // waited.
-        for sub in ["cas/sha256", "tmp"] {
+        for sub in ["cas/sha256", "tmp", "packs"] {
             create_dir(&dir.join(sub))?;
         }
         clean_tmp(&dir.join("tmp"))?;
         let index_path = dir.join("index.redb");
         let db = index::guarded(&index_path, || open_index(&dir, &index_path))?;
 
+        let packs = Packs::new(dir.join("packs"));
         let inner = Arc::new(Inner {
             root: root.to_owned(),
             dir,
             index_path,
+            packs,
             db,
             _lock: lock,
         });
@@ -131,21 +136,61 @@ impl Store {
 
     /// Whether the blob is present with the right size.
     pub fn has_blob(&self, b: &BlobRef) -> bool {
-        fs_err::metadata(self.blob_path(&b.digest))
-            .map(|meta| meta.is_file() && meta.len() == b.size)
-            .unwrap_or(false)
+        match self.locate(&b.digest) {
+            Ok(Some(location)) => {
+                location.len == b.size && self.inner.packs.reader(location.pack).is_ok()
+            }
+            Ok(None) => fs_err::metadata(self.blob_path(&b.digest))
+                .map(|meta| meta.is_file() && meta.len() == b.size)
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Where a packed blob is: written by this process and not yet in the index, or in the
+    /// index's `packed` table. `None` for a blob that is not packed (it may be a file).
+    pub(crate) fn locate(&self, d: &BlobDigest) -> Result<Option<Location>, StoreError> {
+        if let Some(location) = self.inner.packs.pending(d) {
+            return Ok(Some(location));
+        }
+        self.packed_location(d)
+    }
+
+    /// The file holding a blob's bytes, and the blob's offset and length in it: the blob's
+    /// own file in `cas/`, or its pack. For writers that read their inputs by path.
+    pub fn blob_file(&self, d: &BlobDigest) -> Result<(PathBuf, u64, u64), StoreError> {
+        let reader = self.open_blob(d)?;
+        let (_, offset, len) = reader.raw();
+        Ok((self.blob_file_path(d), offset, len))
+    }
+
+    /// The file a blob's bytes are in (its pack, or its own file), for messages.
+    pub fn blob_file_path(&self, d: &BlobDigest) -> PathBuf {
+        match self.locate(d) {
+            Ok(Some(location)) => self.inner.packs.path_of(location.pack),
+            _ => self.blob_path(d),
+        }
     }
 
     /// Opens a blob for reading.
-    pub fn open_blob(&self, d: &BlobDigest) -> Result<fs_err::File, StoreError> {
-        let path = self.blob_path(d);
-        fs_err::File::open(&path).map_err(|source| {
+    pub fn open_blob(&self, d: &BlobDigest) -> Result<BlobReader, StoreError> {
+        let read_error = |source: io::Error| {
             if source.kind() == io::ErrorKind::NotFound {
-                StoreError::BlobMissing { digest: *d, path }
+                StoreError::BlobMissing {
+                    digest: *d,
+                    path: self.blob_path(d),
+                }
             } else {
                 StoreError::ReadBlob { digest: *d, source }
             }
-        })
+        };
+        if let Some(location) = self.locate(d)? {
+            let file = self.inner.packs.reader(location.pack).map_err(read_error)?;
+            return Ok(BlobReader::packed(file, location));
+        }
+        let file = fs_err::File::open(self.blob_path(d)).map_err(read_error)?;
+        let len = file.metadata().map_err(read_error)?.len();
+        Ok(BlobReader::file(file, len))
     }
 
     /// Copies a blob into `dest` (empty, at offset 0), keeping its holes: data ranges go by
@@ -164,33 +209,34 @@ impl Store {
         dest: &std::fs::File,
         at: u64,
     ) -> Result<u64, StoreError> {
-        let (source, _) = self.open_blob(d)?.into_parts();
+        let reader = self.open_blob(d)?;
+        let (source, start, len) = reader.raw();
         let read_error = |source: io::Error| StoreError::ReadBlob { digest: *d, source };
-        let len = source.metadata().map_err(read_error)?.len();
         let mut pos = 0u64;
         while pos < len {
-            let start = match rustix::fs::seek(&source, rustix::fs::SeekFrom::Data(pos)) {
-                Ok(start) => start,
-                // ENXIO: no data after `pos`, the rest is a hole.
-                Err(rustix::io::Errno::NXIO) => break,
-                Err(errno) => return Err(read_error(errno.into())),
+            // A blob file's holes are skipped; a packed blob (small, never sparse) is one range.
+            let (data, end) = if reader.is_own_file() {
+                let data = match rustix::fs::seek(source, rustix::fs::SeekFrom::Data(pos)) {
+                    Ok(data) => data,
+                    // ENXIO: no data after `pos`, the rest is a hole.
+                    Err(rustix::io::Errno::NXIO) => break,
+                    Err(errno) => return Err(read_error(errno.into())),
+                };
+                let end = rustix::fs::seek(source, rustix::fs::SeekFrom::Hole(data))
+                    .map_err(|errno| read_error(errno.into()))?
+                    .min(len);
+                (data, end)
+            } else {
+                (pos, len)
             };
-            let end = rustix::fs::seek(&source, rustix::fs::SeekFrom::Hole(start))
-                .map_err(|errno| read_error(errno.into()))?
-                .min(len);
-            let (mut from, mut to) = (start, at + start);
-            while from < end {
-                let want = usize::try_from(end - from)
+            let (mut from, mut to) = (start + data, at + data);
+            while from < start + end {
+                let want = usize::try_from(start + end - from)
                     .unwrap_or(usize::MAX)
                     .min(1 << 30);
-                let copied = rustix::fs::copy_file_range(
-                    &source,
-                    Some(&mut from),
-                    dest,
-                    Some(&mut to),
-                    want,
-                )
-                .map_err(|errno| read_error(errno.into()))?;
+                let copied =
+                    rustix::fs::copy_file_range(source, Some(&mut from), dest, Some(&mut to), want)
+                        .map_err(|errno| read_error(errno.into()))?;
                 if copied == 0 {
                     return Err(read_error(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -201,6 +247,7 @@ impl Store {
             pos = end;
         }
         let end = at + len;
+        let read_error = |source: io::Error| StoreError::ReadBlob { digest: *d, source };
         if dest.metadata().map_err(read_error)?.len() < end {
             dest.set_len(end).map_err(read_error)?;
         }
@@ -219,7 +266,7 @@ impl Store {
                 return Err(StoreError::CorruptBlob {
                     digest: *d,
                     actual,
-                    path: self.blob_path(d),
+                    path: self.blob_file_path(d),
                 });
             }
         }
@@ -238,7 +285,7 @@ impl Store {
             return Err(StoreError::CorruptBlob {
                 digest: *d,
                 actual: actual.digest,
-                path: self.blob_path(d),
+                path: self.blob_file_path(d),
             });
         }
         Ok(actual)
@@ -257,8 +304,27 @@ impl Store {
         tempfile::tempfile_in(&tmp).map_err(|source| StoreError::WriteBlob { path: tmp, source })
     }
 
-    /// Stores `bytes` as a blob.
+    /// Stores `bytes` as a blob. Up to [`PACK_MAX_BLOB`] bytes it is appended to a pack
+    /// rather than made a file of its own ([`crate::pack`]).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<BlobRef, StoreError> {
+        if bytes.len() as u64 <= PACK_MAX_BLOB {
+            let blob = BlobRef {
+                digest: BlobDigest::of_bytes(bytes),
+                size: bytes.len() as u64,
+            };
+            if self.has_blob(&blob) {
+                return Ok(blob);
+            }
+            let packs = &self.inner.packs;
+            let location = packs
+                .append(bytes)
+                .map_err(|source| StoreError::WriteBlob {
+                    path: packs.dir().to_owned(),
+                    source,
+                })?;
+            packs.add_pending(blob.digest, location);
+            return Ok(blob);
+        }
         let mut writer = self.writer()?;
         writer
             .write_all(bytes)

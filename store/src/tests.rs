@@ -22,6 +22,13 @@ fn count_files(dir: &Path) -> usize {
     count
 }
 
+/// Stores `bytes` as a blob file of its own (through a writer: `put_bytes` packs small blobs).
+fn put_file(store: &Store, bytes: &[u8]) -> BlobRef {
+    let mut writer = store.writer().expect("writer");
+    writer.write_all(bytes).expect("write");
+    writer.finish().expect("finish")
+}
+
 const HELLO_SHA256: &str =
     "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
 
@@ -73,7 +80,7 @@ fn action_key_display_and_parse() {
 #[test]
 fn put_and_read_blob() {
     let (_dir, store) = new_store();
-    let blob = store.put_bytes(b"hello").expect("put");
+    let blob = put_file(&store, b"hello");
     assert_eq!(
         blob,
         BlobRef {
@@ -97,14 +104,25 @@ fn put_and_read_blob() {
 #[test]
 fn identical_content_is_stored_once() {
     let (_dir, store) = new_store();
-    let first = store.put_bytes(b"same").expect("put");
+    let first = put_file(&store, b"same");
     let mut writer = store.writer().expect("writer");
     writer.write_all(b"sa").expect("write");
     writer.write_all(b"me").expect("write");
     assert_eq!(writer.size(), 4);
     let second = writer.finish().expect("finish");
     assert_eq!(first, second);
+    // Packed or not, content already present is not stored again.
+    assert_eq!(store.put_bytes(b"same").expect("put"), first);
+    let packed = store.put_bytes(b"packed").expect("put");
+    assert_eq!(put_file(&store, b"packed"), packed);
+    assert_eq!(store.put_bytes(b"packed").expect("put"), packed);
     assert_eq!(count_files(&store.dir().join("cas")), 1);
+    assert_eq!(count_files(&store.dir().join("packs")), 1);
+    let pack_len: u64 = fs_err::read_dir(store.dir().join("packs"))
+        .expect("packs")
+        .map(|e| e.expect("entry").metadata().expect("stat").len())
+        .sum();
+    assert_eq!(pack_len, 6, "one copy of the packed blob");
     assert_eq!(count_files(&store.dir().join("tmp")), 0);
 }
 
@@ -112,11 +130,11 @@ fn identical_content_is_stored_once() {
 fn publishing_again_repairs_a_damaged_blob_of_the_same_size() {
     use std::os::unix::fs::MetadataExt;
     let (_dir, store) = new_store();
-    let blob = store.put_bytes(b"the content").expect("put");
+    let blob = put_file(&store, b"the content");
     let path = store.blob_path(&blob.digest);
     let inode = fs_err::metadata(&path).expect("stat").ino();
     // An intact file is kept as it is.
-    store.put_bytes(b"the content").expect("put again");
+    put_file(&store, b"the content");
     assert_eq!(fs_err::metadata(&path).expect("stat").ino(), inode);
 
     damage(&store, &blob);
@@ -125,7 +143,7 @@ fn publishing_again_repairs_a_damaged_blob_of_the_same_size() {
         store.verify_blob(&blob.digest),
         Err(StoreError::CorruptBlob { .. })
     ));
-    assert_eq!(store.put_bytes(b"the content").expect("repair"), blob);
+    assert_eq!(put_file(&store, b"the content"), blob);
     assert_eq!(fs_err::read(&path).expect("read"), b"the content");
     store.verify_blob(&blob.digest).expect("repaired");
 
@@ -244,7 +262,7 @@ fn action_hit_requires_its_blobs() {
     );
     assert_eq!(store.get_action(&key).expect("lookup"), Some(result));
 
-    fs_err::remove_file(store.blob_path(&b.digest)).expect("delete blob");
+    assert!(store.remove_blob(&b.digest).expect("delete blob"));
     assert_eq!(
         store.get_action_checked(&key).expect("lookup"),
         Lookup::Damaged { missing: b }
@@ -713,14 +731,20 @@ fn blobs_by_class() {
     assert_eq!(blobs(BlobClass::Other), Some(1));
 }
 
-/// Overwrites the first byte of a blob file, keeping its size.
+/// Flips the first byte of a blob (in its own file or in its pack), keeping its size.
 fn damage(store: &Store, blob: &BlobRef) {
-    use std::os::unix::fs::PermissionsExt;
-    let path = store.blob_path(&blob.digest);
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let (path, offset, _) = store.blob_file(&blob.digest).expect("locate");
     fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let mut bytes = fs_err::read(&path).expect("read");
-    bytes[0] ^= 0xff;
-    fs_err::write(&path, bytes).expect("write");
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).expect("read");
+    byte[0] ^= 0xff;
+    file.write_all_at(&byte, offset).expect("write");
 }
 
 #[test]
@@ -956,4 +980,138 @@ fn a_damaged_index_is_an_error_not_a_panic() {
         Store::clean(dir.path(), &|_| {}).expect("clean");
         Store::open(dir.path()).expect("reopens after clean");
     }
+}
+
+#[test]
+fn small_blobs_share_a_pack_and_outlive_the_process_once_recorded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (recorded, unrecorded, big) = {
+        let store = Store::open(dir.path()).expect("open");
+        let recorded: Vec<BlobRef> = (0..100)
+            .map(|i| {
+                store
+                    .put_bytes(format!("small {i}").as_bytes())
+                    .expect("put")
+            })
+            .collect();
+        let big = store
+            .put_bytes(&vec![7u8; PACK_MAX_BLOB as usize + 1])
+            .expect("put");
+        // Readable at once, before any record names them.
+        assert_eq!(
+            store.read_blob(&recorded[5].digest).expect("read"),
+            b"small 5"
+        );
+        let result = ActionResult::new().with("out", ArtifactKind::Blob, recorded[0]);
+        store.put_action(&key(1), &result).expect("record");
+        // Written after the last transaction: never committed to the index.
+        let unrecorded = store
+            .put_bytes(b"written, then the process died")
+            .expect("put");
+        assert!(store.has_blob(&unrecorded));
+        (recorded, unrecorded, big)
+    };
+    assert_eq!(count_files(&dir.path().join("store-v1/packs")), 1);
+    assert_eq!(
+        count_files(&dir.path().join("store-v1/cas")),
+        1,
+        "only the big blob"
+    );
+    let store = Store::open(dir.path()).expect("reopen");
+    for (i, blob) in recorded.iter().enumerate() {
+        assert!(store.has_blob(blob));
+        assert_eq!(
+            store.read_blob(&blob.digest).expect("read"),
+            format!("small {i}").as_bytes()
+        );
+        let mut copy = Vec::new();
+        std::io::Read::read_to_end(&mut store.open_blob(&blob.digest).expect("open"), &mut copy)
+            .expect("read");
+        assert_eq!(copy.len() as u64, blob.size);
+    }
+    assert!(store.has_blob(&big));
+    assert!(
+        !store.has_blob(&unrecorded),
+        "a row is only kept once committed"
+    );
+    assert_eq!(
+        store.list_blobs().expect("list").count(),
+        recorded.len() + 1
+    );
+    // A packed blob copies into a file like any other.
+    let out = tempfile::tempfile().expect("temp");
+    assert_eq!(
+        store
+            .copy_blob_to_at(&recorded[3].digest, &out, 4)
+            .expect("copy"),
+        7
+    );
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &out, &mut bytes).expect("read");
+    assert_eq!(bytes, b"\0\0\0\0small 3");
+}
+
+#[test]
+fn removing_packed_blobs_compacts_and_then_deletes_their_pack() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let blobs: Vec<BlobRef> = {
+        let store = Store::open(dir.path()).expect("open");
+        let blobs: Vec<BlobRef> = (0..10)
+            .map(|i| {
+                store
+                    .put_bytes(format!("blob number {i}").as_bytes())
+                    .expect("put")
+            })
+            .collect();
+        store
+            .put_meta(MetaTable::Pins, "p", b"v")
+            .expect("commit rows");
+        blobs
+    };
+    let packs = dir.path().join("store-v1/packs");
+    let pack_names = || -> Vec<String> {
+        let mut names: Vec<String> = fs_err::read_dir(&packs)
+            .expect("packs")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let first = pack_names();
+    assert_eq!(first.len(), 1);
+    let store = Store::open(dir.path()).expect("reopen");
+    // Half or more still live: the pack stays as it is.
+    let digests: Vec<BlobDigest> = blobs.iter().map(|b| b.digest).collect();
+    assert_eq!(
+        store.remove_blobs(&digests[..4]).expect("remove"),
+        [true; 4]
+    );
+    assert_eq!(pack_names(), first);
+    // Most of it dead: the live blobs move to a new pack and the old one goes.
+    assert_eq!(
+        store.remove_blobs(&digests[4..8]).expect("remove"),
+        [true; 4]
+    );
+    let second = pack_names();
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first);
+    for (i, blob) in blobs.iter().enumerate().skip(8) {
+        assert_eq!(
+            store.read_blob(&blob.digest).expect("read"),
+            format!("blob number {i}").as_bytes()
+        );
+    }
+    drop(store);
+    // After a restart nothing is live in the newer pack once the rest goes.
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.remove_blobs(&digests[8..]).expect("remove"),
+        [true; 2]
+    );
+    assert_eq!(
+        store.remove_blobs(&digests[8..]).expect("remove"),
+        [false; 2]
+    );
+    assert!(pack_names().is_empty());
+    assert_eq!(store.list_blobs().expect("list").count(), 0);
 }

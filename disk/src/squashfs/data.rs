@@ -154,8 +154,12 @@ impl<'a, 'w, 'd, W: std::io::Write> DataWriter<'a, 'w, 'd, W> {
             return Ok(crc.sum());
         }
         match data {
-            Data::Bytes(bytes) => {
-                crc.update(bytes);
+            Data::Bytes(_) | Data::Part { .. } => {
+                let bytes = match data {
+                    Data::Bytes(bytes) => std::borrow::Cow::Borrowed(bytes),
+                    _ => std::borrow::Cow::Owned(data.read_all()?),
+                };
+                crc.update(&bytes);
                 for block in bytes.chunks(self.block_size) {
                     self.push(Target::Block(index), block.to_vec())?;
                 }
@@ -277,6 +281,7 @@ fn check_end(file: &mut fs_err::File, path: &Path, len: u64) -> Result<(), DiskE
 fn open(data: &Data) -> Result<Box<dyn Read + '_>, DiskError> {
     Ok(match data {
         Data::Bytes(bytes) => Box::new(bytes.as_slice()),
+        Data::Part { .. } => data.reader()?,
         Data::File { path, len } => Box::new(LengthChecked {
             file: fs_err::File::open(path).map_err(DiskError::Io)?,
             path,

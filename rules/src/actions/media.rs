@@ -93,9 +93,17 @@ pub(super) fn disk_error(error: DiskError) -> ActionError {
 
 /// A store blob as writer input, read when the image is written.
 pub(super) fn blob_data(store: &Store, blob: &BlobRef) -> Data {
-    Data::File {
-        path: store.blob_path(&blob.digest),
-        len: blob.size,
+    match store.blob_file(&blob.digest) {
+        Ok((path, offset, _)) if path != store.blob_path(&blob.digest) => Data::Part {
+            path,
+            offset,
+            len: blob.size,
+        },
+        // Its own file; or missing, which the writer reports when it reads it.
+        _ => Data::File {
+            path: store.blob_path(&blob.digest),
+            len: blob.size,
+        },
     }
 }
 

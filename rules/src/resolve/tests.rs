@@ -60,11 +60,17 @@ fn canonical() -> String {
 
 /// Flips a byte of a stored blob, keeping its size.
 fn damage(store: &Store, digest: &BlobDigest) {
-    let path = store.blob_path(digest);
+    use std::os::unix::fs::FileExt;
+    let (path, offset, _) = store.blob_file(digest).unwrap();
     fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut bytes = fs_err::read(&path).unwrap();
-    bytes[0] ^= 0x20;
-    fs_err::write(&path, bytes).unwrap();
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x20], offset).unwrap();
 }
 
 async fn resolve(resolver: &Resolver) -> Result<Arc<ImageInfo>, ResolveError> {
@@ -95,7 +101,7 @@ async fn damaged_stored_manifests_and_configs_are_not_used() {
         );
         assert_eq!(error.category(), ErrorCategory::Environment);
         assert!(
-            !store.blob_path(&digest).exists(),
+            store.open_blob(&digest).is_err(),
             "{damaged}: the damaged file is removed so that the next run fetches it"
         );
         // Online, the pin is fetched again (here there is nowhere to fetch from).
