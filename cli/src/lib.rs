@@ -73,7 +73,8 @@ fn init_logging(global: &args::GlobalArgs) {
 /// Caps glibc's malloc arenas. By default every thread that allocates under contention gets
 /// its own arena (up to 8 per CPU) and arenas keep freed memory, so peak RSS grew with the
 /// number of blocking threads and with the image size; with two arenas it stays near the live
-/// data (docs/performance.md). `MALLOC_ARENA_MAX` in the environment still wins.
+/// data (docs/performance.md). `MALLOC_ARENA_MAX` in the environment still wins (and then the
+/// mmap threshold is left alone too).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
@@ -84,6 +85,10 @@ fn limit_malloc_arenas() {
     // before any other thread exists, with a valid parameter and value.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // Buffers of 1 MiB and more (segment members being compressed) are mapped and given
+        // back when freed. Without a fixed threshold glibc raises it after the first large
+        // free, and later members then stay in the arenas.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -26,7 +26,7 @@ pub enum ActionClass {
 pub struct Codec {
     /// What writes the bytes, e.g. `lkb-tree` or `gzip`.
     pub name: &'static str,
-    /// Everything about it that changes the bytes, e.g. `1` or `level=6;zlib-rs=0.6.8`.
+    /// Everything about it that changes the bytes, e.g. `1` or `level=5;libdeflate=1.26.1`.
     pub version: String,
 }
 

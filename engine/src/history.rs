@@ -51,7 +51,7 @@ pub enum RebuildReason {
         new: Option<BlobDigest>,
         origin: Option<String>,
     },
-    /// A declared output changed: its kind, or its codec's version (e.g. a new zlib-rs or
+    /// A declared output changed: its kind, or its codec's version (e.g. a new libdeflate or
     /// tree encoding). `old` and `new` describe the output as `kind (codec version)`.
     OutputChanged {
         output: String,

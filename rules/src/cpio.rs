@@ -414,7 +414,11 @@ fn plan(list: &[&Entry]) -> Result<(Vec<Role>, Vec<Group>), CpioError> {
     Ok((roles, groups))
 }
 
-/// A tree's archive entries cut into runs of about `target_bytes` of file data each, for
+/// Version of [`archive_runs`]' cutting rule, for the keys of the segments it shapes.
+/// 2: cut before an entry that would overflow the run (1 cut after the run reached it).
+pub const RUNS_VERSION: u32 = 2;
+
+/// A tree's archive entries cut into runs of at most `target_bytes` of file data each, for
 /// separate archives that are compressed in parallel and concatenated (the kernel reads a
 /// sequence of compressed archives). A cut never separates the members of a hard-link group,
 /// since inode numbers do not carry across a trailer. The cuts depend only on the entries and
@@ -435,12 +439,15 @@ pub fn archive_runs(list: &[&Entry], target_bytes: u64) -> Result<ArchiveRuns, C
     let mut depth = 0i64;
     for (i, entry) in list.iter().enumerate() {
         depth += open[i];
-        if i > start && bytes >= target_bytes && depth == 0 {
+        let size = entry.blob().map_or(0, |blob| blob.size) + 512;
+        // Cut before an entry that would take the run past the target: a run is at most
+        // the target unless one entry (or hard-link group) alone is larger.
+        if i > start && depth == 0 && bytes + size > target_bytes {
             runs.push(start..i);
             start = i;
             bytes = 0;
         }
-        bytes += entry.blob().map_or(0, |blob| blob.size) + 512;
+        bytes += size;
     }
     runs.push(start..list.len());
     Ok(ArchiveRuns {
@@ -555,9 +562,15 @@ pub(crate) mod tests {
                 .map(|run| list[run.clone()].iter().map(|e| e.path.as_str()).collect())
                 .collect()
         };
-        // Each entry counts its data plus 512 bytes: 552, so a run closes once it has 1000.
-        let runs = archive_runs(&list, 1000).unwrap();
+        // Each entry counts its data plus 512 bytes (552 for a file): a cut comes before the
+        // entry that would take a run past the target, unless it would split the group.
+        let runs = archive_runs(&list, 1200).unwrap();
         assert_eq!(names(&runs.ranges), [vec!["a", "b", "c", "d"], vec!["e"]]);
+        let runs = archive_runs(&list, 1000).unwrap();
+        assert_eq!(
+            names(&runs.ranges),
+            [vec!["a"], vec!["b", "c", "d"], vec!["e"]]
+        );
         let runs = archive_runs(&list, 500).unwrap();
         assert_eq!(
             names(&runs.ranges),

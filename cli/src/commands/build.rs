@@ -31,7 +31,7 @@ pub(crate) fn parse_formats(args: &[String]) -> crate::errors::Result<Vec<Format
 /// The segment codec of `--initrd-compression`.
 pub(crate) fn codec(compression: Compression) -> Codec {
     match compression {
-        Compression::Gzip => Codec::Gzip { level: 6 },
+        Compression::Gzip => Codec::default(),
         Compression::Zstd => Codec::Zstd { level: 3 },
         Compression::None => Codec::None,
     }

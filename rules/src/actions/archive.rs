@@ -59,7 +59,7 @@ impl Action for SegmentAction {
     }
     fn outputs(&self) -> Vec<OutputDecl> {
         let members = match self.member_bytes() {
-            Some(bytes) => format!("members-per={bytes};"),
+            Some(bytes) => format!("members-per={bytes};runs-v{};", cpio::RUNS_VERSION),
             None => String::new(),
         };
         vec![OutputDecl::new("segment", ArtifactKind::Archive).codec(
@@ -89,40 +89,119 @@ impl Action for SegmentAction {
                 if let [run] = runs.ranges.as_slice() {
                     return write_member(out, codec, &runs, &list, run.clone(), &store);
                 }
-                // A window of members at a time, one thread each, written in order: memory
-                // stays at one compressed member per core.
                 let threads = std::thread::available_parallelism().map_or(1, usize::from);
-                for window in runs.ranges.chunks(threads.max(1)) {
-                    let members: Vec<Result<Vec<u8>, ActionError>> = std::thread::scope(|scope| {
-                        let handles: Vec<_> = window
-                            .iter()
-                            .map(|run| {
-                                let (runs, list, store) = (&runs, &list, &store);
-                                scope.spawn(move || {
-                                    let mut bytes = Vec::new();
-                                    write_member(&mut bytes, codec, runs, list, run.clone(), store)
-                                        .map(|()| bytes)
-                                })
-                            })
-                            .collect();
-                        handles
-                            .into_iter()
-                            .map(|handle| match handle.join() {
-                                Ok(member) => member,
-                                Err(panic) => std::panic::resume_unwind(panic),
-                            })
-                            .collect()
-                    });
-                    for member in members {
-                        out.write_all(&member?).map_err(io_error)?;
-                    }
-                }
-                Ok(())
+                in_order(runs.ranges.len(), threads, out, |index| {
+                    let run = runs.ranges[index].clone();
+                    let mut raw = Vec::with_capacity(archive_size_hint(&list[run.clone()]));
+                    runs.write(&mut raw, &list, run, &store, &cpio::CpioOptions::default())
+                        .map_err(cpio_error)?;
+                    let mut member = codec.compress(&raw).map_err(io_error)?;
+                    drop(raw);
+                    member.shrink_to_fit();
+                    Ok(member)
+                })
             })?;
             Ok(ActionResult::new().with("segment", ArtifactKind::Archive, blob))
         })
         .await
     }
+}
+
+/// About the size of `entries` as a newc archive (headers, names, data, padding), so the
+/// buffer a member is written into is allocated once.
+fn archive_size_hint(entries: &[&Entry]) -> usize {
+    let bytes: u64 = entries
+        .iter()
+        .map(|entry| {
+            let data = match &entry.kind {
+                crate::tree::EntryKind::File { blob } => blob.size,
+                crate::tree::EntryKind::Symlink { target } => target.len() as u64,
+                _ => 0,
+            };
+            110 + entry.path.len() as u64 + data + 8
+        })
+        .sum();
+    usize::try_from(bytes + 512).unwrap_or(usize::MAX)
+}
+
+/// Makes items `0..count` with `make` on `threads` threads and writes them to `out` in order.
+/// A thread takes the next item only while fewer than `threads` items are taken and not yet
+/// written, so memory stays at about one item per thread, and a slow item does not hold up
+/// the other threads more than that.
+fn in_order(
+    count: usize,
+    threads: usize,
+    out: &mut dyn Write,
+    make: impl Fn(usize) -> Result<Vec<u8>, ActionError> + Sync,
+) -> Result<(), ActionError> {
+    use std::collections::BTreeMap;
+    use std::sync::{Condvar, Mutex};
+    struct Queue {
+        next: usize,
+        written: usize,
+        done: BTreeMap<usize, Result<Vec<u8>, ActionError>>,
+        failed: bool,
+    }
+    let queue = Mutex::new(Queue {
+        next: 0,
+        written: 0,
+        done: BTreeMap::new(),
+        failed: false,
+    });
+    let changed = Condvar::new();
+    let lock = || queue.lock().unwrap_or_else(|p| p.into_inner());
+    let threads = threads.clamp(1, count.max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let index = {
+                        let mut q = lock();
+                        while !q.failed && q.next < count && q.next >= q.written + threads {
+                            q = changed.wait(q).unwrap_or_else(|p| p.into_inner());
+                        }
+                        if q.failed || q.next >= count {
+                            return;
+                        }
+                        q.next += 1;
+                        q.next - 1
+                    };
+                    // A panic becomes this item's error, so the writer is not left waiting.
+                    let item =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make(index)))
+                            .unwrap_or_else(|_| {
+                                Err(ActionError::internal(format!(
+                                    "compressing segment member {index} panicked"
+                                )))
+                            });
+                    let mut q = lock();
+                    q.failed |= item.is_err();
+                    q.done.insert(index, item);
+                    changed.notify_all();
+                }
+            });
+        }
+        // This thread writes, in order, as items finish.
+        let mut result = Ok(());
+        while result.is_ok() && lock().written < count {
+            let item = {
+                let mut q = lock();
+                loop {
+                    let written = q.written;
+                    if let Some(item) = q.done.remove(&written) {
+                        break item;
+                    }
+                    q = changed.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            result = item.and_then(|bytes| out.write_all(&bytes).map_err(io_error));
+            let mut q = lock();
+            q.written += 1;
+            q.failed |= result.is_err();
+            changed.notify_all();
+        }
+        result
+    })
 }
 
 impl SegmentAction {
@@ -347,7 +426,7 @@ mod tests {
         assert!(gzip.starts_with("cpio newc-v"), "{gzip}");
         assert!(gzip.contains("level=6"), "{gzip}");
         assert!(
-            gzip.contains(&format!("zlib-rs-{}", env!("LKB_ZLIB_RS_VERSION"))),
+            gzip.contains(&format!("libdeflate-{}", env!("LKB_LIBDEFLATE_VERSION"))),
             "{gzip}"
         );
         assert_ne!(gzip, codec_of(&segment(Codec::Gzip { level: 9 })));

@@ -15,7 +15,7 @@
 //!   every cached result for nothing, so prefer not to.
 //!
 //! Output codecs enter keys too (the tree encoding, the tar and cpio writers with the
-//! compressor and its library versions): a segment's key follows the `zlib-rs`, `flate2` or
+//! compressor and its library versions): a segment's key follows the `libdeflate-sys` or
 //! `zstd-sys` in `Cargo.lock`, by design, so the segment case here uses no compression.
 
 use std::sync::Arc;
