@@ -146,6 +146,49 @@ fn changed_files_entry_is_named_and_traced_downstream() {
 }
 
 #[test]
+fn a_changed_files_entry_rewrites_only_the_initrd_tail_unless_the_file_has_another_link() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = example_workspace("console=ttyS0", "d");
+    let lkb = Lkb::new(ws.path()).expect("lkb");
+    explain(&lkb, &["//:app"]);
+    let initrd = ws.path().join("lkb-out/app-initrd.img");
+    let inode = |path: &Path| fs_err::metadata(path).expect("stat").ino();
+    let before = inode(&initrd);
+    let old = fs_err::read(&initrd).expect("initrd");
+
+    // The files segment is the initrd's last part: the head stays, the tail is rewritten
+    // in the same file, and the result is what a fresh write gives.
+    write_app(
+        ws.path(),
+        &system_yml("console=ttyS0", "a longer content than before"),
+    );
+    explain(&lkb, &["//:app"]);
+    assert_eq!(inode(&initrd), before, "updated in place, not replaced");
+    let updated = fs_err::read(&initrd).expect("initrd");
+    assert_ne!(updated, old);
+    assert!(updated.len() > old.len());
+    fs_err::remove_file(&initrd).expect("remove");
+    explain(&lkb, &["//:app"]);
+    assert_eq!(fs_err::read(&initrd).expect("initrd"), updated);
+
+    // Shrinking works the same way: the file is cut to its new length.
+    write_app(ws.path(), &system_yml("console=ttyS0", "d"));
+    let fresh = inode(&initrd);
+    explain(&lkb, &["//:app"]);
+    assert_eq!(inode(&initrd), fresh);
+    assert_eq!(fs_err::read(&initrd).expect("initrd"), old);
+
+    // A second name for the file keeps its content: the output is replaced, not written into.
+    let link = ws.path().join("kept-initrd.img");
+    fs_err::hard_link(&initrd, &link).expect("link");
+    write_app(ws.path(), &system_yml("console=ttyS0", "e"));
+    explain(&lkb, &["//:app"]);
+    assert_ne!(inode(&initrd), inode(&link));
+    assert_eq!(fs_err::read(&link).expect("link"), old);
+    assert_ne!(fs_err::read(&initrd).expect("initrd"), old);
+}
+
+#[test]
 fn changed_cmdline_is_named_in_explain_and_in_build_explain() {
     let ws = example_workspace("console=ttyS0", "d");
     // Two stores, so the same change can be explained by both commands.
@@ -201,29 +244,33 @@ fn damaged_cache_entry_names_the_missing_blob() {
     let ws = example_workspace("console=ttyS0", "d");
     let lkb = Lkb::new(ws.path()).expect("lkb");
     explain(&lkb, &["//:app"]);
-    // The command line: a blob only the kernel action makes (the kernel binary itself is
-    // also in the image the action reads).
-    let cmdline = ws.path().join("lkb-out/app-cmdline");
-    let hex = lkb_tests::oci::Digest::of(&fs_err::read(&cmdline).expect("cmdline"))
-        .hex()
-        .to_owned();
-    let blob = lkb
-        .store
-        .path()
-        .join("store-v1/cas/sha256")
-        .join(&hex[..2])
-        .join(&hex);
-    fs_err::remove_file(&blob).expect("the command line is a blob in the store");
+    // The initrd's last segment: a blob only its segment action makes, and its own file in
+    // the store (small blobs share pack files instead).
+    let initrd = fs_err::read(ws.path().join("lkb-out/app-initrd.img")).expect("initrd");
+    let cas = lkb.store.path().join("store-v1/cas/sha256");
+    let mut last = None;
+    for fanout in fs_err::read_dir(&cas).expect("cas") {
+        for entry in fs_err::read_dir(fanout.expect("fanout").path()).expect("fanout") {
+            let path = entry.expect("entry").path();
+            let bytes = fs_err::read(&path).expect("blob");
+            if !bytes.is_empty() && initrd.ends_with(&bytes) {
+                last = Some(path);
+            }
+        }
+    }
+    let blob = last.expect("the initrd's last segment is a blob file in the store");
+    let hex = blob.file_name().unwrap().to_string_lossy().into_owned();
+    fs_err::remove_file(&blob).expect("remove the segment");
 
     let run = explain(&lkb, &["//:app"]);
     let lines = lines(&run);
     assert_eq!(
         lines.len(),
         1,
-        "only the kernel action runs again: {lines:?}"
+        "only the segment action runs again: {lines:?}"
     );
     assert!(
-        lines[0].starts_with("kernel ")
+        lines[0].starts_with("segment ")
             && lines[0].ends_with(&format!(
                 ": cache entry damaged: blob sha256:{hex} is missing or truncated"
             )),

@@ -190,6 +190,9 @@ pub async fn execute(
     // output: only now, after everything succeeded, touch the output directories. Every
     // output is first copied to a temporary file beside it; only when all are staged are they
     // renamed into place, so a failure leaves every output as it was and no temporary file.
+    // The exception is an output made of parts whose head is unchanged (an initrd whose
+    // `files:` segment changed): its changed tail is written into the file in place, after
+    // all others are staged (see [`Staged::Tail`]).
     let mut staged = Vec::new();
     let mut written = Vec::new();
     for target in &targets {
@@ -291,6 +294,13 @@ struct OutputRecord {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
+    /// Hard links to the file; records written before this field read as 1.
+    #[serde(default = "one_link")]
+    links: u64,
+}
+
+fn one_link() -> u64 {
+    1
 }
 
 impl OutputRecord {
@@ -311,31 +321,95 @@ impl OutputRecord {
             size: meta.size(),
             mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
             ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            links: meta.nlink(),
         })
     }
 }
 
-/// An output copied to a temporary file beside its path, waiting to be renamed into place.
-/// Dropping it removes the temporary file.
-struct StagedOutput {
-    tmp: tempfile::TempPath,
-    path: PathBuf,
-    blobs: Vec<BlobRef>,
+/// An output ready to be put in place.
+enum StagedOutput {
+    /// Copied to a temporary file beside its path, to be renamed over it. Dropping it removes
+    /// the temporary file.
+    Whole {
+        tmp: tempfile::TempPath,
+        path: PathBuf,
+        blobs: Vec<BlobRef>,
+    },
+    /// The file at `path` is the one lkb wrote last time and holds `blobs[..keep]` already:
+    /// only the parts from `keep` on are written, at their offset, and the file is cut to the
+    /// new length. A changed `files:` entry then costs its segment, not the whole initrd.
+    Tail {
+        path: PathBuf,
+        blobs: Vec<BlobRef>,
+        keep: usize,
+    },
 }
 
 impl StagedOutput {
-    /// Renames the temporary file over the output path (replacing a symlink there, never
-    /// following it) and records the new file.
+    /// Puts the output in place (a rename over the output path, replacing a symlink there and
+    /// never following it; or the tail written into the file) and records the new file.
     fn publish(self, store: &Store) -> crate::errors::Result<()> {
-        let StagedOutput { tmp, path, blobs } = self;
-        tmp.persist(&path)
-            .map_err(|error| error.error)
-            .with_context(|| format!("cannot put output {} in place", path.display()))?;
+        let (path, blobs) = match self {
+            StagedOutput::Whole { tmp, path, blobs } => {
+                tmp.persist(&path)
+                    .map_err(|error| error.error)
+                    .with_context(|| format!("cannot put output {} in place", path.display()))?;
+                (path, blobs)
+            }
+            StagedOutput::Tail { path, blobs, keep } => {
+                write_tail(store, &path, &blobs, keep)?;
+                (path, blobs)
+            }
+        };
         if let Some(record) = OutputRecord::of(&path, &blobs) {
             store.put_meta(MetaTable::Roots, &output_key(&path), &json_bytes(&record)?)?;
         }
         Ok(())
     }
+}
+
+/// Writes `blobs[keep..]` into the existing file at `path` after the parts it keeps, and cuts
+/// it to the new length. The file is opened without following a symlink.
+fn write_tail(
+    store: &Store,
+    path: &Path,
+    blobs: &[BlobRef],
+    keep: usize,
+) -> crate::errors::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("cannot open output {}", path.display()))?;
+    let mut at: u64 = blobs[..keep].iter().map(|blob| blob.size).sum();
+    for blob in &blobs[keep..] {
+        at += store
+            .copy_blob_to_at(&blob.digest, &file, at)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    file.set_len(at)
+        .with_context(|| format!("cannot cut {} to its length", path.display()))?;
+    Ok(())
+}
+
+/// How many leading parts of `blobs` the file at `path` already holds, if lkb may update it in
+/// place: it is the file lkb recorded (identity unchanged since), it is made of parts, the
+/// first part is the same, and it has no other hard link (writing into it would change the
+/// other name's content too, where a rename would not).
+fn reusable_head(recorded: &OutputRecord, now: &OutputRecord, blobs: &[BlobRef]) -> Option<usize> {
+    let identity = |r: &OutputRecord| (r.device, r.inode, r.size, r.mtime_ns, r.ctime_ns);
+    let same_file = identity(recorded) == identity(now);
+    if !same_file || now.links != 1 || blobs.len() < 2 {
+        return None;
+    }
+    let old: Vec<&str> = recorded.digest.split('+').collect();
+    let keep = old
+        .iter()
+        .zip(blobs)
+        .take_while(|(old, new)| **old == new.digest.to_string())
+        .count();
+    (keep > 0).then_some(keep)
 }
 
 fn output_key(path: &Path) -> String {
@@ -355,15 +429,23 @@ fn stage_output(
     // The file's length: the blobs', or more for a disk whose trailing zeros it leaves out.
     let content: u64 = blobs.iter().map(|blob| blob.size).sum();
     let len = len.unwrap_or(content).max(content);
-    let recorded = store.get_meta(MetaTable::Roots, &output_key(path))?;
-    if let (Some(recorded), Some(now)) = (recorded, OutputRecord::of(path, blobs))
-        && serde_json::from_slice::<OutputRecord>(&recorded)
-            .ok()
-            .as_ref()
-            == Some(&now)
-        && now.size == len
-    {
-        return Ok(None);
+    let recorded = store
+        .get_meta(MetaTable::Roots, &output_key(path))?
+        .and_then(|bytes| serde_json::from_slice::<OutputRecord>(&bytes).ok());
+    if let (Some(recorded), Some(now)) = (recorded, OutputRecord::of(path, blobs)) {
+        if recorded == now && now.size == len {
+            return Ok(None);
+        }
+        // Only a file exactly its parts (no extension with zeros) is updated in place.
+        if len == content
+            && let Some(keep) = reusable_head(&recorded, &now, blobs)
+        {
+            return Ok(Some(StagedOutput::Tail {
+                path: path.to_path_buf(),
+                blobs: blobs.to_vec(),
+                keep,
+            }));
+        }
     }
     let dir = path.parent().context("output path has no directory")?;
     let file_name = path.file_name().context("output path has no name")?;
@@ -402,7 +484,7 @@ fn stage_output(
             .set_len(len)
             .with_context(|| format!("cannot extend {}", tmp.path().display()))?;
     }
-    Ok(Some(StagedOutput {
+    Ok(Some(StagedOutput::Whole {
         tmp: tmp.into_temp_path(),
         path: path.to_path_buf(),
         blobs: blobs.to_vec(),
