@@ -145,6 +145,7 @@ fn publish(
         .set_permissions(Permissions::from_mode(0o444))
         .map_err(publish_error)?;
     temp.persist(&path).map_err(|e| publish_error(e.error))?;
+    store.written(path);
     Ok(blob)
 }
 
@@ -263,7 +264,10 @@ impl Store {
                     let mut bytes = vec![0u8; location.len as usize];
                     std::os::unix::fs::FileExt::read_exact_at(&*old, &mut bytes, location.offset)
                         .map_err(scan_error(&path))?;
-                    let new = packs.append(&bytes).map_err(scan_error(packs.dir()))?;
+                    let (new, new_pack) = packs.append(&bytes).map_err(scan_error(packs.dir()))?;
+                    if new_pack {
+                        self.dir_changed(packs.dir().to_owned());
+                    }
                     moved.push((digest, new));
                 }
                 self.sync_blobs()?;

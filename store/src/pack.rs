@@ -13,7 +13,7 @@
 //!   crash mid-write leaves dead bytes in the pack, never a row pointing at them;
 //! - locations are kept in memory ([`Packs::pending`], visible to readers at once) and written
 //!   into the index inside the next write transaction, so they reach the index together with
-//!   (or before) any record that could name the blob; [`crate::Store::put_action`]'s `syncfs`
+//!   (or before) any record that could name the blob; [`crate::Store::put_action`]'s sync
 //!   before that commit covers the pack bytes as well;
 //! - each process appends to its own new pack and never writes into an older one, so a torn
 //!   tail from a killed process is only dead space.
@@ -99,6 +99,8 @@ pub(crate) struct Packs {
     readers: Mutex<HashMap<u64, Arc<File>>>,
     /// Blobs written to a pack whose rows are not yet committed to the index.
     pending: Mutex<HashMap<BlobDigest, Location>>,
+    /// Packs written to since the last sync.
+    dirty: Mutex<HashMap<u64, Arc<File>>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +116,7 @@ impl Packs {
             active: Mutex::new(None),
             readers: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,9 +134,11 @@ impl Packs {
     }
 
     /// Appends `bytes` to the active pack (starting one if needed) and returns where they
-    /// are. The location is not published; see [`Packs::add_pending`].
-    pub(crate) fn append(&self, bytes: &[u8]) -> io::Result<Location> {
+    /// are, and whether a new pack file was made. The location is not published; see
+    /// [`Packs::add_pending`].
+    pub(crate) fn append(&self, bytes: &[u8]) -> io::Result<(Location, bool)> {
         let len = bytes.len() as u64;
+        let mut new_pack = false;
         let (file, pack, offset) = {
             let mut active = locked(&self.active);
             if active
@@ -141,6 +146,7 @@ impl Packs {
                 .is_none_or(|a| a.len > 0 && a.len + len > PACK_MAX_SIZE)
             {
                 *active = Some(self.create()?);
+                new_pack = true;
             }
             let Some(active) = active.as_mut() else {
                 unreachable!("an active pack was just made");
@@ -150,7 +156,15 @@ impl Packs {
             (active.file.clone(), active.id, offset)
         };
         file.write_all_at(bytes, offset)?;
-        Ok(Location { pack, offset, len })
+        locked(&self.dirty).insert(pack, file);
+        Ok((Location { pack, offset, len }, new_pack))
+    }
+
+    /// The packs appended to since the last call, to be synced.
+    pub(crate) fn take_dirty(&self) -> Vec<Arc<File>> {
+        std::mem::take(&mut *locked(&self.dirty))
+            .into_values()
+            .collect()
     }
 
     /// Creates a new, empty pack file with a fresh id.

@@ -34,6 +34,9 @@ pub(crate) struct Inner {
     pub(crate) db: redb::Database,
     /// Small blobs, appended to shared pack files ([`crate::pack`]).
     pub(crate) packs: Packs,
+    /// What [`Store::sync_blobs`] must flush, and the lock that makes its callers take turns.
+    unsynced: Mutex<Unsynced>,
+    sync_lock: Mutex<()>,
     _lock: StoreLock,
 }
 
@@ -98,6 +101,8 @@ impl Store {
             dir,
             index_path,
             packs,
+            unsynced: Mutex::new(Unsynced::default()),
+            sync_lock: Mutex::new(()),
             db,
             _lock: lock,
         });
@@ -316,12 +321,16 @@ impl Store {
                 return Ok(blob);
             }
             let packs = &self.inner.packs;
-            let location = packs
-                .append(bytes)
-                .map_err(|source| StoreError::WriteBlob {
-                    path: packs.dir().to_owned(),
-                    source,
-                })?;
+            let (location, new_pack) =
+                packs
+                    .append(bytes)
+                    .map_err(|source| StoreError::WriteBlob {
+                        path: packs.dir().to_owned(),
+                        source,
+                    })?;
+            if new_pack {
+                self.dir_changed(packs.dir().to_owned());
+            }
             packs.add_pending(blob.digest, location);
             return Ok(blob);
         }
@@ -358,15 +367,83 @@ impl Store {
         }
     }
 
-    /// Flushes every written blob to disk (one `syncfs` on the store's filesystem).
+    /// Flushes every blob written since the last call to disk: `fdatasync` of each new blob
+    /// file and of the packs appended to, then `fsync` of the directories they were added to.
+    /// Only this store's writes are waited for (a `syncfs` would also wait for every other
+    /// process writing to the same file system). A call that finds another in progress waits
+    /// for it, so when it returns, everything written before it is on disk.
     pub fn sync_blobs(&self) -> Result<(), StoreError> {
-        let sync_error = |source| StoreError::Sync {
-            path: self.inner.dir.clone(),
-            source,
+        let _one_at_a_time = self
+            .inner
+            .sync_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let batch = std::mem::take(
+            &mut *self
+                .inner
+                .unsynced
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let sync_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Sync { path, source }
         };
-        let dir = fs_err::File::open(&self.inner.dir).map_err(sync_error)?;
-        rustix::fs::syncfs(dir.file()).map_err(|errno| sync_error(errno.into()))
+        for path in &batch.files {
+            match std::fs::File::open(path) {
+                Ok(file) => file.sync_data().map_err(sync_error(path))?,
+                // Removed since (garbage collection): nothing to sync.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StoreError::Sync {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        for pack in self.inner.packs.take_dirty() {
+            pack.sync_data()
+                .map_err(sync_error(self.inner.packs.dir()))?;
+        }
+        for dir in &batch.dirs {
+            fs_err::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(sync_error(dir))?;
+        }
+        Ok(())
     }
+
+    /// Notes a blob file (and the directory it was added to) for the next
+    /// [`Store::sync_blobs`].
+    pub(crate) fn written(&self, path: PathBuf) {
+        let mut unsynced = self
+            .inner
+            .unsynced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(dir) = path.parent() {
+            unsynced.dirs.insert(dir.to_owned());
+        }
+        unsynced.files.push(path);
+    }
+
+    /// Notes a directory whose entries changed (a new pack) for the next sync.
+    pub(crate) fn dir_changed(&self, dir: PathBuf) {
+        self.inner
+            .unsynced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .dirs
+            .insert(dir);
+    }
+}
+
+/// Blob files and directories written since the last [`Store::sync_blobs`].
+#[derive(Default)]
+pub(crate) struct Unsynced {
+    files: Vec<PathBuf>,
+    dirs: std::collections::BTreeSet<PathBuf>,
 }
 
 /// Opens the index, creating it first if it does not exist. A new index is created under a

@@ -61,7 +61,7 @@ pub(super) struct Recording {
 /// Executes an action, checks its result against its declared outputs, and records the result
 /// and history in one index transaction.
 ///
-/// The permit bounds execution only: it is released before recording (a `syncfs` and a
+/// The permit bounds execution only: it is released before recording (a sync of the new blobs and a
 /// durable commit, which is waiting, not computing), so the next action can start meanwhile.
 pub(super) async fn execute_and_record(
     action: &dyn crate::Action,

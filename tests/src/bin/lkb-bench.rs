@@ -37,8 +37,8 @@ const USAGE: &str = "usage:
                 [--formats LIST] [--formats-only] [--remote] [--remote-only]
       Generate the images, start a registry, write a workspace, time lkb (see bench/run).
       --scale      size of the big image (1 = 20k small files + 120 MiB of large ones)
-      --rss-scale  also measure a cold build's peak RSS with an image this much bigger
-                   (default 2; 0 skips)
+      --rss-scale  also measure the cold build (time, CPU, peak RSS) with images this
+                   much bigger, comma-separated (default 2,4; 0 skips)
       --runs       timed runs of each incremental scenario (default 10; no-op gets 2x)
       --cold-runs  timed cold builds (default 5)
       --perf       also profile one cold build with `perf record --call-graph dwarf` and
@@ -58,8 +58,8 @@ const USAGE: &str = "usage:
   lkb-bench serve <the options of run>
       Set up images, registry and workspace as run does, print how to build, and keep the
       registry up until stdin closes (for profiling by hand).
-  lkb-bench codec gunzip FILES | gzip6 FILE | gzip6-split N FILE
-      flate2/zlib-rs (lkb's gzip backend) alone, for the ceiling.
+  lkb-bench codec gunzip FILES | gzip FILE | gzip-split N FILE
+      flate2/zlib-rs decompression and lkb's gzip (libdeflate) alone, for the ceiling.
   lkb-bench remote-fetch --url <grpc url> --store <dir> [--upload] FILES
       Fetch (or with --upload, put) blobs with the contents of FILES from a REAPI cache.
   lkb-bench fold-perf <file>
@@ -108,7 +108,8 @@ struct RunArgs {
     examples: PathBuf,
     out: PathBuf,
     scale: f64,
-    rss_scale: f64,
+    /// Bigger images whose cold build is also measured (0 or empty: none).
+    rss_scales: Vec<f64>,
     seed: u64,
     runs: u32,
     cold_runs: u32,
@@ -135,7 +136,7 @@ fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
         examples: PathBuf::new(),
         out: PathBuf::new(),
         scale: 1.0,
-        rss_scale: 2.0,
+        rss_scales: vec![2.0, 4.0],
         seed: 1,
         runs: 10,
         cold_runs: 5,
@@ -153,7 +154,14 @@ fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
             "--examples" => examples = Some(PathBuf::from(value()?)),
             "--out" => out = Some(PathBuf::from(value()?)),
             "--scale" => args.scale = value()?.parse().context("--scale")?,
-            "--rss-scale" => args.rss_scale = value()?.parse().context("--rss-scale")?,
+            "--rss-scale" => {
+                args.rss_scales = value()?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .context("--rss-scale")?;
+            }
             "--seed" => args.seed = value()?.parse().context("--seed")?,
             "--runs" => args.runs = value()?.parse().context("--runs")?,
             "--cold-runs" => args.cold_runs = value()?.parse().context("--cold-runs")?,
@@ -176,7 +184,10 @@ fn parse_run(mut raw: impl Iterator<Item = String>) -> anyhow::Result<RunArgs> {
         }
     }
     ensure!(args.scale > 0.0, "--scale must be positive");
-    ensure!(args.rss_scale >= 0.0, "--rss-scale must not be negative");
+    ensure!(
+        args.rss_scales.iter().all(|&s| s >= 0.0),
+        "--rss-scale must not be negative"
+    );
     ensure!(
         args.runs >= 2 && args.cold_runs >= 2,
         "hyperfine needs at least 2 runs"
@@ -1532,13 +1543,13 @@ fn serve(args: &RunArgs) -> anyhow::Result<()> {
 }
 
 /// `lkb-bench codec`: the in-process ceiling, with the same gzip backend as lkb (flate2 on
-/// zlib-rs). `gunzip FILES` decompresses, `gzip6 FILE` compresses at level 6 in one thread,
-/// `gzip6-split N FILE` compresses N slices of the file at once (one thread each, as N
-/// independent segments would be).
+/// zlib-rs) and lkb's gzip codec (libdeflate). `gunzip FILES` decompresses with flate2,
+/// `gzip FILE` compresses with lkb's segment codec in 16 MiB members on one thread, and
+/// `gzip-split N FILE` the same members on N threads (as a segment's are).
 fn codec(mut raw: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let mode = raw
         .next()
-        .context("codec needs gunzip, gzip6 or gzip6-split")?;
+        .context("codec needs gunzip, gzip or gzip-split")?;
     let mut sink = std::io::sink();
     match mode.as_str() {
         "gunzip" => {
@@ -1547,29 +1558,33 @@ fn codec(mut raw: impl Iterator<Item = String>) -> anyhow::Result<()> {
                 std::io::copy(&mut flate2::read::GzDecoder::new(input), &mut sink)?;
             }
         }
-        "gzip6" => {
-            let file = raw.next().context("gzip6 needs a file")?;
+        "gzip" | "gzip-split" => {
+            // lkb's segment codec: libdeflate at lkb's level, one member per 16 MiB slice.
+            let threads: usize = if mode == "gzip" {
+                1
+            } else {
+                raw.next().context("gzip-split needs N")?.parse()?
+            };
+            let file = raw.next().context("gzip needs a file")?;
             let data = fs_err::read(&file)?;
-            let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::new(6));
-            encoder.write_all(&data)?;
-            encoder.finish()?;
-        }
-        "gzip6-split" => {
-            let parts: usize = raw.next().context("gzip6-split needs N")?.parse()?;
-            let file = raw.next().context("gzip6-split needs a file")?;
-            let data = fs_err::read(&file)?;
-            let chunk = data.len().div_ceil(parts.max(1));
+            let member = usize::try_from(lkb_rules::actions::SEGMENT_MEMBER_BYTES)?;
+            let slices: Vec<&[u8]> = data.chunks(member).collect();
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let out = std::sync::atomic::AtomicU64::new(0);
             std::thread::scope(|scope| -> anyhow::Result<()> {
-                let workers: Vec<_> = data
-                    .chunks(chunk.max(1))
-                    .map(|slice| {
-                        scope.spawn(move || -> std::io::Result<()> {
-                            let mut encoder = flate2::write::GzEncoder::new(
-                                std::io::sink(),
-                                flate2::Compression::new(6),
-                            );
-                            encoder.write_all(slice)?;
-                            encoder.finish().map(drop)
+                let workers: Vec<_> = (0..threads.max(1))
+                    .map(|_| {
+                        scope.spawn(|| -> std::io::Result<()> {
+                            use std::sync::atomic::Ordering;
+                            loop {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                let Some(slice) = slices.get(i) else {
+                                    return Ok(());
+                                };
+                                let member =
+                                    lkb_rules::compress::Codec::default().compress(slice)?;
+                                out.fetch_add(member.len() as u64, Ordering::Relaxed);
+                            }
                         })
                     })
                     .collect();
@@ -1580,6 +1595,7 @@ fn codec(mut raw: impl Iterator<Item = String>) -> anyhow::Result<()> {
                 }
                 Ok(())
             })?;
+            writeln!(std::io::stderr(), "{} bytes out", out.into_inner())?;
         }
         other => bail!("unknown codec mode {other:?}"),
     }
@@ -1720,6 +1736,21 @@ fn base_scenarios(
         title: "(a) cold build (empty store)".into(),
         timing: Some(timing),
         measured: Some(colds[1].clone()),
+        load,
+    });
+    // (a1) the same cold build on one thread (`-j 1`), for the speed-up every core gives.
+    say("\n== (a1) cold build with -j 1")?;
+    let load = load_average();
+    let mut ones = Vec::new();
+    for i in 0..3 {
+        ones.push(runner.measure_with(ws, &format!("a1-cold-j1-{i}"), Some(wipe), &["-j", "1"])?);
+    }
+    ones.sort_by_key(|m| m.process_ms);
+    scenarios.push(Scenario {
+        id: "a1",
+        title: "(a1) cold build with `-j 1`: median of 3".into(),
+        timing: None,
+        measured: Some(ones[1].clone()),
         load,
     });
     if args.perf {
@@ -1981,20 +2012,41 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     let zlib_gzip = runner.hyperfine(
         &ceiling_ws,
-        "f-zlib-gzip6",
-        &format!("{exe} codec gzip6 big.tar"),
+        "f-lkb-gzip",
+        &format!("{exe} codec gzip big.tar"),
         None,
         args.cold_runs,
         1,
     )?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let zlib_split = runner.hyperfine(
         &ceiling_ws,
-        "f-zlib-gzip6-split",
-        &format!("{exe} codec gzip6-split 2 big.tar"),
+        "f-lkb-gzip-split",
+        &format!("{exe} codec gzip-split {threads} big.tar"),
         None,
         args.cold_runs,
         1,
     )?;
+    let sizes = |command: &mut std::process::Command| -> anyhow::Result<String> {
+        let output = command.current_dir(&ceiling).output()?;
+        ensure!(output.status.success(), "{command:?} failed");
+        Ok(human_bytes(output.stdout.len() as u64))
+    };
+    let gzip_size = sizes(std::process::Command::new("gzip").args(["-6", "-c", "big.tar"]))?;
+    let lkb_gzip_size = {
+        let output = std::process::Command::new(&runner.self_exe)
+            .args(["codec", "gzip", "big.tar"])
+            .current_dir(&ceiling)
+            .output()?;
+        ensure!(output.status.success(), "codec gzip failed");
+        let text = String::from_utf8_lossy(&output.stderr);
+        let bytes: u64 = text
+            .split_whitespace()
+            .next()
+            .context("codec gzip prints its size")?
+            .parse()?;
+        human_bytes(bytes)
+    };
     scenarios.push(Scenario {
         id: "f1",
         title: format!(
@@ -2007,7 +2059,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     scenarios.push(Scenario {
         id: "f2",
-        title: "(f) `gzip -6 -c` of the same uncompressed bytes".into(),
+        title: format!("(f) `gzip -6 -c` of the same uncompressed bytes ({gzip_size} out)"),
         timing: Some(gzip.clone()),
         measured: None,
         load,
@@ -2021,33 +2073,37 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     scenarios.push(Scenario {
         id: "f4",
-        title: "(f) the same level-6 compression with flate2/zlib-rs, one thread".into(),
+        title: format!(
+            "(f) the same bytes in lkb's gzip (libdeflate level {}, 16 MiB members), one thread \
+             ({lkb_gzip_size} out)",
+            lkb_rules::compress::GZIP_DEFAULT_LEVEL
+        ),
         timing: Some(zlib_gzip.clone()),
         measured: None,
         load,
     });
     scenarios.push(Scenario {
         id: "f5",
-        title: "(f) zlib-rs level 6 of the same bytes in 2 halves on 2 threads".into(),
+        title: format!("(f) lkb's gzip of the same members on {threads} threads"),
         timing: Some(zlib_split),
         measured: None,
         load,
     });
     fs_err::remove_file(ceiling.join("big.tar"))?;
 
-    // (e) peak RSS with a bigger image, in its own workspace and store.
-    let mut rss_scaled = None;
-    if args.rss_scale > 0.0 && (args.rss_scale - args.scale).abs() > f64::EPSILON {
-        say(&format!(
-            "\n== (e) cold build with a {}x image: peak RSS",
-            args.rss_scale
-        ))?;
-        let (bigger, bigger_stats) =
-            cached_big_image(&args.out.join("images"), args.seed, args.rss_scale)?;
+    // (e) the cold build with bigger images, each in its own workspace and store.
+    let mut rss_scaled = Vec::new();
+    for &scale in &args.rss_scales {
+        if scale <= 0.0 || (scale - args.scale).abs() <= f64::EPSILON {
+            continue;
+        }
+        say(&format!("\n== (e) cold build with a {scale}x image"))?;
+        let (bigger, bigger_stats) = cached_big_image(&args.out.join("images"), args.seed, scale)?;
         say(&image_summary(&bigger_stats))?;
-        registry.push_image("bench/bigger", "1", &bigger)?;
+        let tag = format!("{scale}").replace('.', "-");
+        registry.push_image("bench/bigger", &tag, &bigger)?;
         let bigger_state = State {
-            big: "bench/bigger:1".into(),
+            big: format!("bench/bigger:{tag}"),
             ..State::load(&ws.dir)?
         };
         let bigger_ws = Workspace::create(
@@ -2059,11 +2115,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let wipe = bigger_ws.wipe_command();
         let mut runs = Vec::new();
         for i in 0..3 {
-            runs.push(runner.measure(&bigger_ws, &format!("e-cold-scaled-{i}"), Some(&wipe))?);
+            runs.push(runner.measure(&bigger_ws, &format!("e-cold-{tag}x-{i}"), Some(&wipe))?);
         }
         runs.sort_by_key(|m| m.process_ms);
         let max_rss = runs.iter().map(|m| m.max_rss_kb).max().unwrap_or(0);
-        rss_scaled = Some((bigger_stats, runs[1].clone(), max_rss));
+        rss_scaled.push((bigger_stats, runs[1].clone(), max_rss));
         bigger_ws.wipe()?;
     }
     drop(registry);
@@ -2075,12 +2131,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         [(&gunzip, &gzip), (&zlib_gunzip, &zlib_gzip)],
         pigz.as_ref(),
         cold_max_rss,
-        rss_scaled.as_ref(),
+        &rss_scaled,
     );
     fs_err::write(results.join("summary.md"), &report)?;
-    let scaled_json = rss_scaled
-        .as_ref()
-        .map(|(s, m, rss)| json!({"image": s, "cold": m, "max_rss_kb": rss}));
+    let scaled_json: Vec<Value> = rss_scaled
+        .iter()
+        .map(|(s, m, rss)| json!({"image": s, "cold": m, "max_rss_kb": rss}))
+        .collect();
     fs_err::write(
         results.join("summary.json"),
         serde_json::to_vec_pretty(&json!({
@@ -2280,7 +2337,7 @@ fn report(
     [(gunzip, gzip), (zlib_gunzip, zlib_gzip)]: [(&Timing, &Timing); 2],
     pigz: Option<&Timing>,
     cold_max_rss: u64,
-    scaled: Option<&(ImageStats, Measured, u64)>,
+    scaled: &[(ImageStats, Measured, u64)],
 ) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "## Machine\n\n{machine}");
@@ -2295,7 +2352,7 @@ fn report(
     );
     let _ = writeln!(
         text,
-        "| (f) ceiling with zlib-rs: decompress + compress (sum of means) | {} | | | | | | |",
+        "| (f) ceiling with lkb's codecs: decompress + compress, one thread (sum of means) | {} | | | | | | |",
         seconds(zlib_ceiling)
     );
     let proxy = pigz.map(|pigz| gunzip.mean + pigz.mean);
@@ -2306,7 +2363,7 @@ fn report(
             seconds(proxy)
         );
     }
-    if let Some((bigger, measured, max_rss)) = scaled {
+    for (bigger, measured, max_rss) in scaled {
         let _ = writeln!(
             text,
             "| (e) cold build, {}x image ({} tar, {} files): median of 3 | {} | | 3 | {} / {} | {} | {} | |",
@@ -2318,6 +2375,55 @@ fn report(
             measured.actions_total,
             seconds(measured.user_s + measured.system_s),
             rss(*max_rss)
+        );
+    }
+    let cold_1x = scenarios
+        .iter()
+        .find(|s| s.id == "a")
+        .and_then(|s| s.measured.as_ref());
+    if let (Some(base), false) = (cold_1x, scaled.is_empty()) {
+        let _ = writeln!(
+            text,
+            "\n## Growth with image size\n\nThe median instrumented cold build of each size, \
+             against the {}x image's: time and CPU should grow no faster than the bytes, and \
+             peak RSS should stay flat.\n\n\
+             | image | tar | wall | × | CPU | × | peak RSS |\n|---|---:|---:|---:|---:|---:|---:|",
+            stats.scale
+        );
+        let cpu = |m: &Measured| m.user_s + m.system_s;
+        let row = |text: &mut String, s: &ImageStats, m: &Measured, peak: u64| {
+            let _ = writeln!(
+                text,
+                "| {}x | {} | {} | {:.2} | {} | {:.2} | {} |",
+                s.scale,
+                mib(s.tar_bytes()),
+                seconds(m.process_ms as f64 / 1000.0),
+                m.process_ms as f64 / base.process_ms as f64,
+                seconds(cpu(m)),
+                cpu(m) / cpu(base),
+                rss(peak)
+            );
+        };
+        row(&mut text, stats, base, cold_max_rss);
+        for (bigger, measured, max_rss) in scaled {
+            row(&mut text, bigger, measured, *max_rss);
+        }
+    }
+    if let (Some(all), Some(one)) = (
+        cold_1x,
+        scenarios
+            .iter()
+            .find(|s| s.id == "a1")
+            .and_then(|s| s.measured.as_ref()),
+    ) {
+        let _ = writeln!(
+            text,
+            "\nWith `-j 1` the cold build takes {} ({} CPU); with every core, {}: a speed-up of \
+             {:.2}×.\n",
+            seconds(one.process_ms as f64 / 1000.0),
+            seconds(one.user_s + one.system_s),
+            seconds(all.process_ms as f64 / 1000.0),
+            one.process_ms as f64 / all.process_ms as f64
         );
     }
 
@@ -2357,7 +2463,7 @@ fn report(
     );
     let _ = writeln!(
         text,
-        "| (stricter) cold ≤ 1.5 × the same work in zlib-rs | {} = {:.2} × {} | {} |",
+        "| (stricter) cold ≤ 1.5 × the same work in lkb's codecs on one thread | {} = {:.2} × {} | {} |",
         seconds(cold),
         cold / zlib_ceiling,
         seconds(zlib_ceiling),
@@ -2373,20 +2479,20 @@ fn report(
             verdict(cold <= proxy * 0.7)
         );
     }
-    let scaled_rss = scaled.map(|(_, _, r)| *r);
-    let rss_ok = cold_max_rss <= 150 * 1024 && scaled_rss.is_none_or(|r| r <= 150 * 1024);
+    let rss_ok = cold_max_rss <= 150 * 1024 && scaled.iter().all(|(_, _, r)| *r <= 150 * 1024);
     let _ = writeln!(
         text,
         "| peak RSS ≤ 150 MB, flat in image size | {} at {}x{} | {} |",
         rss(cold_max_rss),
         stats.scale,
         scaled
+            .iter()
             .map(|(s, _, r)| format!(", {} at {}x", rss(*r), s.scale))
-            .unwrap_or_default(),
-        if scaled.is_some() {
-            verdict(rss_ok)
-        } else {
+            .collect::<String>(),
+        if scaled.is_empty() {
             "flatness not measured (--rss-scale 0)"
+        } else {
+            verdict(rss_ok)
         }
     );
 
