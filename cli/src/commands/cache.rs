@@ -128,7 +128,7 @@ fn print_usage(usage: &DiskUsage) {
         printer::out(&format!("store  {}", dir.display()));
     }
     printer::out(&format!(
-        "blobs  {:>10}  in {} files",
+        "blobs  {:>10}  {} blobs",
         human_bytes(usage.blobs.bytes),
         usage.blobs.blobs
     ));
