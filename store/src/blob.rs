@@ -200,13 +200,22 @@ impl Store {
 
     /// Deletes a blob (its file, or its pack row); returns whether it existed. The caller
     /// (garbage collection) must make sure no action record still names it.
+    /// Packs are not compacted here (see [`Store::remove_blobs`]).
     pub fn remove_blob(&self, d: &BlobDigest) -> Result<bool, StoreError> {
-        Ok(self.remove_blobs(std::slice::from_ref(d))?[0])
+        Ok(self.remove_blob_list(std::slice::from_ref(d))?[0])
     }
 
     /// [`Store::remove_blob`] for many blobs, the pack rows in one transaction; then packs
     /// left empty are deleted and mostly-dead ones compacted.
     pub fn remove_blobs(&self, digests: &[BlobDigest]) -> Result<Vec<bool>, StoreError> {
+        let removed = self.remove_blob_list(digests)?;
+        if !digests.is_empty() {
+            self.compact_packs()?;
+        }
+        Ok(removed)
+    }
+
+    fn remove_blob_list(&self, digests: &[BlobDigest]) -> Result<Vec<bool>, StoreError> {
         let mut removed = self.remove_packed(digests)?;
         let discarded = self.inner.packs.discard_pending(digests);
         for ((d, removed), discarded) in digests.iter().zip(&mut removed).zip(discarded) {
@@ -217,9 +226,6 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => return Err(StoreError::Scan { path, source }),
             }
-        }
-        if !digests.is_empty() {
-            self.compact_packs()?;
         }
         Ok(removed)
     }
