@@ -120,6 +120,24 @@ impl Codec {
     }
 }
 
+/// A streaming gzip writer (flate2 with zlib-rs, level 6, header as [`Codec::Gzip`]'s): for a
+/// member too large to compress from memory with libdeflate.
+pub fn stream_gzip<W: Write>(out: W) -> flate2::write::GzEncoder<W> {
+    flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(out, flate2::Compression::new(6))
+}
+
+/// What shapes [`stream_gzip`]'s bytes, for action keys.
+pub fn stream_gzip_params() -> String {
+    format!(
+        "gzip;level=6;backend=flate2-{}/zlib-rs-{}",
+        env!("LKB_FLATE2_VERSION"),
+        env!("LKB_ZLIB_RS_VERSION")
+    )
+}
+
 /// A libdeflate compressor at `level`, or an error naming the range.
 fn gzip_compressor(level: u32) -> io::Result<libdeflater::Compressor> {
     let out_of_range = || {

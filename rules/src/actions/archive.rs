@@ -59,7 +59,11 @@ impl Action for SegmentAction {
     }
     fn outputs(&self) -> Vec<OutputDecl> {
         let members = match self.member_bytes() {
-            Some(bytes) => format!("members-per={bytes};runs-v{};", cpio::RUNS_VERSION),
+            Some(bytes) => format!(
+                "members-per={bytes};runs-v{};streamed-above={BUFFERED_MEMBER_MAX}:{};",
+                cpio::RUNS_VERSION,
+                crate::compress::stream_gzip_params()
+            ),
             None => String::new(),
         };
         vec![OutputDecl::new("segment", ArtifactKind::Archive).codec(
@@ -86,25 +90,82 @@ impl Action for SegmentAction {
             let target = member_bytes.unwrap_or(u64::MAX);
             let runs = cpio::archive_runs(&list, target).map_err(cpio_error)?;
             let blob = to_blob(&store, |out| {
-                if let [run] = runs.ranges.as_slice() {
-                    return write_member(out, codec, &runs, &list, run.clone(), &store);
-                }
+                let (Codec::Gzip { .. }, [_, ..]) = (codec, runs.ranges.as_slice()) else {
+                    // zstd and none stream one archive of everything.
+                    let all = 0..list.len();
+                    return write_member(out, codec, &runs, &list, all, &store);
+                };
                 let threads = std::thread::available_parallelism().map_or(1, usize::from);
-                in_order(runs.ranges.len(), threads, out, |index| {
-                    let run = runs.ranges[index].clone();
-                    let mut raw = Vec::with_capacity(archive_size_hint(&list[run.clone()]));
-                    runs.write(&mut raw, &list, run, &store, &cpio::CpioOptions::default())
-                        .map_err(cpio_error)?;
-                    let mut member = codec.compress(&raw).map_err(io_error)?;
-                    drop(raw);
-                    member.shrink_to_fit();
-                    Ok(member)
-                })
+                let hints: Vec<usize> = runs
+                    .ranges
+                    .iter()
+                    .map(|run| archive_size_hint(&list[run.clone()]))
+                    .collect();
+                // A buffered member holds its archive and its compressed bytes; a streamed one
+                // holds only the compressor's window.
+                let cost = |index: usize| match hints[index] {
+                    hint if hint > BUFFERED_MEMBER_MAX => 1 << 20,
+                    hint => hint,
+                };
+                in_order(
+                    runs.ranges.len(),
+                    threads,
+                    out,
+                    (&cost, MEMBERS_IN_MEMORY),
+                    |index| {
+                        let run = runs.ranges[index].clone();
+                        let hint = hints[index];
+                        let options = cpio::CpioOptions::default();
+                        if hint > BUFFERED_MEMBER_MAX {
+                            // Too big to hold twice in memory (one file larger than a run): a
+                            // streaming compressor into a scratch file, copied out in turn.
+                            let scratch = store.scratch_file()?;
+                            let encoder = crate::compress::stream_gzip(
+                                std::io::BufWriter::with_capacity(1 << 20, scratch),
+                            );
+                            let (encoder, _) = runs
+                                .write(encoder, &list, run, &store, &options)
+                                .map_err(cpio_error)?;
+                            let mut scratch = encoder
+                                .finish()
+                                .and_then(|buffered| {
+                                    buffered.into_inner().map_err(|e| e.into_error())
+                                })
+                                .map_err(io_error)?;
+                            std::io::Seek::rewind(&mut scratch).map_err(io_error)?;
+                            return Ok(Member::Spilled(scratch));
+                        }
+                        let mut raw = Vec::with_capacity(hint);
+                        runs.write(&mut raw, &list, run, &store, &options)
+                            .map_err(cpio_error)?;
+                        let mut member = codec.compress(&raw).map_err(io_error)?;
+                        drop(raw);
+                        member.shrink_to_fit();
+                        Ok(Member::Bytes(member))
+                    },
+                )
             })?;
             Ok(ActionResult::new().with("segment", ArtifactKind::Archive, blob))
         })
         .await
     }
+}
+
+/// The largest member (its archive's size) compressed from memory, by libdeflate; a larger one
+/// (a run holding one file bigger than [`SEGMENT_MEMBER_BYTES`]) is compressed as a stream by
+/// zlib-rs instead, so memory stays bounded whatever the files' sizes.
+const BUFFERED_MEMBER_MAX: usize = 32 << 20;
+
+/// How many bytes of archive the members being compressed from memory may hold together (each
+/// also holds about as much compressed): a 32 MiB member shares the machine with a 16 MiB one,
+/// not with another 32 MiB one. One member is always allowed.
+const MEMBERS_IN_MEMORY: usize = 48 << 20;
+
+/// A compressed member, made by a worker of [`in_order`].
+enum Member {
+    Bytes(Vec<u8>),
+    /// In a scratch file (read from its start), for a member too big to hold in memory.
+    Spilled(std::fs::File),
 }
 
 /// About the size of `entries` as a newc archive (headers, names, data, padding), so the
@@ -126,27 +187,31 @@ fn archive_size_hint(entries: &[&Entry]) -> usize {
 
 /// Makes items `0..count` with `make` on `threads` threads and writes them to `out` in order.
 /// A thread takes the next item only while fewer than `threads` items are taken and not yet
-/// written, so memory stays at about one item per thread, and a slow item does not hold up
-/// the other threads more than that.
+/// written and their `cost` together stays within `budget` (one item is always allowed), so
+/// memory stays bounded, and a slow item does not hold up the other threads more than that.
 fn in_order(
     count: usize,
     threads: usize,
     out: &mut dyn Write,
-    make: impl Fn(usize) -> Result<Vec<u8>, ActionError> + Sync,
+    (cost, budget): (&(dyn Fn(usize) -> usize + Sync), usize),
+    make: impl Fn(usize) -> Result<Member, ActionError> + Sync,
 ) -> Result<(), ActionError> {
     use std::collections::BTreeMap;
     use std::sync::{Condvar, Mutex};
     struct Queue {
         next: usize,
         written: usize,
-        done: BTreeMap<usize, Result<Vec<u8>, ActionError>>,
+        done: BTreeMap<usize, Result<Member, ActionError>>,
         failed: bool,
+        /// The cost of the items taken and not yet written.
+        in_flight: usize,
     }
     let queue = Mutex::new(Queue {
         next: 0,
         written: 0,
         done: BTreeMap::new(),
         failed: false,
+        in_flight: 0,
     });
     let changed = Condvar::new();
     let lock = || queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -157,12 +222,19 @@ fn in_order(
                 loop {
                     let index = {
                         let mut q = lock();
-                        while !q.failed && q.next < count && q.next >= q.written + threads {
+                        // Wait while `threads` items are out, or while the next one would
+                        // take the memory they hold past the budget (unless none is out).
+                        while !q.failed
+                            && q.next < count
+                            && (q.next >= q.written + threads
+                                || (q.in_flight > 0 && q.in_flight + cost(q.next) > budget))
+                        {
                             q = changed.wait(q).unwrap_or_else(|p| p.into_inner());
                         }
                         if q.failed || q.next >= count {
                             return;
                         }
+                        q.in_flight += cost(q.next);
                         q.next += 1;
                         q.next - 1
                     };
@@ -194,8 +266,15 @@ fn in_order(
                     q = changed.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            result = item.and_then(|bytes| out.write_all(&bytes).map_err(io_error));
+            result = item.and_then(|member| {
+                match member {
+                    Member::Bytes(bytes) => out.write_all(&bytes),
+                    Member::Spilled(mut file) => std::io::copy(&mut file, out).map(drop),
+                }
+                .map_err(io_error)
+            });
             let mut q = lock();
+            q.in_flight -= cost(q.written);
             q.written += 1;
             q.failed |= result.is_err();
             changed.notify_all();
