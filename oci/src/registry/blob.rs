@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 
 use super::RegistryClient;
 use super::retry::Attempts;
-use crate::oci::sink::{Chunk, has_blob, join_sink, spawn_sink};
-use crate::oci::{ImageRef, OciError};
+use crate::sink::{Chunk, has_blob, join_sink, spawn_sink};
+use crate::{ImageRef, OciError};
 
 impl RegistryClient {
     pub(super) async fn fetch_verified(

@@ -14,8 +14,8 @@ use reqwest::header;
 use reqwest::{Response, StatusCode};
 
 use super::{RegistryClient, header_str, unreachable};
-use crate::oci::OciError;
-use crate::oci::error::chain;
+use crate::OciError;
+use crate::error::chain;
 
 /// The retries one operation may still make; see the module docs.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use super::retry::Attempts;
 use super::{RegistryClient, read_limited};
-use crate::oci::auth::{Challenge, Credential, parse_www_authenticate, registry_key};
-use crate::oci::{ImageRef, OciError};
+use crate::auth::{Challenge, Credential, parse_www_authenticate, registry_key};
+use crate::{ImageRef, OciError};
 
 #[derive(Default)]
 pub(super) struct AuthState {
