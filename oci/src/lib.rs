@@ -42,7 +42,7 @@ pub use manifest::{
 };
 pub use platform::{Platform, go_arch, select_manifest};
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, ImageRef};
-pub use registry::{RegistryClient, RegistryConfig};
+pub use registry::{CHUNK_BYTES, FetchedManifest, RegistryClient, RegistryConfig};
 
 lkb_store::categorized!(OciError);
 

@@ -30,6 +30,15 @@ impl Attempts {
         self.retries_left > 0
     }
 
+    /// A budget of one attempt: for requests that must not be re-sent as they are, such as
+    /// one chunk of an upload (the caller restarts the whole upload instead).
+    pub(super) fn once() -> Attempts {
+        Attempts {
+            retries_left: 0,
+            made: 0,
+        }
+    }
+
     /// Spends one retry; returns its number (0 for the first), for the back-off.
     fn spend(&mut self) -> u32 {
         self.retries_left = self.retries_left.saturating_sub(1);
