@@ -214,7 +214,8 @@ fn machines_share_results_both_ways(server: &dyn CacheServer, env: &[(&str, &str
     );
 }
 
-/// `--remote-upload=false` takes nothing up: a second machine finds nothing.
+/// `--remote-upload=false` takes nothing up: a second machine (read-only too, so the cache
+/// stays empty for the caller to check) finds nothing.
 fn read_only_mode_uploads_nothing(server: &dyn CacheServer) {
     let url = server.url();
     let a = Machine::new("alice", "hello\\n");
@@ -226,8 +227,13 @@ fn read_only_mode_uploads_nothing(server: &dyn CacheServer) {
     assert_eq!(number(&s, "bytes_uploaded"), 0, "{s}");
     assert!(warnings(&run).is_empty(), "{:?}", warnings(&run));
     let b = Machine::new("bob", "hello\\n");
-    let s = summary(&b.build(&["--remote-cache", &url]).ok().expect("build"));
+    let run = b
+        .build(&["--remote-cache", &url, "--remote-upload=false"])
+        .ok()
+        .expect("build");
+    let s = summary(&run);
     assert_eq!(number(&s, "remote_hits"), 0, "nothing was uploaded: {s}");
+    assert_eq!(number(&s, "bytes_uploaded"), 0, "{s}");
 }
 
 /// A cache nobody listens on, and one that accepts connections and never says a word: one
@@ -270,7 +276,8 @@ fn a_dead_or_silent_cache_costs_one_warning(url_of: &dyn Fn(&str) -> String) {
 fn a_corrupt_blob_and_a_killed_cache_never_break_the_build(server: &mut dyn CacheServer) {
     let url = server.url();
     let a = Machine::new("alice", "hello\\n");
-    a.build(&["--remote-cache", &url]).ok().expect("A uploads");
+    let run = a.build(&["--remote-cache", &url]).ok().expect("A uploads");
+    assert!(warnings(&run).is_empty(), "{:?}", warnings(&run));
 
     // Corrupt the kernel on the server (same size, other bytes).
     let kernel = a.output("sshd-kernel");
@@ -288,7 +295,8 @@ fn a_corrupt_blob_and_a_killed_cache_never_break_the_build(server: &mut dyn Cach
         warned
             .iter()
             .any(|w| w.contains(&hex) && w.contains("building again without the remote cache")),
-        "{warned:?}"
+        "{warned:?} in {}",
+        summary(&run)
     );
     assert!(
         !run.executed_kinds().is_empty(),

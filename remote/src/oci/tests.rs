@@ -119,3 +119,50 @@ fn foreign_or_inconsistent_entries_are_refused() {
     let error = result_of(&key, &odd, &manifest.layers).expect_err("kind");
     assert!(error.contains("unknown kind"), "{error}");
 }
+
+#[test]
+fn the_cache_reaches_its_registry_as_pulls_do() {
+    let repository = ImageRef::repository_in("reg.lan:5000", "team/cache").unwrap();
+    let pulls = RegistryConfig {
+        insecure: vec!["reg.lan:5000".into()],
+        credentials: BTreeMap::from([("other.lan".into(), Credential::basic("o", "p"))]),
+        ..RegistryConfig::default()
+    };
+    let options = RemoteOptions {
+        registry: pulls.clone(),
+        ..RemoteOptions::default()
+    };
+    let cache = OciCache::new(
+        "oci://reg.lan:5000/team/cache",
+        repository.clone(),
+        &options,
+    )
+    .expect("cache");
+    // Plain HTTP because the workspace says so, as for pulls; the cache's own timeouts.
+    assert_eq!(cache.client.base_url(&repository), "http://reg.lan:5000");
+    assert_eq!(cache.client.config().credentials, pulls.credentials);
+    assert_eq!(cache.client.config().retries, 0);
+    assert_eq!(cache.client.config().read_timeout, options.timeouts.request);
+
+    // LKB_REMOTE_USER/PASSWORD win for the cache's registry only.
+    let options = RemoteOptions {
+        registry: RegistryConfig::default(),
+        credentials: Some(Credentials::Basic {
+            user: "ci".into(),
+            password: "s3cret".into(),
+        }),
+        ..RemoteOptions::default()
+    };
+    let cache = OciCache::new(
+        "oci://reg.lan:5000/team/cache",
+        repository.clone(),
+        &options,
+    )
+    .expect("cache");
+    assert_eq!(cache.client.base_url(&repository), "https://reg.lan:5000");
+    assert_eq!(
+        cache.client.config().credentials,
+        BTreeMap::from([("reg.lan:5000".into(), Credential::basic("ci", "s3cret"))])
+    );
+    assert!(!format!("{cache:?}").contains("s3cret"));
+}
