@@ -33,6 +33,8 @@
 //! request timeout for the answer and for each stretch of a transfer without bytes. Nothing is
 //! retried here: a failing cache is the engine's to give up on.
 
+use std::collections::BTreeMap;
+
 use futures::{StreamExt as _, TryStreamExt as _};
 use lkb_oci::{
     Credential, Descriptor, ImageRef, OCI_MANIFEST, OciError, RegistryClient, RegistryConfig,
@@ -42,7 +44,6 @@ use lkb_store::{
     StoreError,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 use crate::{ConfigError, Credentials, RemoteOptions};
 
@@ -99,6 +100,7 @@ struct ResultManifest {
     annotations: BTreeMap<String, String>,
 }
 
+/// A descriptor of `blob`.
 fn descriptor(
     media_type: &str,
     blob: &BlobRef,
@@ -114,7 +116,7 @@ fn descriptor(
     }
 }
 
-/// The record and the manifest (without its config descriptor's blob) for `result`.
+/// The record of `result`: the config blob of its manifest.
 fn record_of(key: &ActionKey, result: &ActionResult) -> Record {
     Record {
         action: key.to_string(),
@@ -131,6 +133,7 @@ fn record_of(key: &ActionKey, result: &ActionResult) -> Record {
     }
 }
 
+/// The manifest of `result`, whose record was pushed as `config`.
 fn manifest_of(key: &ActionKey, result: &ActionResult, config: &BlobRef) -> ResultManifest {
     ResultManifest {
         schema_version: 2,
@@ -152,7 +155,7 @@ fn manifest_of(key: &ActionKey, result: &ActionResult, config: &BlobRef) -> Resu
     }
 }
 
-/// The manifest's config descriptor, if the manifest is an lkb action result.
+/// The manifest and its config blob, if the bytes are an lkb action result's manifest.
 fn parse_manifest(bytes: &[u8]) -> Result<(ResultManifest, BlobRef), String> {
     let manifest: ResultManifest =
         serde_json::from_slice(bytes).map_err(|e| format!("not an image manifest: {e}"))?;
