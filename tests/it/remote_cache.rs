@@ -416,13 +416,7 @@ async fn a_backend_round_trips_and_refuses_corrupt_blobs(
     fs_err::write(&path, &bad).unwrap();
     let error = cache.download(&c, &big).await.expect_err("corrupt");
     assert_eq!(error.kind, RemoteErrorKind::Corrupt, "{error}");
-    assert!(!c.has_blob(&big));
-    assert!(
-        lkb_tests::cli::files_under(&c_dir.path().join("store-v1/cas"))
-            .unwrap_or_default()
-            .is_empty(),
-        "nothing entered the store"
-    );
+    assert!(!c.has_blob(&big), "nothing entered the store");
 }
 
 /// `blob` as a [`BlobRef`] of `store`.

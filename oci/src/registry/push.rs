@@ -2,19 +2,22 @@
 //!
 //! A blob goes up in one upload session (`POST /v2/<name>/blobs/uploads/`). A blob of at most
 //! [`CHUNK_BYTES`] goes in one `PUT <location>?digest=…`; a larger one as `PATCH`es of
-//! [`CHUNK_BYTES`] read from the store's file one at a time (never the whole blob in memory),
-//! each to the `Location` the previous answer gave, then an empty `PUT …?digest=`. A chunk is
-//! not re-sent on its own (the server may have taken part of it): on a transient failure the
-//! upload starts over in a new session while the operation's retry budget lasts.
+//! [`CHUNK_BYTES`] read from the store one at a time (from the blob's own file, or its range
+//! of a pack; never the whole blob in memory), each to the `Location` the previous answer
+//! gave, then an empty `PUT …?digest=`. A chunk is not re-sent on its own (the server may have
+//! taken part of it): on a transient failure the upload starts over in a new session while
+//! the operation's retry budget lasts.
 //!
 //! Writes ask for the `pull,push` scope; `HEAD` and `GET` for `pull` only, so read-only
 //! credentials can still read.
+
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use lkb_store::{BlobDigest, BlobRef, Store};
 use reqwest::header;
 use reqwest::{Response, StatusCode};
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::retry::Attempts;
 use super::token::Access;
@@ -48,7 +51,8 @@ enum Source<'a> {
 struct Chunks<'a> {
     source: &'a Source<'a>,
     blob: BlobRef,
-    file: Option<tokio::fs::File>,
+    /// The file the blob's bytes are in, positioned at the next chunk.
+    file: Option<(PathBuf, tokio::fs::File)>,
     offset: u64,
 }
 
@@ -70,23 +74,49 @@ impl Chunks<'_> {
                 bytes.slice(range)
             }
             Source::Store(store) => {
-                let path = store.blob_path(&self.blob.digest);
-                let io = |source| OciError::Io {
-                    path: path.clone(),
-                    source,
-                };
                 if self.file.is_none() {
-                    self.file = Some(tokio::fs::File::open(&path).await.map_err(io)?);
+                    self.file = Some(open_in_store(store, &self.blob).await?);
                 }
-                let file = self.file.as_mut().expect("opened just above");
+                let (path, file) = self.file.as_mut().expect("opened just above");
                 let mut buffer = vec![0u8; want as usize];
-                file.read_exact(&mut buffer).await.map_err(io)?;
+                file.read_exact(&mut buffer)
+                    .await
+                    .map_err(|source| OciError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
                 Bytes::from(buffer)
             }
         };
         self.offset += want;
         Ok(Some(chunk))
     }
+}
+
+/// The store's file holding `blob` (its own file, or the pack it is in), positioned at its
+/// first byte.
+async fn open_in_store(
+    store: &Store,
+    blob: &BlobRef,
+) -> Result<(PathBuf, tokio::fs::File), OciError> {
+    let (path, offset, len) = store.blob_file(&blob.digest)?;
+    if len != blob.size {
+        return Err(OciError::SizeMismatch {
+            what: format!("blob in the store ({})", path.display()),
+            digest: blob.digest,
+            expected: blob.size,
+            actual: len,
+        });
+    }
+    let io = |source| OciError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(&path).await.map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(io)?;
+    Ok((path, file))
 }
 
 impl RegistryClient {
