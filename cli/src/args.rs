@@ -280,8 +280,9 @@ pub struct BuildArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RemoteArgs {
     /// Share action results through a remote cache: grpc://HOST:PORT[/INSTANCE] or
-    /// grpcs://HOST:PORT[/INSTANCE] (Remote Execution API) [default: `[cache] remote` in
-    /// lkb.toml]; an empty URL (`--remote-cache=`) turns it off
+    /// grpcs://HOST:PORT[/INSTANCE] (Remote Execution API), or oci://HOST[:PORT]/REPOSITORY
+    /// (an OCI registry) [default: `[cache] remote` in lkb.toml]; an empty URL
+    /// (`--remote-cache=`) turns it off
     #[arg(long, env = "LKB_REMOTE_CACHE", value_name = "URL")]
     pub remote_cache: Option<String>,
     /// Upload executed results to the remote cache; false makes it read-only (for untrusted

@@ -25,7 +25,9 @@ pub mod indexes;
 pub mod layer;
 pub mod lock;
 pub mod lower;
-pub mod oci;
+/// Image acquisition lives in its own crate ([`lkb_oci`]), shared with the remote cache's
+/// registry backend; it is re-exported here so `lkb_rules::oci::…` paths keep working.
+pub use lkb_oci as oci;
 pub mod resolve;
 pub mod tarball;
 pub mod tree;
@@ -40,7 +42,6 @@ lkb_store::categorized!(
     layer::LayerError,
     lock::LockError,
     lower::LowerError,
-    oci::OciError,
     resolve::ResolveError,
     tarball::TarError,
     tree::TreeError,

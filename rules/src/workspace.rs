@@ -90,7 +90,7 @@ pub struct Manifest {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CacheSection {
-    /// A remote cache URL (`grpc://`, `grpcs://`); `--remote-cache` overrides it.
+    /// A remote cache URL (`grpc://`, `grpcs://`, `oci://`); `--remote-cache` overrides it.
     pub remote: Option<String>,
 }
 

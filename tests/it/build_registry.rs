@@ -9,12 +9,11 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use base64::Engine as _;
 use lkb_tests::cli::{Lkb, Run, workspace};
 use lkb_tests::oci::{
     Compression, Digest, Entry, Flavor, Image, ImageBuilder, Layer, MOBY_CONFIG_LABEL, TarFormat,
 };
-use lkb_tests::registry::{Registry, free_port};
+use lkb_tests::registry::{Registry, docker_config_json, free_port};
 use lkb_tests::synthetic::{self, Node};
 use serde_json::Value;
 
@@ -787,11 +786,6 @@ fn tampered_blob_fails_names_both_digests_writes_nothing_and_recovers() {
 
 // ---------------------------------------------------------------------------------------------
 // 5. authentication
-
-fn docker_config_json(addr: &str, user: &str, password: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    serde_json::json!({ "auths": { addr: { "auth": auth } } }).to_string()
-}
 
 #[test]
 fn htpasswd_registry_needs_credentials_from_the_docker_config() {

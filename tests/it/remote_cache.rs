@@ -1,15 +1,33 @@
-//! The remote cache against a real Remote Execution API server (BuildGrid, started per test on
-//! a free 127.0.0.1 port): two stores stand for two machines, and faults (a dead server, a
-//! corrupt blob, a server that never answers, read-only mode) never fail a build.
+//! The remote cache against real servers started per test on free 127.0.0.1 ports: a Remote
+//! Execution API cache (BuildGrid, [`reapi`]) and an OCI registry (Debian's `docker-registry`,
+//! [`oci`]). Both backends run the same scenarios, written here once: two stores stand for two
+//! machines, and faults (a dead server, a corrupt blob, a server that never answers or is
+//! killed mid-build, read-only mode) never fail a build.
+
+mod oci;
+mod reapi;
 
 use std::io::BufRead as _;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 
-use lkb_tests::buildgrid::BuildGrid;
-use lkb_tests::cli::{Lkb, Run, example_layout, files_under, repo_root};
+use lkb_store::{
+    ActionKey, ActionResult, ArtifactKind, BlobRef, RemoteCache, RemoteErrorKind, Store,
+};
+use lkb_tests::cli::{Lkb, Run, example_layout, repo_root};
 use serde_json::Value;
+
+/// A cache server the scenarios run against.
+trait CacheServer {
+    /// The `--remote-cache` URL.
+    fn url(&self) -> String;
+    /// The file holding blob `hex` in the server's storage.
+    fn blob_path(&self, hex: &str) -> PathBuf;
+    /// Kills the server now, as a crash would.
+    fn kill(&mut self);
+}
 
 /// One "machine": its own workspace directory, store, HOME and user name.
 struct Machine {
@@ -40,6 +58,14 @@ impl Machine {
         };
         machine.set_motd(motd);
         machine
+    }
+
+    /// The same machine with `vars` in the environment of every command.
+    fn with_env(mut self, vars: &[(&str, &str)]) -> Machine {
+        for (key, value) in vars {
+            self.lkb = self.lkb.env(key, *value);
+        }
+        self
     }
 
     fn root(&self) -> &Path {
@@ -98,13 +124,22 @@ fn same_outputs(a: &Machine, b: &Machine) {
     }
 }
 
-#[test]
-fn a_second_machine_builds_from_the_cache_and_shares_its_change_back() {
-    let server = BuildGrid::start().expect("BuildGrid");
+fn output_bytes(machine: &Machine) -> u64 {
+    OUTPUTS
+        .iter()
+        .map(|name| machine.output(name).len() as u64)
+        .sum()
+}
+
+/// A builds `//examples:sshd` and uploads; B (another directory, user and store, empty)
+/// executes nothing and downloads exactly the output files' bytes; a `files:` change on B
+/// re-runs only its column, and A then gets B's results as remote hits; `explain` on a third
+/// machine says "remote hit" for every action. `env` goes to every machine (credentials).
+fn machines_share_results_both_ways(server: &dyn CacheServer, env: &[(&str, &str)]) {
     let url = server.url();
     let remote = ["--remote-cache", url.as_str()];
-    let a = Machine::new("alice", "hello\\n");
-    let b = Machine::new("bob", "hello\\n");
+    let a = Machine::new("alice", "hello\\n").with_env(env);
+    let b = Machine::new("bob", "hello\\n").with_env(env);
 
     let first = a.build(&remote).ok().expect("A builds");
     assert!(warnings(&first).is_empty(), "{:?}", warnings(&first));
@@ -114,8 +149,8 @@ fn a_second_machine_builds_from_the_cache_and_shares_its_change_back() {
     assert_eq!(number(&s, "remote_misses"), total, "{s}");
     assert!(number(&s, "bytes_uploaded") > 0, "{s}");
 
-    // B: another directory, user and store; the same keys, so everything comes from A, and
-    // (build without the bytes) only the output files' blobs are downloaded.
+    // B: the same keys, so everything comes from A, and (build without the bytes) only the
+    // output files' blobs are downloaded.
     let second = b.build(&remote).ok().expect("B builds");
     assert!(warnings(&second).is_empty(), "{:?}", warnings(&second));
     let s = summary(&second);
@@ -123,9 +158,8 @@ fn a_second_machine_builds_from_the_cache_and_shares_its_change_back() {
     assert_eq!(number(&s, "remote_hits"), total, "{s}");
     assert_eq!(number(&s, "bytes_uploaded"), 0, "{s}");
     same_outputs(&a, &b);
-    let output_bytes: usize = OUTPUTS.iter().map(|name| b.output(name).len()).sum();
     // The initrd is written from the segments, which are the blobs.
-    assert_eq!(number(&s, "bytes_downloaded"), output_bytes as u64, "{s}");
+    assert_eq!(number(&s, "bytes_downloaded"), output_bytes(&b), "{s}");
     // A remote hit is recorded locally: the next build asks nobody.
     let again = b.build(&remote).ok().expect("B again");
     let s = summary(&again);
@@ -146,6 +180,7 @@ fn a_second_machine_builds_from_the_cache_and_shares_its_change_back() {
     );
     let s = summary(&changed);
     assert_eq!(number(&s, "remote_misses"), 2, "{s}");
+    assert!(warnings(&changed).is_empty(), "{:?}", warnings(&changed));
 
     // A makes the same change and gets B's results.
     a.set_motd("changed on B\\n");
@@ -156,7 +191,7 @@ fn a_second_machine_builds_from_the_cache_and_shares_its_change_back() {
     same_outputs(&a, &b);
 
     // explain names remote hits.
-    let c = Machine::new("carol", "changed on B\\n");
+    let c = Machine::new("carol", "changed on B\\n").with_env(env);
     let explained = c
         .lkb
         .run(&[
@@ -179,9 +214,9 @@ fn a_second_machine_builds_from_the_cache_and_shares_its_change_back() {
     );
 }
 
-#[test]
-fn read_only_mode_uploads_nothing() {
-    let server = BuildGrid::start().expect("BuildGrid");
+/// `--remote-upload=false` takes nothing up: a second machine (read-only too, so the cache
+/// stays empty for the caller to check) finds nothing.
+fn read_only_mode_uploads_nothing(server: &dyn CacheServer) {
     let url = server.url();
     let a = Machine::new("alice", "hello\\n");
     let run = a
@@ -190,31 +225,36 @@ fn read_only_mode_uploads_nothing() {
         .expect("build");
     let s = summary(&run);
     assert_eq!(number(&s, "bytes_uploaded"), 0, "{s}");
-    assert!(warnings(&run).is_empty());
+    assert!(warnings(&run).is_empty(), "{:?}", warnings(&run));
     let b = Machine::new("bob", "hello\\n");
-    let s = summary(&b.build(&["--remote-cache", &url]).ok().expect("build"));
+    let run = b
+        .build(&["--remote-cache", &url, "--remote-upload=false"])
+        .ok()
+        .expect("build");
+    let s = summary(&run);
     assert_eq!(number(&s, "remote_hits"), 0, "nothing was uploaded: {s}");
+    assert_eq!(number(&s, "bytes_uploaded"), 0, "{s}");
 }
 
-#[test]
-fn a_dead_or_silent_cache_costs_one_warning_and_the_build_succeeds() {
+/// A cache nobody listens on, and one that accepts connections and never says a word: one
+/// warning each, and the same outputs as a local build. `url_of` makes a cache URL of the
+/// backend's scheme for `127.0.0.1:PORT`.
+fn a_dead_or_silent_cache_costs_one_warning(url_of: &dyn Fn(&str) -> String) {
     let reference = Machine::new("ref", "hello\\n");
     reference.build(&[]).ok().expect("local build");
 
-    // Nothing listens on the port.
-    let dead = format!(
-        "grpc://127.0.0.1:{}",
+    let dead = url_of(&format!(
+        "127.0.0.1:{}",
         lkb_tests::registry::free_port().unwrap()
-    );
+    ));
     let a = Machine::new("alice", "hello\\n");
     let run = a.build(&["--remote-cache", &dead]).ok().expect("build");
     assert_eq!(warnings(&run).len(), 1, "{:?}", warnings(&run));
     assert!(warnings(&run)[0].contains("not used for the rest of this build"));
     same_outputs(&a, &reference);
 
-    // A server that accepts connections and never says a word.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let silent = format!("grpc://{}", listener.local_addr().unwrap());
+    let silent = url_of(&listener.local_addr().unwrap().to_string());
     let held = std::thread::spawn(move || {
         let mut open = Vec::new();
         for stream in listener.incoming().take(8) {
@@ -231,12 +271,13 @@ fn a_dead_or_silent_cache_costs_one_warning_and_the_build_succeeds() {
     drop(held);
 }
 
-#[test]
-fn a_cache_killed_mid_build_and_a_corrupt_blob_never_break_the_build() {
-    let mut server = BuildGrid::start().expect("BuildGrid");
+/// A kernel blob corrupted on the server is never used (the build runs again without the
+/// cache), and a server killed while a build talks to it costs at most one warning.
+fn a_corrupt_blob_and_a_killed_cache_never_break_the_build(server: &mut dyn CacheServer) {
     let url = server.url();
     let a = Machine::new("alice", "hello\\n");
-    a.build(&["--remote-cache", &url]).ok().expect("A uploads");
+    let run = a.build(&["--remote-cache", &url]).ok().expect("A uploads");
+    assert!(warnings(&run).is_empty(), "{:?}", warnings(&run));
 
     // Corrupt the kernel on the server (same size, other bytes).
     let kernel = a.output("sshd-kernel");
@@ -254,7 +295,8 @@ fn a_cache_killed_mid_build_and_a_corrupt_blob_never_break_the_build() {
         warned
             .iter()
             .any(|w| w.contains(&hex) && w.contains("building again without the remote cache")),
-        "{warned:?}"
+        "{warned:?} in {}",
+        summary(&run)
     );
     assert!(
         !run.executed_kinds().is_empty(),
@@ -327,102 +369,24 @@ fn a_cache_killed_mid_build_and_a_corrupt_blob_never_break_the_build() {
     same_outputs(&c, &reference);
 }
 
-#[test]
-fn download_all_takes_every_blob_and_a_lost_blob_means_a_local_rebuild() {
-    let server = BuildGrid::start().expect("BuildGrid");
-    let url = server.url();
-    let a = Machine::new("alice", "hello\\n");
-    a.build(&["--remote-cache", &url]).ok().expect("A uploads");
-
-    // --remote-download=all: every blob of every hit, more than the outputs.
-    let b = Machine::new("bob", "hello\\n");
-    let run = b
-        .build(&["--remote-cache", &url, "--remote-download=all"])
-        .ok()
-        .expect("B builds");
-    let s = summary(&run);
-    assert_eq!(number(&s["actions"], "executed"), 0, "{s}");
-    let output_bytes: usize = OUTPUTS.iter().map(|name| b.output(name).len()).sum();
-    assert!(number(&s, "bytes_downloaded") > output_bytes as u64, "{s}");
-    same_outputs(&a, &b);
-
-    // C builds without the bytes; then the cache loses everything C did not download, and an
-    // onboot command changes, so its bundle needs an image tree C never fetched.
-    let c = Machine::new("carol", "hello\\n");
-    c.build(&["--remote-cache", &url]).ok().expect("C builds");
-    let kept: std::collections::BTreeSet<String> =
-        files_under(&c.lkb.store.path().join("store-v1/cas"))
-            .unwrap()
-            .into_iter()
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect();
-    let mut deleted = 0;
-    let objects = server.blob_path(&"0".repeat(64));
-    let objects = objects.parent().unwrap().parent().unwrap();
-    for path in files_under(objects).unwrap() {
-        let name = format!(
-            "{}{}",
-            path.parent()
-                .unwrap()
-                .file_name()
-                .unwrap()
-                .to_string_lossy(),
-            path.file_name().unwrap().to_string_lossy()
-        );
-        if !kept.contains(&name) {
-            fs_err::remove_file(&path).unwrap();
-            deleted += 1;
-        }
-    }
-    assert!(deleted > 0);
-    let yml = c.root().join("examples/sshd.yml");
-    let text = fs_err::read_to_string(&yml).unwrap();
-    assert!(text.contains(r#"command: ["/sbin/rngd", "-1"]"#), "{text}");
-    fs_err::write(
-        &yml,
-        text.replace(
-            r#"command: ["/sbin/rngd", "-1"]"#,
-            r#"command: ["/sbin/rngd", "-1", "-v"]"#,
-        ),
-    )
-    .unwrap();
-    let run = c
-        .build(&["--remote-cache", &url])
-        .ok()
-        .expect("C rebuilds locally");
-    let warned = warnings(&run);
-    assert!(
-        warned
-            .iter()
-            .any(|w| w.contains("building again without the remote cache")),
-        "{warned:?}"
-    );
-    let reference = Machine::new("ref", "hello\\n");
-    fs_err::write(
-        reference.root().join("examples/sshd.yml"),
-        fs_err::read(&yml).unwrap(),
-    )
-    .unwrap();
-    reference.build(&[]).ok().expect("local build");
-    same_outputs(&c, &reference);
+/// 5 MiB + 1 of varied bytes: more than one chunk of either backend.
+fn large_blob() -> Vec<u8> {
+    (0..5 * 1024 * 1024 + 1u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
 }
 
-/// The REAPI backend on its own: a blob bigger than a batch goes up and comes back through
-/// ByteStream in chunks, results round-trip with their kinds, and a blob the server corrupted
+/// A backend on its own: a blob bigger than a chunk goes up and comes back, `find_missing`
+/// before and after, results round-trip with their kinds, and a blob the server corrupted
 /// never enters the store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reapi_backend_streams_large_blobs_and_refuses_corrupt_ones() {
-    use lkb_store::{ActionKey, ActionResult, ArtifactKind, RemoteErrorKind, Store};
-    let server = BuildGrid::start().expect("BuildGrid");
-    let cache =
-        lkb_remote::connect(&server.url(), &lkb_remote::RemoteOptions::default()).expect("backend");
+async fn a_backend_round_trips_and_refuses_corrupt_blobs(
+    cache: Arc<dyn RemoteCache>,
+    server: &dyn CacheServer,
+) {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Store::open(dir_a.path()).expect("store A");
     let b = Store::open(dir_b.path()).expect("store B");
-    // 5 MiB + 1 of varied bytes: five full chunks and a short one.
-    let data: Vec<u8> = (0..5 * 1024 * 1024 + 1u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let data = large_blob();
     let big = a.put_bytes(&data).expect("put");
     let small = a.put_bytes(b"small").expect("put");
     assert_eq!(
@@ -452,5 +416,10 @@ async fn the_reapi_backend_streams_large_blobs_and_refuses_corrupt_ones() {
     fs_err::write(&path, &bad).unwrap();
     let error = cache.download(&c, &big).await.expect_err("corrupt");
     assert_eq!(error.kind, RemoteErrorKind::Corrupt, "{error}");
-    assert!(!c.has_blob(&big));
+    assert!(!c.has_blob(&big), "nothing entered the store");
+}
+
+/// `blob` as a [`BlobRef`] of `store`.
+fn put(store: &Store, blob: &[u8]) -> BlobRef {
+    store.put_bytes(blob).expect("put")
 }

@@ -121,6 +121,13 @@ impl Registry {
         self.child.id()
     }
 
+    /// Kills the registry now (as a crash would); dropping it later does nothing more.
+    pub fn kill(&mut self) {
+        // Only our own child, by its PID; errors mean it has already exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The credentials this registry was started with.
     pub fn credentials(&self) -> Option<&BasicAuth> {
         self.auth.as_ref()
@@ -340,9 +347,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        // Only our own child, by its PID; errors mean it has already exited.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -376,6 +381,14 @@ fn read_log(path: &Path) -> String {
     fs_err::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+/// A Docker `config.json` holding `user`/`password` for the registry at `addr`, as
+/// `docker login` writes it: what lkb reads for pulls and for an `oci://` remote cache.
+pub fn docker_config_json(addr: &str, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    serde_json::json!({ "auths": { addr: { "auth": auth } } }).to_string()
 }
 
 /// A port that was free a moment ago (bind 127.0.0.1:0, read it, release it).

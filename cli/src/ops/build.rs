@@ -14,7 +14,7 @@ use lkb_rules::formats::OutputSpec;
 use lkb_store::{Artifact, BlobRef, MetaTable, Store};
 
 use crate::ops::cache::RootRecord;
-use crate::ops::plan::{Plan, PlanRequest, plan};
+use crate::ops::plan::{Plan, PlanRequest, RegistrySettings, plan};
 use crate::settings::Settings;
 
 pub use crate::ops::plan::{expand_targets, load_config, open_store};
@@ -47,9 +47,14 @@ pub struct RemoteRequest {
 }
 
 impl RemoteRequest {
-    /// The remote layer for a build, given the workspace's `[cache] remote`. Makes no
-    /// connection yet; a malformed URL is an error.
-    fn open(&self, configured: Option<&str>) -> crate::errors::Result<Option<Arc<Remote>>> {
+    /// The remote layer for a build, given the workspace's `[cache] remote` and how pulls
+    /// reach registries (which an `oci://` cache shares). Makes no connection yet; a malformed
+    /// URL is an error.
+    fn open(
+        &self,
+        configured: Option<&str>,
+        registry: &RegistrySettings,
+    ) -> crate::errors::Result<Option<Arc<Remote>>> {
         let url = match &self.url {
             Some(url) => url.as_str(),
             None => configured.unwrap_or_default(),
@@ -57,6 +62,12 @@ impl RemoteRequest {
         if url.is_empty() {
             return Ok(None);
         }
+        // Docker's config.json is read only for a registry cache, as only pulls read it.
+        let registry = if url.starts_with("oci://") {
+            registry.load()?
+        } else {
+            lkb_rules::oci::RegistryConfig::default()
+        };
         let options = lkb_remote::RemoteOptions {
             ca_cert: self.ca_cert.clone(),
             credentials: self.credentials.clone(),
@@ -64,6 +75,7 @@ impl RemoteRequest {
                 request: self.timeout,
                 ..Default::default()
             },
+            registry,
         };
         let cache = lkb_remote::connect(url, &options)?;
         let references: References = Arc::new(|store: &Store, artifact: &Artifact| {
@@ -130,9 +142,10 @@ pub async fn execute(
         targets,
         lock,
         remote_cache,
+        registry,
         ..
     } = plan;
-    let remote = req.remote.open(remote_cache.as_deref())?;
+    let remote = req.remote.open(remote_cache.as_deref(), &registry)?;
 
     // execute
     let opts = BuildOptions {

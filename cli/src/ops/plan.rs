@@ -143,6 +143,42 @@ pub struct Plan {
     pub moved: Vec<ImageMove>,
     /// `[cache] remote` of the workspace's `lkb.toml`.
     pub remote_cache: Option<String>,
+    /// Where registry settings come from; an `oci://` remote cache uses them as pulls do.
+    pub registry: RegistrySettings,
+}
+
+/// How lkb reaches registries, for pulls and for an `oci://` remote cache alike: the
+/// workspace's insecure (plain-HTTP) registries and Docker's config.json for credentials. The
+/// config file is read only when a registry is used ([`RegistrySettings::load`]), so an
+/// offline build never reads it.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    insecure: Vec<String>,
+    docker_config: Option<PathBuf>,
+}
+
+impl RegistrySettings {
+    pub(crate) fn new(settings: &Settings, workspace: Option<&Workspace>) -> RegistrySettings {
+        RegistrySettings {
+            insecure: workspace
+                .map(|ws| ws.manifest.images.insecure_registries.clone())
+                .unwrap_or_default(),
+            docker_config: settings.docker_config.clone(),
+        }
+    }
+
+    /// The registry client's configuration (reads Docker's config.json, if there is one).
+    pub fn load(&self) -> crate::errors::Result<RegistryConfig> {
+        let docker_config = match &self.docker_config {
+            Some(path) if path.exists() => DockerConfig::load(path)?,
+            _ => DockerConfig::empty(),
+        };
+        Ok(RegistryConfig {
+            insecure: self.insecure.clone(),
+            docker_config,
+            ..RegistryConfig::default()
+        })
+    }
 }
 
 /// Turns the command-line targets into build targets.
@@ -240,7 +276,7 @@ pub(crate) fn load_configs(
 }
 
 /// Where images come from: the workspace's OCI layouts (those that exist), then the registry
-/// (with the workspace's insecure registries and the Docker config), unless `offline`.
+/// (configured by [`RegistrySettings`]), unless `offline`.
 pub(crate) fn image_sources(
     settings: &Settings,
     workspace: Option<&Workspace>,
@@ -260,18 +296,8 @@ pub(crate) fn image_sources(
     let registry = if offline {
         None
     } else {
-        let docker = match &settings.docker_config {
-            Some(path) if path.exists() => DockerConfig::load(path)?,
-            _ => DockerConfig::empty(),
-        };
-        let insecure = workspace
-            .map(|ws| ws.manifest.images.insecure_registries.clone())
-            .unwrap_or_default();
-        Some(RegistryClient::new(RegistryConfig {
-            insecure,
-            docker_config: docker,
-            ..RegistryConfig::default()
-        })?)
+        let config = RegistrySettings::new(settings, workspace).load()?;
+        Some(RegistryClient::new(config)?)
     };
     Ok(ImageSources::new(layouts, registry).with_missing_layouts(missing))
 }
@@ -418,6 +444,7 @@ pub async fn plan(
             changes,
         },
         moved,
+        registry: RegistrySettings::new(settings, workspace.as_ref()),
         remote_cache: workspace.and_then(|ws| ws.manifest.cache.remote),
     })
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use reqwest::Response;
 
 use super::RegistryClient;
-use crate::oci::OciError;
-use crate::oci::error::chain;
+use crate::OciError;
+use crate::error::chain;
 
 /// Watches one response body.
 pub(super) struct BodyWatch {

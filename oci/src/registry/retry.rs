@@ -14,8 +14,8 @@ use reqwest::header;
 use reqwest::{Response, StatusCode};
 
 use super::{RegistryClient, header_str, unreachable};
-use crate::oci::OciError;
-use crate::oci::error::chain;
+use crate::OciError;
+use crate::error::chain;
 
 /// The retries one operation may still make; see the module docs.
 #[derive(Debug)]
@@ -28,6 +28,15 @@ impl Attempts {
     /// Whether another attempt is allowed.
     pub(super) fn can_retry(&self) -> bool {
         self.retries_left > 0
+    }
+
+    /// A budget of one attempt: for requests that must not be re-sent as they are, such as
+    /// one chunk of an upload (the caller restarts the whole upload instead).
+    pub(super) fn once() -> Attempts {
+        Attempts {
+            retries_left: 0,
+            made: 0,
+        }
     }
 
     /// Spends one retry; returns its number (0 for the first), for the back-off.

@@ -1,4 +1,5 @@
-//! Blob downloads: nothing to do when the store has the blob; otherwise at most
+//! Blob downloads: small ones into memory ([`RegistryClient::blob_bytes`]); into the store,
+//! nothing to do when the store has the blob; otherwise at most
 //! [`RegistryConfig::max_concurrent_fetches`] at once per registry, each body streamed into
 //! the store while its size and sha256 are checked, and transient failures retried after a
 //! back-off.
@@ -8,10 +9,11 @@
 use lkb_store::{BlobDigest, BlobRef, Store};
 use reqwest::StatusCode;
 
-use super::RegistryClient;
 use super::retry::Attempts;
-use crate::oci::sink::{Chunk, has_blob, join_sink, spawn_sink};
-use crate::oci::{ImageRef, OciError};
+use super::{RegistryClient, read_limited};
+use crate::digest::sha256_digest;
+use crate::sink::{Chunk, has_blob, join_sink, spawn_sink};
+use crate::{ImageRef, OciError};
 
 impl RegistryClient {
     pub(super) async fn fetch_verified(
@@ -51,6 +53,73 @@ impl RegistryClient {
                 }
                 Err(e) => return Err(e.after_attempts(attempts.made())),
                 Ok(blob) => return Ok(blob),
+            }
+        }
+    }
+
+    /// A small blob's bytes in memory (a config, a record), verified against `blob`; at most
+    /// `limit` bytes are accepted.
+    pub async fn blob_bytes(
+        &self,
+        r: &ImageRef,
+        blob: &BlobRef,
+        limit: u64,
+    ) -> Result<Vec<u8>, OciError> {
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            self.base_url(r),
+            r.repository(),
+            blob.digest
+        );
+        let what = format!("blob {} of {}", blob.digest, r.name());
+        if blob.size > limit {
+            return Err(OciError::TooLarge {
+                what: format!("{what} ({} bytes)", blob.size),
+                limit,
+            });
+        }
+        let mut attempts = self.attempts();
+        loop {
+            let result = async {
+                let resp = self.get(r, &url, None, &mut attempts).await?;
+                match resp.status() {
+                    StatusCode::NOT_FOUND => Err(OciError::BlobNotFound {
+                        reference: r.original().to_string(),
+                        registry: r.registry().to_string(),
+                        digest: blob.digest,
+                        url: url.clone(),
+                    }),
+                    status if status.is_success() => {
+                        read_limited(self, r.registry(), &url, resp, limit, &what).await
+                    }
+                    _ => Err(self.status_error(r, &url, resp).await),
+                }
+            }
+            .await;
+            match result {
+                Err(e) if e.is_transient() && attempts.can_retry() => {
+                    self.pause_before_retry(&mut attempts, &what, &e).await;
+                }
+                Err(e) => return Err(e.after_attempts(attempts.made())),
+                Ok(bytes) => {
+                    if bytes.len() as u64 != blob.size {
+                        return Err(OciError::SizeMismatch {
+                            what,
+                            digest: blob.digest,
+                            expected: blob.size,
+                            actual: bytes.len() as u64,
+                        });
+                    }
+                    let actual = sha256_digest(&bytes);
+                    if actual != blob.digest {
+                        return Err(OciError::DigestMismatch {
+                            what,
+                            expected: blob.digest,
+                            actual,
+                        });
+                    }
+                    return Ok(bytes);
+                }
             }
         }
     }

@@ -108,6 +108,36 @@ impl ImageRef {
         })
     }
 
+    /// A repository named by its registry host and path, taken literally: `registry` is a host
+    /// even without a dot or port (`oci://cache/lkb`), and no `library/` is added. For places
+    /// that name a repository rather than an image, such as a remote cache URL.
+    pub fn repository_in(registry: &str, repository: &str) -> Result<ImageRef, OciError> {
+        let original = format!("{registry}/{repository}");
+        let bad = |reason: String| OciError::InvalidReference {
+            reference: original.clone(),
+            reason,
+        };
+        validate_registry(registry).map_err(bad)?;
+        if repository.is_empty() {
+            return Err(bad("missing repository name".to_string()));
+        }
+        if repository.len() > MAX_NAME_LEN {
+            return Err(bad(
+                "repository name is longer than 255 characters".to_string()
+            ));
+        }
+        for segment in repository.split('/') {
+            validate_component(segment).map_err(bad)?;
+        }
+        Ok(ImageRef {
+            registry: normalise_registry(registry),
+            repository: repository.to_string(),
+            tag: None,
+            digest: None,
+            original,
+        })
+    }
+
     /// The reference exactly as given.
     pub fn original(&self) -> &str {
         &self.original
@@ -492,5 +522,28 @@ mod tests {
         let long_tag = "t".repeat(128);
         p(&format!("x:{long_tag}"));
         assert!(ImageRef::parse(&format!("x:{long_tag}t")).is_err());
+    }
+
+    #[test]
+    fn a_repository_in_a_registry_is_taken_literally() {
+        let r = ImageRef::repository_in("cache", "lkb").unwrap();
+        assert_eq!((r.registry(), r.repository()), ("cache", "lkb"));
+        assert_eq!(r.api_host(), "cache");
+        let r = ImageRef::repository_in("127.0.0.1:5000", "team/lkb/cache").unwrap();
+        assert_eq!(r.name(), "127.0.0.1:5000/team/lkb/cache");
+        let r = ImageRef::repository_in("index.docker.io", "me/cache").unwrap();
+        assert_eq!((r.registry(), r.api_host()), (DOCKER_HUB, DOCKER_HUB_API));
+        for (registry, repository) in [
+            ("", "a"),
+            ("h", ""),
+            ("h", "A"),
+            ("h", "a//b"),
+            ("h:x", "a"),
+        ] {
+            assert!(
+                ImageRef::repository_in(registry, repository).is_err(),
+                "{registry}/{repository}"
+            );
+        }
     }
 }

@@ -2,15 +2,17 @@
 //!
 //! This file holds the client, its configuration and the manifest requests; the parts of a
 //! request live beside it: [`token`] authenticates (challenges, bearer tokens, basic auth,
-//! credential lookup), [`retry`] re-sends on connection failures, stalls, 5xx and 429 with
-//! back-off from one budget per operation, [`stall`] notices bodies that stop or trickle, and
-//! [`blob`] streams verified blobs into the store.
+//! credential lookup; `pull` or `pull,push` scopes), [`retry`] re-sends on connection
+//! failures, stalls, 5xx and 429 with back-off from one budget per operation, [`stall`]
+//! notices bodies that stop or trickle, [`blob`] streams verified blobs into the store, and
+//! [`push`] asks whether a blob is there, uploads blobs and puts and gets manifests by tag.
 //!
 //! Every body read here is bounded: manifests and indexes by [`MAX_MANIFEST_BYTES`], configs by
 //! [`MAX_CONFIG_BYTES`], token replies and error envelopes by their own small limits, layers by
 //! the size their descriptor gives.
 
 mod blob;
+mod push;
 mod retry;
 mod stall;
 mod token;
@@ -35,6 +37,8 @@ use super::{
 };
 use retry::Attempts;
 use token::AuthState;
+
+pub use push::{CHUNK_BYTES, FetchedManifest};
 
 /// The largest image config we fetch. Configs are JSON read into memory; real ones are a few
 /// KiB, rarely more than a few hundred.

@@ -12,8 +12,39 @@ use serde::Deserialize;
 
 use super::retry::Attempts;
 use super::{RegistryClient, read_limited};
-use crate::oci::auth::{Challenge, Credential, parse_www_authenticate, registry_key};
-use crate::oci::{ImageRef, OciError};
+use crate::auth::{Challenge, Credential, parse_www_authenticate, registry_key};
+use crate::{ImageRef, OciError};
+
+/// What a request needs the registry to allow on a repository (the token scope's actions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Access {
+    Pull,
+    Push,
+}
+
+impl Access {
+    fn scope(self, repository: &str) -> String {
+        match self {
+            Access::Pull => format!("repository:{repository}:pull"),
+            Access::Push => format!("repository:{repository}:pull,push"),
+        }
+    }
+}
+
+/// Whether `url` is on `host` (`name[:port]`, as in an image reference).
+fn same_host(url: &str, host: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(name) = url.host_str() else {
+        return false;
+    };
+    let authority = match url.port() {
+        Some(port) => format!("{name}:{port}"),
+        None => name.to_string(),
+    };
+    authority.eq_ignore_ascii_case(host)
+}
 
 #[derive(Default)]
 pub(super) struct AuthState {
@@ -73,8 +104,7 @@ impl RegistryClient {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// An authenticated GET: sends what we know works for the registry, answers one 401 with the
-    /// token dance (or basic auth) and tries again.
+    /// An authenticated GET for pulling.
     pub(super) async fn get(
         &self,
         r: &ImageRef,
@@ -82,21 +112,45 @@ impl RegistryClient {
         accept: Option<&str>,
         attempts: &mut Attempts,
     ) -> Result<Response, OciError> {
+        let request = |http: &reqwest::Client| {
+            let b = http.get(url);
+            match accept {
+                Some(a) => b.header(header::ACCEPT, a),
+                None => b,
+            }
+        };
+        self.send(r, Access::Pull, url, &request, attempts).await
+    }
+
+    /// An authenticated request for `access` to `r`'s repository: sends what we know works for
+    /// the registry, answers one 401 with the token dance (or basic auth) and tries again.
+    /// `request` builds the request afresh for every attempt, body included. Credentials go
+    /// only to the registry's own host: an upload `Location` elsewhere gets none.
+    pub(super) async fn send(
+        &self,
+        r: &ImageRef,
+        access: Access,
+        url: &str,
+        request: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync),
+        attempts: &mut Attempts,
+    ) -> Result<Response, OciError> {
         let registry = r.registry();
-        let scope = format!("repository:{}:pull", r.repository());
+        let scope = access.scope(r.repository());
+        let own_host = same_host(url, r.api_host());
         let mut challenged = false;
         loop {
-            let auth = self.authorization(r, &scope, attempts).await?;
+            let auth = if own_host {
+                self.authorization(r, &scope, attempts).await?
+            } else {
+                None
+            };
             let http = &self.inner.http;
             let make = || {
-                let mut b = http.get(url);
-                if let Some(a) = accept {
-                    b = b.header(header::ACCEPT, a);
+                let b = request(http);
+                match &auth {
+                    Some(a) => b.header(header::AUTHORIZATION, a.as_str()),
+                    None => b,
                 }
-                if let Some(a) = &auth {
-                    b = b.header(header::AUTHORIZATION, a.as_str());
-                }
-                b
             };
             let resp = self.send_retrying(registry, url, &make, attempts).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {

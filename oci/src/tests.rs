@@ -16,6 +16,8 @@ use serde_json::json;
 
 use super::*;
 
+mod push;
+
 // ---------------------------------------------------------------- a scripted HTTP server
 
 #[derive(Debug, Clone)]

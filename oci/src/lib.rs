@@ -1,5 +1,13 @@
-//! Image acquisition: references, platforms, a registry client, OCI layouts, and verified
-//! transfer of manifests, configs and layers into the store.
+//! lkb's OCI client: image references, platforms, manifests, OCI layouts, a registry client,
+//! and verified transfer of manifests, configs and layers into the store.
+//!
+//! - [`reference`](ImageRef), [`platform`](Platform), [`manifest`](Manifest): parsing, pure.
+//! - [`RegistryClient`]: the distribution API on reqwest (token and basic auth with Docker's
+//!   credentials, retries, stall detection); [`OciLayout`]: a directory in the OCI image layout.
+//! - [`ImageSource`]: what the resolver in `lkb-rules` pulls through (layouts, then a registry).
+//!
+//! The crate depends only on `lkb-store`, so both the rules (pulls) and the remote cache (its
+//! registry backend) use it without depending on each other.
 //!
 //! Every byte that enters the store from here has been hashed on the way in and compared with
 //! the digest it was asked for; a mismatch is an error and leaves the store untouched.
@@ -34,7 +42,9 @@ pub use manifest::{
 };
 pub use platform::{Platform, go_arch, select_manifest};
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, ImageRef};
-pub use registry::{RegistryClient, RegistryConfig};
+pub use registry::{CHUNK_BYTES, FetchedManifest, RegistryClient, RegistryConfig};
+
+lkb_store::categorized!(OciError);
 
 /// One layer of a resolved image, as listed in its manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,7 +299,9 @@ fn problem(r: &ImageRef, source: &str, p: manifest::ManifestProblem) -> OciError
     }
 }
 
-pub(crate) fn build_resolved(
+/// The [`ResolvedImage`] for a manifest whose bytes and config are in the store already (used by
+/// the resolver when a pin is taken from `lkb.lock`).
+pub fn build_resolved(
     r: &ImageRef,
     platform: &Platform,
     index_digest: Option<BlobDigest>,
