@@ -7,12 +7,11 @@
 
 use std::io::Write as _;
 
-use lkb_store::{BlobDigest, BlobRef, BlobWriter, Store};
+use lkb_store::{BlobDigest, BlobRef, BlobWriter, Store, StoreError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::OciError;
-use super::digest::Hasher;
 
 /// Chunks in flight between the producer and the writing thread (bounded: back-pressure).
 const CHANNEL_DEPTH: usize = 16;
@@ -23,10 +22,10 @@ pub(crate) enum Chunk<B> {
     End,
 }
 
-/// A writer that refuses to publish anything but the expected blob.
+/// A writer that refuses to publish anything but the expected blob. The store's writer hashes
+/// what passes through it; that one hash is what is checked (the bytes are hashed once).
 pub(crate) struct VerifyingWriter {
     writer: BlobWriter,
-    hasher: Hasher,
     written: u64,
     expected: BlobDigest,
     size: u64,
@@ -42,7 +41,6 @@ impl VerifyingWriter {
     ) -> Result<VerifyingWriter, OciError> {
         Ok(VerifyingWriter {
             writer: store.writer()?,
-            hasher: Hasher::new(),
             written: 0,
             expected,
             size,
@@ -55,7 +53,6 @@ impl VerifyingWriter {
         if self.written > self.size {
             return Err(self.size_error(self.written));
         }
-        self.hasher.update(bytes);
         self.writer
             .write_all(bytes)
             .map_err(|source| OciError::Store(self.writer.write_error(source)))
@@ -75,16 +72,17 @@ impl VerifyingWriter {
         if self.written != self.size {
             return Err(self.size_error(self.written));
         }
-        let actual = self.hasher.finish();
-        if actual != self.expected {
-            return Err(OciError::DigestMismatch {
-                what: self.what,
-                expected: self.expected,
-                actual,
-            });
+        match self.writer.finish_expect(&self.expected) {
+            Ok(blob) => Ok(blob),
+            Err(StoreError::DigestMismatch { expected, actual }) => {
+                Err(OciError::DigestMismatch {
+                    what: self.what,
+                    expected,
+                    actual,
+                })
+            }
+            Err(error) => Err(error.into()),
         }
-        let blob = self.writer.finish_expect(&self.expected)?;
-        Ok(blob)
     }
 }
 
