@@ -74,13 +74,11 @@ impl VerifyingWriter {
         }
         match self.writer.finish_expect(&self.expected) {
             Ok(blob) => Ok(blob),
-            Err(StoreError::DigestMismatch { expected, actual }) => {
-                Err(OciError::DigestMismatch {
-                    what: self.what,
-                    expected,
-                    actual,
-                })
-            }
+            Err(StoreError::DigestMismatch { expected, actual }) => Err(OciError::DigestMismatch {
+                what: self.what,
+                expected,
+                actual,
+            }),
             Err(error) => Err(error.into()),
         }
     }
