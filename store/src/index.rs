@@ -232,21 +232,12 @@ impl Store {
     }
 
     fn remove_value(&self, table: Table, key: &str) -> Result<bool, StoreError> {
-        self.guard(|| {
-            let txn = self
-                .inner
-                .db
-                .begin_write()
-                .map_err(|e| self.index_error(e))?;
-            let existed = {
-                let mut table = txn.open_table(table).map_err(|e| self.index_error(e))?;
-                table
-                    .remove(key)
-                    .map_err(|e| self.index_error(e))?
-                    .is_some()
-            };
-            txn.commit().map_err(|e| self.index_error(e))?;
-            Ok(existed)
+        self.write(Vec::new(), |txn| {
+            let mut table = txn.open_table(table).map_err(|e| self.index_error(e))?;
+            Ok(table
+                .remove(key)
+                .map_err(|e| self.index_error(e))?
+                .is_some())
         })
     }
 
@@ -333,29 +324,21 @@ impl Store {
 
     /// Deletes action records by their raw key text (which need not parse), in one transaction.
     pub(crate) fn remove_action_rows(&self, keys: &[String]) -> Result<usize, StoreError> {
-        self.guard(|| {
-            if keys.is_empty() {
-                return Ok(0);
-            }
-            let txn = self
-                .inner
-                .db
-                .begin_write()
-                .map_err(|e| self.index_error(e))?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.write(Vec::new(), |txn| {
+            let mut table = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
             let mut removed = 0;
-            {
-                let mut table = txn.open_table(ACTIONS).map_err(|e| self.index_error(e))?;
-                for key in keys {
-                    if table
-                        .remove(key.as_str())
-                        .map_err(|e| self.index_error(e))?
-                        .is_some()
-                    {
-                        removed += 1;
-                    }
+            for key in keys {
+                if table
+                    .remove(key.as_str())
+                    .map_err(|e| self.index_error(e))?
+                    .is_some()
+                {
+                    removed += 1;
                 }
             }
-            txn.commit().map_err(|e| self.index_error(e))?;
             Ok(removed)
         })
     }

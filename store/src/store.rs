@@ -164,9 +164,16 @@ impl Store {
     /// The file holding a blob's bytes, and the blob's offset and length in it: the blob's
     /// own file in `cas/`, or its pack. For writers that read their inputs by path.
     pub fn blob_file(&self, d: &BlobDigest) -> Result<(PathBuf, u64, u64), StoreError> {
+        // One index lookup: the location says both where the bytes are and which file.
+        if let Some(location) = self.locate(d)? {
+            let path = self.inner.packs.path_of(location.pack);
+            if !path.is_file() {
+                return Err(StoreError::BlobMissing { digest: *d, path });
+            }
+            return Ok((path, location.offset, location.len));
+        }
         let reader = self.open_blob(d)?;
-        let (_, offset, len) = reader.raw();
-        Ok((self.blob_file_path(d), offset, len))
+        Ok((self.blob_path(d), 0, reader.len()))
     }
 
     /// The file a blob's bytes are in (its pack, or its own file), for messages.
