@@ -1,5 +1,5 @@
-//! Reads the versions of the compression libraries from the workspace's Cargo.lock, so they
-//! enter the action keys of the segments they write (a new libdeflate or zlib-rs may change the bytes).
+//! Reads the version of the gzip library from the workspace's Cargo.lock, so it enters the
+//! action keys of the segments it writes (a new libdeflate may change the bytes).
 
 use std::path::Path;
 
@@ -25,19 +25,14 @@ fn main() {
     let lock_path = Path::new(manifest).join("../Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock_path.display());
     let lock = std::fs::read_to_string(&lock_path).unwrap_or_default();
-    for (package, variable) in [
-        ("libdeflate-sys", "LKB_LIBDEFLATE_VERSION"),
-        ("zlib-rs", "LKB_ZLIB_RS_VERSION"),
-        ("flate2", "LKB_FLATE2_VERSION"),
-    ] {
-        let version = locked_version(&lock, package).unwrap_or_else(|| {
-            println!(
-                "cargo:warning=no single locked version of {package} in {}; \
-                 gzip cache keys will not follow its upgrades",
-                lock_path.display()
-            );
-            "unlocked".to_owned()
-        });
-        println!("cargo:rustc-env={variable}={version}");
-    }
+    let (package, variable) = ("libdeflate-sys", "LKB_LIBDEFLATE_VERSION");
+    let version = locked_version(&lock, package).unwrap_or_else(|| {
+        println!(
+            "cargo:warning=no single locked version of {package} in {}; \
+             gzip cache keys will not follow its upgrades",
+            lock_path.display()
+        );
+        "unlocked".to_owned()
+    });
+    println!("cargo:rustc-env={variable}={version}");
 }

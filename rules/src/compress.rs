@@ -15,6 +15,8 @@
 
 use std::io::{self, Read, Write};
 
+pub mod pieces;
+
 /// Version of this module's byte-affecting choices; part of [`Codec::params`]. (The move of
 /// gzip from zlib-rs to libdeflate changed the gzip params' `backend=`, so it needed no bump.)
 pub const COMPRESS_VERSION: u32 = 1;
@@ -118,24 +120,6 @@ impl Codec {
             }
         }
     }
-}
-
-/// A streaming gzip writer (flate2 with zlib-rs, level 6, header as [`Codec::Gzip`]'s): for a
-/// member too large to compress from memory with libdeflate.
-pub fn stream_gzip<W: Write>(out: W) -> flate2::write::GzEncoder<W> {
-    flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(out, flate2::Compression::new(6))
-}
-
-/// What shapes [`stream_gzip`]'s bytes, for action keys.
-pub fn stream_gzip_params() -> String {
-    format!(
-        "gzip;level=6;backend=flate2-{}/zlib-rs-{}",
-        env!("LKB_FLATE2_VERSION"),
-        env!("LKB_ZLIB_RS_VERSION")
-    )
 }
 
 /// A libdeflate compressor at `level`, or an error naming the range.

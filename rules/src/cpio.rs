@@ -148,8 +148,136 @@ struct Group {
     ino: Option<u32>,
 }
 
-/// Streams a newc archive to `out`. Wrap `out` in a `BufWriter` (or a compressor).
-pub struct CpioWriter<W: Write> {
+/// Where a [`CpioWriter`] puts an archive. Any [`Write`] gets the files' contents copied in
+/// from the store; an [`ArchiveLayout`] notes where they come from instead.
+pub trait ArchiveSink {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Adds the first `size` bytes of blob `digest`; returns how many there were.
+    fn contents(
+        &mut self,
+        store: &Store,
+        digest: &lkb_store::BlobDigest,
+        size: u64,
+    ) -> Result<u64, CpioError>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+impl<W: Write> ArchiveSink for W {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn contents(
+        &mut self,
+        store: &Store,
+        digest: &lkb_store::BlobDigest,
+        size: u64,
+    ) -> Result<u64, CpioError> {
+        let mut file = store.open_blob(digest)?;
+        Ok(io::copy(&mut (&mut file).take(size), self)?)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Write::flush(self)
+    }
+}
+
+/// An archive as the bytes the writer made and the ranges of blobs between them, so any
+/// range of it can be read without writing what comes before ([`ArchiveLayout::read`]).
+#[derive(Debug, Default)]
+pub struct ArchiveLayout {
+    /// Each part with its offset in the archive.
+    parts: Vec<(u64, Part)>,
+    len: u64,
+}
+
+#[derive(Debug)]
+enum Part {
+    Bytes(Vec<u8>),
+    Blob {
+        digest: lkb_store::BlobDigest,
+        size: u64,
+    },
+}
+
+impl ArchiveSink for ArchiveLayout {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.parts.last_mut() {
+            Some((_, Part::Bytes(last))) => last.extend_from_slice(bytes),
+            _ => self.parts.push((self.len, Part::Bytes(bytes.to_vec()))),
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+    fn contents(
+        &mut self,
+        _store: &Store,
+        digest: &lkb_store::BlobDigest,
+        size: u64,
+    ) -> Result<u64, CpioError> {
+        self.parts.push((
+            self.len,
+            Part::Blob {
+                digest: *digest,
+                size,
+            },
+        ));
+        self.len += size;
+        Ok(size)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ArchiveLayout {
+    /// The archive's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes `range` of the archive, reading the blobs it covers from `store`.
+    pub fn read(&self, store: &Store, range: std::ops::Range<u64>) -> Result<Vec<u8>, CpioError> {
+        let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
+        let first = self.parts.partition_point(|(at, _)| *at <= range.start);
+        for (at, part) in &self.parts[first.saturating_sub(1)..] {
+            if *at >= range.end {
+                break;
+            }
+            let part_len = match part {
+                Part::Bytes(bytes) => bytes.len() as u64,
+                Part::Blob { size, .. } => *size,
+            };
+            let from = range.start.max(*at) - at;
+            let to = range.end.min(at + part_len) - at;
+            if from >= to {
+                continue;
+            }
+            match part {
+                Part::Bytes(bytes) => out.extend_from_slice(&bytes[from as usize..to as usize]),
+                Part::Blob { digest, size } => {
+                    let mut blob = store.open_blob(digest)?;
+                    io::Seek::seek(&mut blob, io::SeekFrom::Start(from))?;
+                    let want = to - from;
+                    let got = io::copy(&mut (&mut blob).take(want), &mut out)?;
+                    if got != want {
+                        return Err(CpioError::ShortBlob {
+                            path: format!("blob {digest}"),
+                            expected: *size,
+                            actual: from + got,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Streams a newc archive to `out`. Wrap a plain `out` in a `BufWriter` (or a compressor).
+pub struct CpioWriter<W: ArchiveSink> {
     out: W,
     store: Store,
     base: u32,
@@ -158,7 +286,7 @@ pub struct CpioWriter<W: Write> {
     entries: u64,
 }
 
-impl<W: Write> CpioWriter<W> {
+impl<W: ArchiveSink> CpioWriter<W> {
     pub fn new(out: W, store: &Store, opts: &CpioOptions) -> CpioWriter<W> {
         CpioWriter {
             out,
@@ -171,7 +299,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)?;
+        self.out.put(bytes)?;
         self.offset += bytes.len() as u64;
         Ok(())
     }
@@ -309,8 +437,7 @@ impl<W: Write> CpioWriter<W> {
         self.header(&h, path)?;
         match &src.kind {
             EntryKind::File { blob } if with_data && blob.size > 0 => {
-                let mut file = self.store.open_blob(&blob.digest)?;
-                let copied = io::copy(&mut (&mut file).take(blob.size), &mut self.out)?;
+                let copied = self.out.contents(&self.store, &blob.digest, blob.size)?;
                 self.offset += copied;
                 if copied != blob.size {
                     return Err(CpioError::ShortBlob {
@@ -468,7 +595,7 @@ pub struct ArchiveRuns {
 
 impl ArchiveRuns {
     /// Writes `run` (one of [`ArchiveRuns::ranges`]) of `list` as one complete newc archive.
-    pub fn write<W: Write>(
+    pub fn write<W: ArchiveSink>(
         &self,
         out: W,
         list: &[&Entry],

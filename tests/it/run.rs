@@ -162,8 +162,8 @@ fn an_initrd_with_a_multi_member_segment_boots() {
     yml.push_str("files:\n");
     for i in 0..3 {
         let name = format!("blob{i}.bin");
-        // The last file is larger than lkb buffers a member for: its member is streamed by
-        // another compressor, and the kernel must take both kinds.
+        // The last file is larger than a member: its member is compressed in pieces on every
+        // core and joined into one deflate stream, and the kernel must read that too.
         let size = if i == 2 { 40 << 20 } else { 9 << 20 };
         fs_err::write(ws.path().join("examples").join(&name), noise(i, size)).unwrap();
         yml.push_str(&format!("  - path: var/big/{name}\n    source: {name}\n"));

@@ -8,6 +8,7 @@ use lkb_store::{ActionResult, BlobRef, Store};
 
 use super::{GENERATED_FILE, input_blobs, load_tree};
 use crate::compress::Codec;
+use crate::compress::pieces::{self, MemberSum, PIECE_BYTES};
 use crate::tree::{Entry, Tree};
 use crate::{cpio, tarball};
 
@@ -34,8 +35,10 @@ pub const SEGMENT_MEMBER_BYTES: u64 = 16 << 20;
 /// A gzip segment with more than [`SEGMENT_MEMBER_BYTES`] of file data is several complete
 /// archives ([`cpio::archive_runs`]), each its own gzip member, compressed on every core at
 /// once and concatenated in order: the kernel unpacks a sequence of compressed archives, and
-/// gzip readers read concatenated members as one stream. The cuts depend only on the tree, so
-/// the bytes do not depend on the machine's core count.
+/// gzip readers read concatenated members as one stream. A run larger than a member (one
+/// large file) is still one member, but compressed in pieces on every core
+/// ([`crate::compress::pieces`]). The cuts depend only on the tree, so the bytes do not depend
+/// on the machine's core count.
 #[derive(Debug)]
 pub struct SegmentAction {
     pub codec: Codec,
@@ -60,9 +63,9 @@ impl Action for SegmentAction {
     fn outputs(&self) -> Vec<OutputDecl> {
         let members = match self.member_bytes() {
             Some(bytes) => format!(
-                "members-per={bytes};runs-v{};streamed-above={BUFFERED_MEMBER_MAX}:{};",
+                "members-per={bytes};runs-v{};larger-in-pieces-of={PIECE_BYTES}:v{};",
                 cpio::RUNS_VERSION,
-                crate::compress::stream_gzip_params()
+                pieces::PIECES_VERSION,
             ),
             None => String::new(),
         };
@@ -95,53 +98,98 @@ impl Action for SegmentAction {
                     let all = 0..list.len();
                     return write_member(out, codec, &runs, &list, all, &store);
                 };
+                let Codec::Gzip { level } = codec else {
+                    unreachable!("only gzip segments are cut into members")
+                };
                 let threads = std::thread::available_parallelism().map_or(1, usize::from);
+                let options = cpio::CpioOptions::default();
                 let hints: Vec<usize> = runs
                     .ranges
                     .iter()
                     .map(|run| archive_size_hint(&list[run.clone()]))
                     .collect();
-                // A buffered member holds its archive and its compressed bytes; a streamed one
-                // holds only the compressor's window.
-                let cost = |index: usize| match hints[index] {
-                    hint if hint > BUFFERED_MEMBER_MAX => 1 << 20,
-                    hint => hint,
+                // A run larger than a member (one file larger than SEGMENT_MEMBER_BYTES) is
+                // one member compressed in pieces; its layout says where each piece's bytes are.
+                let mut layouts = Vec::with_capacity(runs.ranges.len());
+                let mut work = Vec::new();
+                for (index, run) in runs.ranges.iter().enumerate() {
+                    if hints[index] as u64 <= SEGMENT_MEMBER_BYTES {
+                        layouts.push(None);
+                        work.push(Work::Member(index));
+                        continue;
+                    }
+                    let (layout, _) = runs
+                        .write(
+                            cpio::ArchiveLayout::default(),
+                            &list,
+                            run.clone(),
+                            &store,
+                            &options,
+                        )
+                        .map_err(cpio_error)?;
+                    let count = layout.len().div_ceil(PIECE_BYTES).max(1);
+                    work.extend((0..count).map(|piece| Work::Piece {
+                        run: index,
+                        bytes: piece * PIECE_BYTES..((piece + 1) * PIECE_BYTES).min(layout.len()),
+                        last: piece + 1 == count,
+                    }));
+                    layouts.push(Some(layout));
+                }
+                let cost = |index: usize| match &work[index] {
+                    Work::Member(run) => hints[*run],
+                    // Its bytes and about as many compressed.
+                    Work::Piece { .. } => 2 * PIECE_BYTES as usize,
                 };
+                let mut sum = MemberSum::default();
                 in_order(
-                    runs.ranges.len(),
+                    work.len(),
                     threads,
-                    out,
                     (&cost, MEMBERS_IN_MEMORY),
-                    |index| {
-                        let run = runs.ranges[index].clone();
-                        let hint = hints[index];
-                        let options = cpio::CpioOptions::default();
-                        if hint > BUFFERED_MEMBER_MAX {
-                            // Too big to hold twice in memory (one file larger than a run): a
-                            // streaming compressor into a scratch file, copied out in turn.
-                            let scratch = store.scratch_file()?;
-                            let encoder = crate::compress::stream_gzip(
-                                std::io::BufWriter::with_capacity(1 << 20, scratch),
-                            );
-                            let (encoder, _) = runs
-                                .write(encoder, &list, run, &store, &options)
-                                .map_err(cpio_error)?;
-                            let mut scratch = encoder
-                                .finish()
-                                .and_then(|buffered| {
-                                    buffered.into_inner().map_err(|e| e.into_error())
-                                })
-                                .map_err(io_error)?;
-                            std::io::Seek::rewind(&mut scratch).map_err(io_error)?;
-                            return Ok(Member::Spilled(scratch));
-                        }
-                        let mut raw = Vec::with_capacity(hint);
-                        runs.write(&mut raw, &list, run, &store, &options)
+                    |index| match &work[index] {
+                        Work::Member(run) => {
+                            let mut raw = Vec::with_capacity(hints[*run]);
+                            runs.write(
+                                &mut raw,
+                                &list,
+                                runs.ranges[*run].clone(),
+                                &store,
+                                &options,
+                            )
                             .map_err(cpio_error)?;
-                        let mut member = codec.compress(&raw).map_err(io_error)?;
-                        drop(raw);
-                        member.shrink_to_fit();
-                        Ok(Member::Bytes(member))
+                            let mut member = codec.compress(&raw).map_err(io_error)?;
+                            drop(raw);
+                            member.shrink_to_fit();
+                            Ok(Made::Member(member))
+                        }
+                        Work::Piece { run, bytes, last } => {
+                            let layout = layouts[*run].as_ref().expect("pieced runs have layouts");
+                            let raw = layout.read(&store, bytes.clone()).map_err(cpio_error)?;
+                            let piece =
+                                pieces::compress_piece(level, &raw, *last).map_err(io_error)?;
+                            Ok(Made::Piece(piece))
+                        }
+                    },
+                    |index, made| {
+                        match made {
+                            Made::Member(bytes) => out.write_all(&bytes),
+                            Made::Piece(piece) => {
+                                let Work::Piece { bytes, last, .. } = &work[index] else {
+                                    unreachable!("pieces are made for pieces")
+                                };
+                                (|| {
+                                    if bytes.start == 0 {
+                                        out.write_all(&pieces::gzip_header(level))?;
+                                    }
+                                    out.write_all(&piece.deflate)?;
+                                    sum.add(&piece);
+                                    if *last {
+                                        out.write_all(&std::mem::take(&mut sum).trailer())?;
+                                    }
+                                    Ok(())
+                                })()
+                            }
+                        }
+                        .map_err(io_error)
                     },
                 )
             })?;
@@ -151,21 +199,27 @@ impl Action for SegmentAction {
     }
 }
 
-/// The largest member (its archive's size) compressed from memory, by libdeflate; a larger one
-/// (a run holding one file bigger than [`SEGMENT_MEMBER_BYTES`]) is compressed as a stream by
-/// zlib-rs instead, so memory stays bounded whatever the files' sizes.
-const BUFFERED_MEMBER_MAX: usize = 32 << 20;
-
-/// How many bytes of archive the members being compressed from memory may hold together (each
-/// also holds about as much compressed): a 32 MiB member shares the machine with a 16 MiB one,
-/// not with another 32 MiB one. One member is always allowed.
+/// How many bytes of archive the members and pieces being compressed may hold together
+/// (each also holds about as much compressed): a 16 MiB member shares the machine with a
+/// piece or two, not with two more members. One item is always allowed.
 const MEMBERS_IN_MEMORY: usize = 48 << 20;
 
-/// A compressed member, made by a worker of [`in_order`].
-enum Member {
-    Bytes(Vec<u8>),
-    /// In a scratch file (read from its start), for a member too big to hold in memory.
-    Spilled(std::fs::File),
+/// What a segment's compression is cut into.
+enum Work {
+    /// Run `.0` of the archive runs, as one member.
+    Member(usize),
+    /// Bytes `bytes` of a run's archive, compressed as a piece of its member.
+    Piece {
+        run: usize,
+        bytes: std::ops::Range<u64>,
+        last: bool,
+    },
+}
+
+/// A [`Work`] item done by a worker of [`in_order`].
+enum Made {
+    Member(Vec<u8>),
+    Piece(pieces::Piece),
 }
 
 /// About the size of `entries` as a newc archive (headers, names, data, padding), so the
@@ -185,23 +239,23 @@ fn archive_size_hint(entries: &[&Entry]) -> usize {
     usize::try_from(bytes + 512).unwrap_or(usize::MAX)
 }
 
-/// Makes items `0..count` with `make` on `threads` threads and writes them to `out` in order.
+/// Makes items `0..count` with `make` on `threads` threads and hands them to `write` in order.
 /// A thread takes the next item only while fewer than `threads` items are taken and not yet
 /// written and their `cost` together stays within `budget` (one item is always allowed), so
 /// memory stays bounded, and a slow item does not hold up the other threads more than that.
-fn in_order(
+fn in_order<T: Send>(
     count: usize,
     threads: usize,
-    out: &mut dyn Write,
     (cost, budget): (&(dyn Fn(usize) -> usize + Sync), usize),
-    make: impl Fn(usize) -> Result<Member, ActionError> + Sync,
+    make: impl Fn(usize) -> Result<T, ActionError> + Sync,
+    mut write: impl FnMut(usize, T) -> Result<(), ActionError>,
 ) -> Result<(), ActionError> {
     use std::collections::BTreeMap;
     use std::sync::{Condvar, Mutex};
-    struct Queue {
+    struct Queue<T> {
         next: usize,
         written: usize,
-        done: BTreeMap<usize, Result<Member, ActionError>>,
+        done: BTreeMap<usize, Result<T, ActionError>>,
         failed: bool,
         /// The cost of the items taken and not yet written.
         in_flight: usize,
@@ -266,13 +320,8 @@ fn in_order(
                     q = changed.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            result = item.and_then(|member| {
-                match member {
-                    Member::Bytes(bytes) => out.write_all(&bytes),
-                    Member::Spilled(mut file) => std::io::copy(&mut file, out).map(drop),
-                }
-                .map_err(io_error)
-            });
+            let written = lock().written;
+            result = item.and_then(|item| write(written, item));
             let mut q = lock();
             q.in_flight -= cost(q.written);
             q.written += 1;
